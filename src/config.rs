@@ -1,0 +1,626 @@
+//! Configuration: YAML with Veneur's key names, `HARRIER_<KEY>` environment overrides, and validation whose
+//! errors name the key to fix. Every field documents its default here and in `config.example.yaml`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+use yaml_serde::{Mapping, Value};
+
+/// Why a configuration was refused. Each message names the key (or variable) and the value to fix.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("config key `{key}`: {value:?} is invalid: {reason}")]
+    Invalid { key: String, value: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration. Every key is optional; with none, Harrier is a local server on
+/// `udp://127.0.0.1:8125` printing each flush to stdout every 10 s.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where DogStatsD is received: `udp://host:port`, `tcp://host:port`, `unixgram:///path` (datagrams) or
+    /// `unix:///path` (stream of 4-byte little-endian length-prefixed frames). Default: `[udp://127.0.0.1:8125]`.
+    pub statsd_listen_addresses: Vec<String>,
+    /// Flush interval. Default: `10s`. Accepts `500ms`, `10s`, `1m`, `1m30s`, or a number of seconds.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub interval: Duration,
+    /// Host reported with every series that has no `host:` tag. Default: this machine's hostname. Empty means
+    /// no host is attached.
+    pub hostname: String,
+    /// `host:port` of the global (or proxy) Harrier to forward sketches to. Setting it makes this a local
+    /// instance. Default: empty (this instance is the root: it emits everything itself).
+    pub forward_address: String,
+    /// `host:port` on which to serve the gRPC import API (global and proxy tiers). Default: empty (no import
+    /// server).
+    pub grpc_address: String,
+    /// `host:port` for `GET /healthcheck` and `GET /version`. Default: empty (no HTTP server).
+    pub http_address: String,
+    /// Tags added to every metric, event and service check at parse time; a configured `key:value` replaces a
+    /// packet tag with the same key. Default: `[]`.
+    pub extend_tags: Vec<String>,
+    /// Quantiles in (0, 1) emitted for histograms and timers where percentiles are computed (the global, a root
+    /// instance, or `veneurlocalonly`). `0.99` is emitted as `<name>.99percentile`, `0.999` as
+    /// `<name>.99_9percentile`. Default: `[0.5, 0.9, 0.99]`.
+    pub percentiles: Vec<f64>,
+    /// Histogram and timer aggregates emitted from each instance's own samples: any of `min`, `max`, `median`,
+    /// `avg`, `count`, `sum`, `hmean`. Default: `[min, max, count]`.
+    pub aggregates: Vec<Aggregate>,
+    /// Aggregation shards, each owning its own series. Default: the number of CPU cores.
+    pub num_workers: usize,
+    /// Sockets per UDP listener (bound with SO_REUSEPORT when more than one), or reader tasks per unix
+    /// datagram listener. Default: `1`.
+    pub num_readers: usize,
+    /// SO_RCVBUF requested for UDP and unix datagram sockets, in bytes. Default: `2097152` (2 MiB). The kernel
+    /// caps it at `net.core.rmem_max`.
+    pub read_buffer_size_bytes: usize,
+    /// Longest datagram, stream frame or TCP line accepted, in bytes. Longer ones are counted and dropped whole,
+    /// never truncated. Default: `8192`.
+    pub metric_max_length: usize,
+    /// Run a final flush (bounded by one interval) on SIGTERM or SIGINT. Default: `true`.
+    pub flush_on_shutdown: bool,
+    /// How many intervals a local keeps sketches it could not forward, merging them into the next forward,
+    /// before dropping them (counted). Default: `6`.
+    pub forward_max_intervals: u32,
+    /// Idle TCP and unix stream connections are closed after this long without data. Default: `10m`.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub tcp_idle_timeout: Duration,
+    /// Where flushed metrics go: a list of `{kind, name, config}` with kind `console` or `datadog`. Default:
+    /// `[]`, which means one `console` sink printing to stdout.
+    pub metric_sinks: Vec<SinkConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            statsd_listen_addresses: vec!["udp://127.0.0.1:8125".to_string()],
+            interval: Duration::from_secs(10),
+            hostname: system_hostname(),
+            forward_address: String::new(),
+            grpc_address: String::new(),
+            http_address: String::new(),
+            extend_tags: Vec::new(),
+            percentiles: vec![0.5, 0.9, 0.99],
+            aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
+            num_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            num_readers: 1,
+            read_buffer_size_bytes: 2 * 1024 * 1024,
+            metric_max_length: 8192,
+            flush_on_shutdown: true,
+            forward_max_intervals: 6,
+            tcp_idle_timeout: Duration::from_secs(600),
+            metric_sinks: Vec::new(),
+        }
+    }
+}
+
+/// How a top-level key's environment value is read.
+#[derive(Clone, Copy, PartialEq)]
+enum EnvKind {
+    /// Taken verbatim as a string.
+    Text,
+    /// Comma-separated list (or a YAML flow sequence `[a, b]`).
+    List,
+    /// Any YAML value: numbers, booleans, durations, flow mappings.
+    Yaml,
+}
+
+/// Every top-level key, with how its `HARRIER_<KEY>` environment override is read.
+const KEYS: &[(&str, EnvKind)] = &[
+    ("statsd_listen_addresses", EnvKind::List),
+    ("interval", EnvKind::Text),
+    ("hostname", EnvKind::Text),
+    ("forward_address", EnvKind::Text),
+    ("grpc_address", EnvKind::Text),
+    ("http_address", EnvKind::Text),
+    ("extend_tags", EnvKind::List),
+    ("percentiles", EnvKind::List),
+    ("aggregates", EnvKind::List),
+    ("num_workers", EnvKind::Yaml),
+    ("num_readers", EnvKind::Yaml),
+    ("read_buffer_size_bytes", EnvKind::Yaml),
+    ("metric_max_length", EnvKind::Yaml),
+    ("flush_on_shutdown", EnvKind::Yaml),
+    ("forward_max_intervals", EnvKind::Yaml),
+    ("tcp_idle_timeout", EnvKind::Text),
+    ("metric_sinks", EnvKind::Yaml),
+];
+
+/// A histogram aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    Min,
+    Max,
+    Median,
+    Avg,
+    Count,
+    Sum,
+    Hmean,
+}
+
+impl Aggregate {
+    /// The suffix appended to the metric name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Median => "median",
+            Aggregate::Avg => "avg",
+            Aggregate::Count => "count",
+            Aggregate::Sum => "sum",
+            Aggregate::Hmean => "hmean",
+        }
+    }
+}
+
+/// The name suffix of a percentile: `0.99` → `99percentile`, `0.999` → `99_9percentile`.
+pub fn percentile_suffix(p: f64) -> String {
+    let percent = format!("{:.6}", p * 100.0);
+    let percent = percent.trim_end_matches('0').trim_end_matches('.');
+    format!("{}percentile", percent.replace('.', "_"))
+}
+
+/// One entry of `metric_sinks`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `console` or `datadog`.
+    pub kind: SinkKind,
+    /// A name for logs and self-metrics. Default: the kind.
+    #[serde(default)]
+    pub name: String,
+    /// Kind-specific settings (see [`DatadogConfig`]). Default: none.
+    #[serde(default)]
+    pub config: Value,
+}
+
+impl fmt::Debug for SinkConfig {
+    // The raw config may hold an API key: show only the parsed, redacted form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SinkConfig");
+        d.field("kind", &self.kind).field("name", &self.name);
+        match self.kind {
+            SinkKind::Datadog => d.field("config", &self.datadog().ok()),
+            SinkKind::Console => d.field("config", &"{}"),
+        };
+        d.finish()
+    }
+}
+
+/// The kinds of metric sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Console,
+    Datadog,
+}
+
+impl SinkConfig {
+    /// The sink's name, defaulting to its kind.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            match self.kind {
+                SinkKind::Console => "console",
+                SinkKind::Datadog => "datadog",
+            }
+        } else {
+            &self.name
+        }
+    }
+
+    /// The typed settings of a `datadog` sink, with `DD_API_KEY` filling an empty `api_key`.
+    pub fn datadog(&self) -> Result<DatadogConfig, ConfigError> {
+        let mut cfg: DatadogConfig = if self.config.is_null() {
+            DatadogConfig::default()
+        } else {
+            yaml_serde::from_value(self.config.clone()).map_err(|e| {
+                ConfigError::invalid(
+                    format!("metric_sinks[{}].config", self.display_name()),
+                    "…",
+                    e.to_string(),
+                )
+            })?
+        };
+        if cfg.api_key.is_empty() {
+            if let Ok(key) = std::env::var("DD_API_KEY") {
+                cfg.api_key = key;
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Settings of a `datadog` sink (`metric_sinks[].config`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatadogConfig {
+    /// The Datadog API key, sent only in the `DD-API-KEY` header and never logged. Default: empty, filled from
+    /// the `DD_API_KEY` environment variable.
+    pub api_key: String,
+    /// Base URL of the intake. Default: `https://app.datadoghq.com`; `http://127.0.0.1:PORT` for tests.
+    pub api_hostname: String,
+    /// Most series per request body. Default: `25000`.
+    pub flush_max_per_body: usize,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        DatadogConfig {
+            api_key: String::new(),
+            api_hostname: "https://app.datadoghq.com".to_string(),
+            flush_max_per_body: 25_000,
+        }
+    }
+}
+
+impl fmt::Debug for DatadogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatadogConfig")
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
+            .field("api_hostname", &self.api_hostname)
+            .field("flush_max_per_body", &self.flush_max_per_body)
+            .finish()
+    }
+}
+
+/// A parsed entry of `statsd_listen_addresses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Udp(SocketAddr),
+    Tcp(SocketAddr),
+    /// Unix datagram socket.
+    Unixgram(PathBuf),
+    /// Unix stream socket with length-prefixed frames.
+    Unix(PathBuf),
+}
+
+impl ListenAddress {
+    /// Parses `udp://host:port`, `tcp://host:port`, `unixgram:///path` or `unix:///path`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| "expected scheme://address, e.g. udp://127.0.0.1:8125".to_string())?;
+        let socket = |rest: &str| -> Result<SocketAddr, String> {
+            rest.to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {rest:?}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{rest:?} resolves to no address"))
+        };
+        let path = |rest: &str| -> Result<PathBuf, String> {
+            if rest.is_empty() {
+                Err("the socket path is empty".to_string())
+            } else {
+                Ok(PathBuf::from(rest))
+            }
+        };
+        match scheme {
+            "udp" => socket(rest).map(ListenAddress::Udp),
+            "tcp" => socket(rest).map(ListenAddress::Tcp),
+            "unixgram" => path(rest).map(ListenAddress::Unixgram),
+            "unix" => path(rest).map(ListenAddress::Unix),
+            other => Err(format!(
+                "unknown scheme {other:?} (expected udp, tcp, unixgram or unix)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Udp(a) => write!(f, "udp://{a}"),
+            ListenAddress::Tcp(a) => write!(f, "tcp://{a}"),
+            ListenAddress::Unixgram(p) => write!(f, "unixgram://{}", p.display()),
+            ListenAddress::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a YAML file, applies `HARRIER_<KEY>` overrides from the process environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let name = path.map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
+        Config::from_yaml_with_env(&text, &name, |k| std::env::var(k).ok())
+    }
+
+    /// Parses YAML text, applies environment overrides looked up through `env`, and validates.
+    pub fn from_yaml_with_env(
+        text: &str,
+        source_name: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: source_name.to_string(),
+            message,
+        };
+        let mut root = if text.trim().is_empty() {
+            Mapping::new()
+        } else {
+            match yaml_serde::from_str::<Value>(text).map_err(|e| parse_err(e.to_string()))? {
+                Value::Mapping(m) => m,
+                Value::Null => Mapping::new(),
+                _ => {
+                    return Err(parse_err(
+                        "the top level must be a mapping of keys to values".to_string(),
+                    ))
+                }
+            }
+        };
+        for &(key, kind) in KEYS {
+            let var = format!("HARRIER_{}", key.to_ascii_uppercase());
+            let Some(raw) = env(&var) else { continue };
+            let env_err = |message: String| ConfigError::Env {
+                var: var.clone(),
+                value: raw.clone(),
+                message,
+            };
+            let yaml = |s: &str| yaml_serde::from_str::<Value>(s).map_err(|e| env_err(e.to_string()));
+            let value = match kind {
+                EnvKind::Text => Value::String(raw.clone()),
+                EnvKind::Yaml => yaml(&raw)?,
+                EnvKind::List if raw.trim_start().starts_with('[') => yaml(&raw)?,
+                EnvKind::List => Value::Sequence(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| match key {
+                            // Numbers stay numbers; tags and addresses stay text even when they look numeric.
+                            "percentiles" => yaml(s),
+                            _ => Ok(Value::String(s.to_string())),
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            root.insert(Value::String(key.to_string()), value);
+        }
+        let config: Config = yaml_serde::from_value(Value::Mapping(root)).map_err(|e| parse_err(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the key and the bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.statsd_listen_addresses.is_empty() && self.grpc_address.is_empty() {
+            return Err(ConfigError::invalid(
+                "statsd_listen_addresses",
+                "[]",
+                "nothing to listen on: give at least one address (e.g. udp://127.0.0.1:8125) or a grpc_address",
+            ));
+        }
+        self.listen_addresses()?;
+        if self.interval.is_zero() {
+            return Err(ConfigError::invalid("interval", "0s", "must be longer than zero"));
+        }
+        let mut names = HashSet::new();
+        for a in &self.aggregates {
+            if !names.insert(a.suffix().to_string()) {
+                return Err(ConfigError::invalid("aggregates", a.suffix(), "listed twice"));
+            }
+        }
+        for &p in &self.percentiles {
+            if !(p > 0.0 && p < 1.0) {
+                return Err(ConfigError::invalid(
+                    "percentiles",
+                    p,
+                    "a percentile is a quantile in (0, 1), e.g. 0.99",
+                ));
+            }
+            let suffix = percentile_suffix(p);
+            if !names.insert(suffix.clone()) {
+                return Err(ConfigError::invalid(
+                    "percentiles",
+                    p,
+                    format!("its output name .{suffix} collides with another percentile"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("num_workers", self.num_workers),
+            ("num_readers", self.num_readers),
+            ("metric_max_length", self.metric_max_length),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, 0, "must be at least 1"));
+            }
+        }
+        if self.metric_max_length > 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "metric_max_length",
+                self.metric_max_length,
+                "must be at most 16 MiB",
+            ));
+        }
+        for (key, v) in [
+            ("grpc_address", &self.grpc_address),
+            ("http_address", &self.http_address),
+        ] {
+            if !v.is_empty() {
+                parse_socket_addr(v).map_err(|reason| ConfigError::invalid(key, v, reason))?;
+            }
+        }
+        if !self.forward_address.is_empty() {
+            let host_port = strip_http_scheme(&self.forward_address);
+            if host_port
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::invalid(
+                    "forward_address",
+                    &self.forward_address,
+                    "expected host:port, e.g. 127.0.0.1:8128",
+                ));
+            }
+        }
+        for tag in &self.extend_tags {
+            if tag.is_empty() || tag.contains(',') {
+                return Err(ConfigError::invalid(
+                    "extend_tags",
+                    tag,
+                    "a tag is non-empty and has no comma",
+                ));
+            }
+        }
+        let mut sink_names = HashSet::new();
+        for sink in &self.metric_sinks {
+            let name = sink.display_name().to_string();
+            if !sink_names.insert(name.clone()) {
+                return Err(ConfigError::invalid(
+                    "metric_sinks",
+                    &name,
+                    "two sinks have this name; give each a distinct `name`",
+                ));
+            }
+            match sink.kind {
+                SinkKind::Console => {
+                    if !(sink.config.is_null() || sink.config.as_mapping().is_some_and(Mapping::is_empty)) {
+                        return Err(ConfigError::invalid(
+                            format!("metric_sinks[{name}].config"),
+                            "…",
+                            "the console sink takes no settings",
+                        ));
+                    }
+                }
+                SinkKind::Datadog => {
+                    let dd = sink.datadog()?;
+                    let key = |k: &str| format!("metric_sinks[{name}].config.{k}");
+                    if !(dd.api_hostname.starts_with("http://") || dd.api_hostname.starts_with("https://")) {
+                        return Err(ConfigError::invalid(
+                            key("api_hostname"),
+                            &dd.api_hostname,
+                            "expected an http:// or https:// URL",
+                        ));
+                    }
+                    if dd.flush_max_per_body == 0 {
+                        return Err(ConfigError::invalid(key("flush_max_per_body"), 0, "must be at least 1"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed `statsd_listen_addresses`.
+    pub fn listen_addresses(&self) -> Result<Vec<ListenAddress>, ConfigError> {
+        self.statsd_listen_addresses
+            .iter()
+            .map(|a| {
+                ListenAddress::parse(a).map_err(|reason| ConfigError::invalid("statsd_listen_addresses", a, reason))
+            })
+            .collect()
+    }
+
+    /// True when `forward_address` is set: this instance forwards sketches instead of emitting percentiles.
+    pub fn is_local(&self) -> bool {
+        !self.forward_address.is_empty()
+    }
+}
+
+/// `forward_address` may be written with an `http://` scheme (as for Veneur's HTTP forwarding); gRPC only
+/// needs host and port.
+pub fn strip_http_scheme(addr: &str) -> &str {
+    addr.strip_prefix("http://").unwrap_or(addr)
+}
+
+/// Resolves `host:port` to one socket address.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?} as host:port: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// Parses `1h2m3s`, `10s`, `500ms`, `1.5s`, `250us`, `100ns`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".to_string());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return Err(format!("{s:?} is not a duration like 10s, 500ms or 1m30s"));
+        }
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("bad number in duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            "" => return Err(format!("duration {s:?} needs a unit (h, m, s, ms, us, ns)")),
+            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
+        };
+        total += n * unit;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| format!("duration {s:?}: {e}"))
+}
+
+fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// This machine's hostname, or `localhost` when it cannot be read.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml_with_env(yaml, "test.yaml", no_env)
+}
+
+#[test]
+fn an_empty_file_gives_a_local_udp_server_with_a_console_sink() {
+    let c = parse("").unwrap();
+    assert_eq!(c.statsd_listen_addresses, vec!["udp://127.0.0.1:8125"]);
+    assert_eq!(c.interval, Duration::from_secs(10));
+    assert!(c.metric_sinks.is_empty());
+    assert!(!c.is_local());
+    assert!(c.flush_on_shutdown);
+    assert_eq!(c.metric_max_length, 8192);
+    assert_eq!(c.read_buffer_size_bytes, 2 * 1024 * 1024);
+    assert_eq!(c.aggregates, vec![Aggregate::Min, Aggregate::Max, Aggregate::Count]);
+}
+
+#[test]
+fn the_example_config_is_valid_and_documents_every_key() {
+    let text = include_str!("../../config.example.yaml");
+    parse(text).unwrap();
+    for (key, _) in KEYS {
+        let documented = text.contains(&format!("\n{key}:")) || text.contains(&format!("\n# {key}:"));
+        assert!(documented, "config.example.yaml does not document `{key}`");
+    }
+}
+
+#[test]
+fn every_documented_key_is_accepted() {
+    // KEYS must list exactly the struct's fields: each must deserialize on its own.
+    for (key, _) in KEYS {
+        let value = match *key {
+            "statsd_listen_addresses" => "[\"udp://127.0.0.1:0\"]",
+            "interval" | "tcp_idle_timeout" => "5s",
+            "hostname" | "forward_address" => "\"\"",
+            "grpc_address" | "http_address" => "\"127.0.0.1:0\"",
+            "extend_tags" => "[a:b]",
+            "percentiles" => "[0.5]",
+            "aggregates" => "[min]",
+            "flush_on_shutdown" => "false",
+            "metric_sinks" => "[]",
+            _ => "3",
+        };
+        parse(&format!("{key}: {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it() {
+    let err = parse("interval: 10s\nflush_everything_now: true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("flush_everything_now"), "{err}");
+    let err = parse("metric_sinks: [{kind: datadog, config: {api_kee: x}}]")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("api_kee"), "{err}");
+}
+
+#[test]
+fn bad_values_are_errors_that_name_the_key_and_value() {
+    let cases = [
+        ("interval: 0s", "interval"),
+        ("interval: soon", "soon"),
+        (
+            "statsd_listen_addresses: [\"quic://127.0.0.1:1\"]",
+            "statsd_listen_addresses",
+        ),
+        (
+            "statsd_listen_addresses: [\"127.0.0.1:8125\"]",
+            "statsd_listen_addresses",
+        ),
+        ("percentiles: [1.5]", "percentiles"),
+        ("percentiles: [0]", "percentiles"),
+        ("aggregates: [p99]", "p99"),
+        ("aggregates: [min, min]", "aggregates"),
+        ("num_workers: 0", "num_workers"),
+        ("metric_max_length: 0", "metric_max_length"),
+        ("http_address: nowhere", "http_address"),
+        ("forward_address: globalhost", "forward_address"),
+        ("extend_tags: [\"a,b\"]", "extend_tags"),
+        ("metric_sinks: [{kind: carrier_pigeon}]", "carrier_pigeon"),
+        (
+            "metric_sinks: [{kind: datadog, config: {api_hostname: ftp://x}}]",
+            "api_hostname",
+        ),
+        ("metric_sinks: [{kind: console}, {kind: console}]", "metric_sinks"),
+        ("- just\n- a list", "mapping"),
+    ];
+    for (yaml, needle) in cases {
+        match parse(yaml) {
+            Ok(_) => panic!("{yaml:?} should be refused"),
+            Err(e) => assert!(e.to_string().contains(needle), "{yaml:?}: {e} does not name {needle}"),
+        }
+    }
+}
+
+#[test]
+fn percentile_names_keep_veneur_names_for_integral_percents_and_stay_unique() {
+    assert_eq!(percentile_suffix(0.99), "99percentile");
+    assert_eq!(percentile_suffix(0.5), "50percentile");
+    assert_eq!(percentile_suffix(0.29), "29percentile");
+    assert_eq!(percentile_suffix(0.999), "99_9percentile");
+    assert_eq!(percentile_suffix(0.9999), "99_99percentile");
+    parse("percentiles: [0.99, 0.999]").unwrap();
+    let err = parse("percentiles: [0.99, 0.99]").unwrap_err().to_string();
+    assert!(err.contains("collides"), "{err}");
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let env = |k: &str| match k {
+        "HARRIER_INTERVAL" => Some("2s".to_string()),
+        "HARRIER_HOSTNAME" => Some("12345".to_string()),
+        "HARRIER_NUM_WORKERS" => Some("3".to_string()),
+        "HARRIER_EXTEND_TAGS" => Some("env:prod, team:core".to_string()),
+        "HARRIER_PERCENTILES" => Some("0.5,0.95".to_string()),
+        "HARRIER_STATSD_LISTEN_ADDRESSES" => Some("[udp://127.0.0.1:0, tcp://127.0.0.1:0]".to_string()),
+        "HARRIER_FLUSH_ON_SHUTDOWN" => Some("false".to_string()),
+        "HARRIER_METRIC_SINKS" => Some("[{kind: console, name: out}]".to_string()),
+        _ => None,
+    };
+    let c = Config::from_yaml_with_env("interval: 10s\nnum_workers: 1\nhostname: file\n", "t", env).unwrap();
+    assert_eq!(c.interval, Duration::from_secs(2));
+    assert_eq!(c.hostname, "12345");
+    assert_eq!(c.num_workers, 3);
+    assert_eq!(c.extend_tags, vec!["env:prod", "team:core"]);
+    assert_eq!(c.percentiles, vec![0.5, 0.95]);
+    assert_eq!(c.statsd_listen_addresses.len(), 2);
+    assert!(!c.flush_on_shutdown);
+    assert_eq!(c.metric_sinks[0].display_name(), "out");
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    let env = |k: &str| (k == "HARRIER_NUM_WORKERS").then(|| "[unclosed".to_string());
+    let err = Config::from_yaml_with_env("", "t", env).unwrap_err().to_string();
+    assert!(err.contains("HARRIER_NUM_WORKERS"), "{err}");
+}
+
+#[test]
+fn durations_accept_go_style_units_and_plain_seconds() {
+    assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+    assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+    for bad in ["", "10", "s", "10x", "-1s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(parse("interval: 7").unwrap().interval, Duration::from_secs(7));
+}
+
+#[test]
+fn listen_addresses_parse_every_scheme() {
+    assert!(matches!(
+        ListenAddress::parse("udp://127.0.0.1:8125"),
+        Ok(ListenAddress::Udp(_))
+    ));
+    assert!(matches!(
+        ListenAddress::parse("tcp://localhost:8125"),
+        Ok(ListenAddress::Tcp(_))
+    ));
+    assert_eq!(
+        ListenAddress::parse("unixgram:///tmp/dsd.sock"),
+        Ok(ListenAddress::Unixgram("/tmp/dsd.sock".into()))
+    );
+    assert_eq!(
+        ListenAddress::parse("unix:///tmp/dsd.sock"),
+        Ok(ListenAddress::Unix("/tmp/dsd.sock".into()))
+    );
+    assert!(ListenAddress::parse("unix://").is_err());
+}
+
+#[test]
+fn the_api_key_never_appears_in_debug_output() {
+    let c = parse("metric_sinks: [{kind: datadog, config: {api_key: s3cr3t-key-123}}]").unwrap();
+    let dump = format!("{c:?}");
+    assert!(!dump.contains("s3cr3t-key-123"), "{dump}");
+    assert!(dump.contains("<redacted>"), "{dump}");
+    assert_eq!(c.metric_sinks[0].datadog().unwrap().api_key, "s3cr3t-key-123");
+}

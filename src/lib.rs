@@ -1,0 +1,26 @@
+//! Harrier: a DogStatsD-compatible metrics aggregation server, in the line of Stripe's Veneur.
+//!
+//! # Architecture
+//!
+//! Services send DogStatsD lines over UDP (or TCP, or unix sockets) to a **local** Harrier on their host.
+//! Listeners move datagrams into pooled buffers; parser workers turn each packet into borrowed
+//! [`protocol::Message`]s and route each metric by the hash of its series key (name, type, sorted tags) to the
+//! aggregation shard that owns it. A shard owns its maps: no lock is shared on the hot path, and a series it
+//! already knows costs no allocation.
+//!
+//! Every `interval`, the flusher swaps each shard's maps for empty ones and turns the old ones into output.
+//! What combines safely across hosts (counters, gauges, a histogram's min/max/count) goes straight to the
+//! sinks. What does not (t-digests of histograms and timers, HyperLogLogs of sets) is forwarded over gRPC to a
+//! **global** Harrier, which merges the sketches of every host and emits true fleet-wide percentiles and
+//! unique counts.
+//!
+//! # Modules
+//!
+//! - [`config`]: the YAML configuration, environment overrides and validation.
+//! - [`protocol`]: the DogStatsD wire format.
+
+pub mod config;
+pub mod protocol;
+
+/// The version of this build, as printed by `harrier --version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

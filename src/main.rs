@@ -1,0 +1,98 @@
+//! The `harrier` binary: arguments, config, run, exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use harrier::config::Config;
+
+const USAGE: &str = "\
+harrier: a DogStatsD-compatible metrics aggregation server
+
+USAGE:
+    harrier [--config FILE]
+    harrier --validate-config [--config FILE]
+
+OPTIONS:
+    -f, --config FILE       YAML configuration (see config.example.yaml). Without it: a local server on
+                            udp://127.0.0.1:8125 printing each 10 s flush to stdout.
+        --validate-config   Load and check the configuration, then exit: 0 if valid, 1 with the reason if not.
+    -V, --version           Print the version and exit.
+    -h, --help              Print this help and exit.
+
+Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. HARRIER_INTERVAL=5s.
+";
+
+struct Args {
+    config: Option<PathBuf>,
+    validate_only: bool,
+}
+
+enum Parsed {
+    Run(Args),
+    Exit(ExitCode),
+}
+
+fn parse_args() -> Parsed {
+    let mut args = Args {
+        config: None,
+        validate_only: false,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            "-f" | "--config" | "-config" => {
+                let value = inline.map(PathBuf::from).or_else(|| it.next().map(PathBuf::from));
+                match value {
+                    Some(v) => args.config = Some(v),
+                    None => {
+                        eprintln!("harrier: {flag} needs a file name\n\n{USAGE}");
+                        return Parsed::Exit(ExitCode::from(2));
+                    }
+                }
+            }
+            "--validate-config" | "-validate-config" => args.validate_only = true,
+            "-V" | "--version" => {
+                println!("harrier {}", harrier::VERSION);
+                return Parsed::Exit(ExitCode::SUCCESS);
+            }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Parsed::Exit(ExitCode::SUCCESS);
+            }
+            other => {
+                eprintln!("harrier: unknown argument {other:?}\n\n{USAGE}");
+                return Parsed::Exit(ExitCode::from(2));
+            }
+        }
+    }
+    Parsed::Run(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Parsed::Run(a) => a,
+        Parsed::Exit(code) => return code,
+    };
+    let _config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("harrier: invalid configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.validate_only {
+        let source = args
+            .config
+            .as_deref()
+            .map_or("(defaults)".into(), |p| p.display().to_string());
+        println!("harrier: configuration {source} is valid");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("harrier: the server is not built yet; use --validate-config");
+    ExitCode::from(1)
+}

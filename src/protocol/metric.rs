@@ -1,0 +1,252 @@
+//! Metric lines: `name:value[:value…]|type[|@rate][|#tags][|T ts][|c:…][|e:…][|card:…]`.
+
+use std::fmt;
+
+use memchr::memchr;
+
+use super::number::{parse_f64, parse_i64};
+use super::{fields, split_once_byte, ParseError, Tags};
+
+/// The metric type of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetricKind {
+    /// `c`
+    Counter,
+    /// `g`
+    Gauge,
+    /// `ms`
+    Timer,
+    /// `h`
+    Histogram,
+    /// `d`
+    Distribution,
+    /// `s`
+    Set,
+}
+
+impl MetricKind {
+    pub const ALL: [MetricKind; 6] = [
+        MetricKind::Counter,
+        MetricKind::Gauge,
+        MetricKind::Timer,
+        MetricKind::Histogram,
+        MetricKind::Distribution,
+        MetricKind::Set,
+    ];
+
+    /// The type as written on the wire.
+    pub fn wire(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "c",
+            MetricKind::Gauge => "g",
+            MetricKind::Timer => "ms",
+            MetricKind::Histogram => "h",
+            MetricKind::Distribution => "d",
+            MetricKind::Set => "s",
+        }
+    }
+
+    #[inline]
+    fn from_wire(s: &str) -> Option<Self> {
+        Some(match s.as_bytes() {
+            b"c" => MetricKind::Counter,
+            b"g" => MetricKind::Gauge,
+            b"ms" => MetricKind::Timer,
+            b"h" => MetricKind::Histogram,
+            b"d" => MetricKind::Distribution,
+            b"s" => MetricKind::Set,
+            _ => return None,
+        })
+    }
+
+    /// Timers, histograms and distributions are all aggregated into a t-digest.
+    pub fn is_histogram(self) -> bool {
+        matches!(
+            self,
+            MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution
+        )
+    }
+}
+
+/// A parsed metric line, borrowing from the packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric<'a> {
+    pub name: &'a str,
+    pub kind: MetricKind,
+    pub value: MetricValue<'a>,
+    /// Sample rate in (0, 1]; 1.0 when absent.
+    pub sample_rate: f64,
+    pub tags: Tags<'a>,
+    /// `|T<unix seconds>`: the point is not aggregated into the interval.
+    pub timestamp: Option<i64>,
+}
+
+/// The value part of a metric line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue<'a> {
+    /// One or more finite numbers (DogStatsD 1.1 packs several as `name:1:2:3|ms`).
+    Numbers(Values<'a>),
+    /// A set member: every byte of the value, colons included.
+    SetMember(&'a str),
+}
+
+/// One or more finite values, all validated at parse time. The first is kept parsed; packed values after it are
+/// re-read from the line when iterated, so a line costs no allocation however many values it packs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Values<'a> {
+    first: f64,
+    /// The raw text after the first value's `:` (empty for a single value).
+    rest: &'a str,
+    len: u32,
+}
+
+impl<'a> Values<'a> {
+    /// A single value, for building metrics outside the parser.
+    pub fn single(v: f64) -> Self {
+        Values {
+            first: v,
+            rest: "",
+            len: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn first(&self) -> f64 {
+        self.first
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = f64> + 'a {
+        let rest = self.rest;
+        std::iter::once(self.first).chain(
+            rest.split(':')
+                .filter(|p| !p.is_empty())
+                // Validated at parse time; the fallback is unreachable but keeps this panic-free.
+                .map(|p| parse_f64(p).unwrap_or(0.0)),
+        )
+    }
+
+    /// Parses a non-set raw value: one number, or `:`-packed numbers with empty pieces skipped.
+    #[inline]
+    fn parse(raw: &'a str) -> Result<Self, ParseError<'a>> {
+        let one = |p: &'a str| match parse_f64(p) {
+            Some(v) if v.is_finite() => Ok(v),
+            Some(_) => Err(ParseError::NonFiniteValue(p)),
+            None => Err(ParseError::BadValue(p)),
+        };
+        if memchr(b':', raw.as_bytes()).is_none() {
+            return Ok(Values {
+                first: one(raw)?,
+                rest: "",
+                len: 1,
+            });
+        }
+        let mut pieces = raw.split(':').filter(|p| !p.is_empty());
+        let Some(first_piece) = pieces.next() else {
+            return Err(ParseError::EmptyValue);
+        };
+        let first = one(first_piece)?;
+        let offset = first_piece.as_ptr() as usize - raw.as_ptr() as usize + first_piece.len();
+        let mut len = 1u32;
+        for p in pieces {
+            one(p)?;
+            len = len.saturating_add(1);
+        }
+        Ok(Values {
+            first,
+            rest: &raw[offset..],
+            len,
+        })
+    }
+}
+
+#[inline]
+pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
+    let (head, rest) = split_once_byte(line, b'|');
+    let rest = rest.ok_or(ParseError::NoPipe)?;
+    let (name, raw_value) = split_once_byte(head, b':');
+    let raw_value = raw_value.ok_or(ParseError::NoColon)?;
+    if name.is_empty() {
+        return Err(ParseError::EmptyName);
+    }
+    if raw_value.is_empty() {
+        return Err(ParseError::EmptyValue);
+    }
+    let (kind, optional) = split_once_byte(rest, b'|');
+    let kind = MetricKind::from_wire(kind).ok_or(ParseError::BadType(kind))?;
+    let value = if kind == MetricKind::Set {
+        MetricValue::SetMember(raw_value)
+    } else {
+        MetricValue::Numbers(Values::parse(raw_value)?)
+    };
+    let mut metric = Metric {
+        name,
+        kind,
+        value,
+        sample_rate: 1.0,
+        tags: Tags::default(),
+        timestamp: None,
+    };
+    if let Some(optional) = optional {
+        for field in fields(optional) {
+            match field.as_bytes().first() {
+                Some(b'@') => {
+                    let raw = &field[1..];
+                    let rate = parse_f64(raw).ok_or(ParseError::BadSampleRate(raw))?;
+                    // `!(rate > 0.0)` also catches NaN.
+                    if !(rate > 0.0 && rate <= 1.0) {
+                        return Err(ParseError::SampleRateOutOfRange(raw));
+                    }
+                    metric.sample_rate = rate;
+                }
+                Some(b'#') => metric.tags = Tags::new(&field[1..]),
+                Some(b'T') => {
+                    let raw = &field[1..];
+                    match parse_i64(raw) {
+                        Some(ts) if ts >= 1 => metric.timestamp = Some(ts),
+                        _ => return Err(ParseError::BadTimestamp(raw)),
+                    }
+                }
+                // Origin detection fields (`c:`, `e:`, `card:`), empty fields and unknown fields are ignored.
+                _ => {}
+            }
+        }
+    }
+    Ok(metric)
+}
+
+impl fmt::Display for Metric<'_> {
+    /// Formats the metric back into the wire syntax (the documented field order), so that parsing the output
+    /// gives back the same metric.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.name)?;
+        match &self.value {
+            MetricValue::SetMember(m) => f.write_str(m)?,
+            MetricValue::Numbers(values) => {
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(":")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+            }
+        }
+        write!(f, "|{}", self.kind.wire())?;
+        if self.sample_rate != 1.0 {
+            write!(f, "|@{}", self.sample_rate)?;
+        }
+        if !self.tags.is_empty() {
+            write!(f, "|#{}", self.tags.raw())?;
+        }
+        if let Some(ts) = self.timestamp {
+            write!(f, "|T{ts}")?;
+        }
+        Ok(())
+    }
+}

@@ -17,10 +17,27 @@
 //! # Modules
 //!
 //! - [`config`]: the YAML configuration, environment overrides and validation.
-//! - [`protocol`]: the DogStatsD wire format.
+//! - [`protocol`]: the DogStatsD wire format: packets into borrowed messages.
+//! - [`listen`]: sockets into pooled batches of raw packets.
+//! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
+//! - [`aggregate`]: series keys, t-digest histograms, HyperLogLog sets, shard state and its output.
+//! - [`flush`]: the interval loop that swaps shards and fans out to sinks and the forwarder.
+//! - [`sink`]: where flushes go (console, Datadog).
+//! - [`telemetry`]: self-metrics and rate-limited logging.
+//! - [`http`]: health and version endpoints.
+//! - [`server`]: wiring for a configuration, and the shutdown order.
 
+pub mod aggregate;
 pub mod config;
+pub mod flush;
+pub mod http;
+pub mod listen;
+pub mod pipeline;
 pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod sink;
+pub mod telemetry;
 
 /// The version of this build, as printed by `harrier --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

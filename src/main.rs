@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Parsed::Run(a) => a,
         Parsed::Exit(code) => return code,
     };
-    let _config = match Config::load(args.config.as_deref()) {
+    let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("harrier: invalid configuration: {e}");
@@ -93,6 +93,52 @@ fn main() -> ExitCode {
         println!("harrier: configuration {source} is valid");
         return ExitCode::SUCCESS;
     }
-    eprintln!("harrier: the server is not built yet; use --validate-config");
-    ExitCode::from(1)
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.num_workers.clamp(1, 4))
+        .thread_name("harrier-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("harrier: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("harrier: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let interval = config.interval;
+    let server = match harrier::server::start(config, Vec::new()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("harrier: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listening: Vec<String> = server.addresses.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "harrier {}: listening on {}; flushing every {interval:?}",
+        harrier::VERSION,
+        listening.join(", ")
+    );
+    if let Some(http) = server.http_address {
+        eprintln!("harrier: HTTP on {http}");
+    }
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    eprintln!("harrier: {which}: stopping, with a final flush");
+    server.shutdown().await;
+    ExitCode::SUCCESS
 }

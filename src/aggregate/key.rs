@@ -1,0 +1,301 @@
+//! Series keys: name + type + scope + the canonical tag set (sorted, de-duplicated, extended by config).
+//!
+//! The key's hash is computed from the borrowed line without allocating: the name's hash, mixed with the XOR of
+//! the hashes of the distinct tags (so tag order does not matter). An owned [`SeriesKey`] is built only when a
+//! shard meets a series it does not hold yet; lookups compare the borrowed view with it in place.
+
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use crate::protocol::{MetricKind, Tags};
+
+/// Where a series is aggregated, from the `veneurlocalonly` / `veneurglobalonly` tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Default: what combines is emitted locally, sketches are forwarded.
+    Mixed,
+    /// `veneurlocalonly`: never forwarded; everything is computed and emitted by this instance.
+    Local,
+    /// `veneurglobalonly`: forwarded only; the global emits everything.
+    Global,
+}
+
+const LOCAL_ONLY: &str = "veneurlocalonly";
+const GLOBAL_ONLY: &str = "veneurglobalonly";
+
+/// The configured `extend_tags`, prepared for the hot path.
+#[derive(Debug, Clone, Default)]
+pub struct ExtendTags {
+    tags: Vec<Box<str>>,
+    keys: Vec<Box<str>>,
+    hash: u64,
+}
+
+impl ExtendTags {
+    pub fn new(tags: &[String]) -> Self {
+        let mut tags: Vec<Box<str>> = tags
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.as_str().into())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        let keys = tags.iter().map(|t| tag_key(t).into()).collect();
+        let hash = tags.iter().fold(0, |h, t| h ^ tag_hash(t));
+        ExtendTags { tags, keys, hash }
+    }
+
+    #[inline]
+    fn overrides(&self, tag: &str) -> bool {
+        !self.keys.is_empty() && self.keys.iter().any(|k| **k == *tag_key(tag))
+    }
+
+    pub fn tags(&self) -> &[Box<str>] {
+        &self.tags
+    }
+}
+
+/// `key` of `key:value`, or the whole tag when it has no colon.
+#[inline]
+fn tag_key(tag: &str) -> &str {
+    tag.split_once(':').map_or(tag, |(k, _)| k)
+}
+
+#[inline]
+fn tag_hash(tag: &str) -> u64 {
+    xxh3_64(tag.as_bytes())
+}
+
+/// Walks the tags of a line as they will be stored: empty tags, repeated tags, the scope tags and tags whose key
+/// an extend tag overrides are skipped. Returns the scope. Allocates nothing.
+#[inline]
+fn walk_tags<'a>(tags: Tags<'a>, extend: &ExtendTags, mut f: impl FnMut(&'a str)) -> Scope {
+    let mut scope = None;
+    for (i, tag) in tags.iter().enumerate() {
+        if tag.is_empty() {
+            continue;
+        }
+        if tag == LOCAL_ONLY || tag == GLOBAL_ONLY {
+            // The first scope tag wins, as in Veneur.
+            scope.get_or_insert(if tag == LOCAL_ONLY { Scope::Local } else { Scope::Global });
+            continue;
+        }
+        if extend.overrides(tag) {
+            continue;
+        }
+        // Skip repeats: only the first occurrence counts. Lines carry few tags, so a rescan is cheapest.
+        if i > 0 && tags.iter().take(i).any(|earlier| earlier == tag) {
+            continue;
+        }
+        f(tag);
+    }
+    scope.unwrap_or(Scope::Mixed)
+}
+
+/// The borrowed identity of a line's series, with its hash.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyView<'a> {
+    pub name: &'a str,
+    pub kind: MetricKind,
+    pub scope: Scope,
+    pub tags: Tags<'a>,
+    /// Number of distinct stored tags from the line (extend tags not included).
+    pub tag_count: usize,
+    pub hash: u64,
+}
+
+impl<'a> KeyView<'a> {
+    #[inline]
+    pub fn new(name: &'a str, kind: MetricKind, tags: Tags<'a>, extend: &ExtendTags) -> Self {
+        let mut tag_xor = extend.hash;
+        let mut tag_count = 0;
+        let scope = walk_tags(tags, extend, |t| {
+            tag_xor ^= tag_hash(t);
+            tag_count += 1;
+        });
+        let seed = ((kind as u64) << 8) | scope as u64;
+        let hash = mix(xxh3_64_with_seed(name.as_bytes(), seed) ^ tag_xor.rotate_left(29));
+        KeyView {
+            name,
+            kind,
+            scope,
+            tags,
+            tag_count,
+            hash,
+        }
+    }
+
+    /// Whether `key` is this series. Allocates nothing.
+    #[inline]
+    pub fn matches(&self, key: &SeriesKey, extend: &ExtendTags) -> bool {
+        if key.kind != self.kind
+            || key.scope != self.scope
+            || *key.name != *self.name
+            || key.tags.len() != self.tag_count + extend.tags.len()
+        {
+            return false;
+        }
+        let mut all = true;
+        walk_tags(self.tags, extend, |t| {
+            all = all && key.tags.contains(t);
+        });
+        all
+    }
+
+    /// The owned key: the one allocation a new series costs.
+    pub fn to_key(&self, extend: &ExtendTags) -> SeriesKey {
+        let mut tags: Vec<Box<str>> = Vec::with_capacity(self.tag_count + extend.tags.len());
+        walk_tags(self.tags, extend, |t| tags.push(t.into()));
+        tags.extend(extend.tags.iter().cloned());
+        tags.sort_unstable();
+        SeriesKey {
+            name: self.name.into(),
+            kind: self.kind,
+            scope: self.scope,
+            tags: Arc::new(TagSet { tags }),
+        }
+    }
+}
+
+/// A final avalanche so that the low bits (shard choice) depend on every input bit.
+#[inline]
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+/// The owned identity of a series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesKey {
+    pub name: Box<str>,
+    pub kind: MetricKind,
+    pub scope: Scope,
+    pub tags: Arc<TagSet>,
+}
+
+/// A canonical tag set: sorted and distinct. `host:` and `device:` tags stay in the set (they are part of the
+/// series' identity) and are exposed separately for sinks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TagSet {
+    tags: Vec<Box<str>>,
+}
+
+impl TagSet {
+    /// Builds a canonical set from any tags (sorted, de-duplicated, empty tags dropped).
+    pub fn from_tags<S: AsRef<str>>(tags: impl IntoIterator<Item = S>) -> Self {
+        let mut tags: Vec<Box<str>> = tags
+            .into_iter()
+            .filter(|t| !t.as_ref().is_empty())
+            .map(|t| t.as_ref().into())
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        TagSet { tags }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Every tag, including `host:` and `device:`.
+    pub fn all(&self) -> &[Box<str>] {
+        &self.tags
+    }
+
+    #[inline]
+    pub fn contains(&self, tag: &str) -> bool {
+        self.tags.binary_search_by(|t| (**t).cmp(tag)).is_ok()
+    }
+
+    /// The value of the `host:` tag, which sets the series' host.
+    pub fn host(&self) -> Option<&str> {
+        self.tags.iter().find_map(|t| t.strip_prefix("host:"))
+    }
+
+    /// The value of the `device:` tag, which becomes the series' device.
+    pub fn device(&self) -> Option<&str> {
+        self.tags.iter().find_map(|t| t.strip_prefix("device:"))
+    }
+
+    /// The tags a sink reports: all but `host:` and `device:`.
+    pub fn output(&self) -> impl Iterator<Item = &str> {
+        self.tags
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| !t.starts_with("host:") && !t.starts_with("device:"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(name: &'a str, tags: &'a str, extend: &ExtendTags) -> KeyView<'a> {
+        KeyView::new(name, MetricKind::Counter, Tags::new(tags), extend)
+    }
+
+    #[test]
+    fn tag_order_and_repeats_do_not_change_the_key() {
+        let e = ExtendTags::default();
+        let a = view("x", "a:1,b:2,c", &e);
+        let b = view("x", "c,b:2,a:1,a:1,", &e);
+        assert_eq!(a.hash, b.hash);
+        assert!(b.matches(&a.to_key(&e), &e));
+        assert_eq!(a.to_key(&e), b.to_key(&e));
+    }
+
+    #[test]
+    fn name_type_scope_and_tags_each_change_the_key() {
+        let e = ExtendTags::default();
+        let base = view("x", "a", &e);
+        let key = base.to_key(&e);
+        let others = [
+            view("y", "a", &e),
+            view("x", "b", &e),
+            view("x", "a,b", &e),
+            view("x", "", &e),
+            view("x", "a,veneurlocalonly", &e),
+            KeyView::new("x", MetricKind::Gauge, Tags::new("a"), &e),
+        ];
+        for other in others {
+            assert_ne!(other.hash, base.hash, "{other:?}");
+            assert!(!other.matches(&key, &e), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn scope_tags_are_exact_stripped_and_the_first_wins() {
+        let e = ExtendTags::default();
+        let v = view("x", "veneurlocalonly,veneurglobalonly,a", &e);
+        assert_eq!(v.scope, Scope::Local);
+        assert_eq!(v.to_key(&e).tags.all(), &["a".into()] as &[Box<str>]);
+        assert_eq!(view("x", "veneurglobalonly", &e).scope, Scope::Global);
+        assert_eq!(view("x", "veneurlocalonlyish", &e).scope, Scope::Mixed);
+    }
+
+    #[test]
+    fn extend_tags_are_added_and_override_packet_tags_with_the_same_key() {
+        let e = ExtendTags::new(&["env:prod".to_string(), "implicit".to_string()]);
+        let v = view("x", "env:dev,route:/a", &e);
+        let key = v.to_key(&e);
+        let tags: Vec<&str> = key.tags.all().iter().map(|t| &**t).collect();
+        assert_eq!(tags, vec!["env:prod", "implicit", "route:/a"]);
+        assert!(v.matches(&key, &e));
+        assert_eq!(view("x", "route:/a", &e).hash, v.hash);
+    }
+
+    #[test]
+    fn host_and_device_are_exposed_and_left_out_of_output_tags() {
+        let set = TagSet::from_tags(["host:web-1", "device:sda1", "a:b"]);
+        assert_eq!(set.host(), Some("web-1"));
+        assert_eq!(set.device(), Some("sda1"));
+        assert_eq!(set.output().collect::<Vec<_>>(), vec!["a:b"]);
+    }
+}

@@ -1,0 +1,134 @@
+//! The interval loop: every `interval`, take each shard's state, turn it into output, and hand the output to
+//! every sink concurrently (and, in local mode, the sketches to the forwarder). Neither ingest nor the next
+//! flush waits for a sink: each sink call runs in its own task, bounded by one interval.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry};
+use crate::pipeline::{flush_shards, ShardMsg};
+use crate::sink::{Flush, Sink, SinkOutcome};
+use crate::telemetry::{unix_now, LimitedLog, Telemetry};
+
+static SINK_LOG: LimitedLog = LimitedLog::new("sink flush failed");
+
+/// Receives, at each flush of a local instance, the entries to forward to the global tier.
+pub trait Forward: Send + Sync + 'static {
+    /// Takes this interval's forwardable entries. Must not block: the work runs in its own task.
+    fn forward(&self, entries: Vec<Entry>, deadline: Duration) -> tokio::task::JoinHandle<()>;
+}
+
+/// Everything a flush needs.
+pub struct Flusher {
+    pub shards: Vec<mpsc::Sender<ShardMsg>>,
+    pub sinks: Vec<Arc<dyn Sink>>,
+    pub emit: EmitConfig,
+    pub telemetry: Arc<Telemetry>,
+    pub interval: Duration,
+    pub hostname: String,
+    pub forwarder: Option<Arc<dyn Forward>>,
+}
+
+impl Flusher {
+    /// Flushes every `interval` until `stop` is raised. Sink calls still running are left to finish (they are
+    /// bounded by one interval each).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut in_flight = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = crate::shutdown::stopped(&mut stop) => break,
+                _ = ticker.tick() => {
+                    self.flush_once(&mut in_flight).await;
+                    while in_flight.try_join_next().is_some() {}
+                }
+            }
+        }
+        in_flight.detach_all();
+    }
+
+    /// One flush: swap the shards, build the output, start every sink and the forwarder. The started tasks go into
+    /// `tasks`, so a caller can wait for them (the final flush does).
+    pub async fn flush_once(&self, tasks: &mut JoinSet<()>) {
+        let started = Instant::now();
+        let timestamp = unix_now();
+        let states = flush_shards(&self.shards).await;
+        let emit_cfg = self.emit.clone();
+        let hostname = self.hostname.clone();
+        let interval = self.interval;
+        let built = tokio::task::spawn_blocking(move || {
+            let mut out = Flush {
+                timestamp,
+                interval,
+                hostname,
+                ..Flush::default()
+            };
+            let mut forward = Vec::new();
+            let mut counts = EmitCounts::default();
+            for state in states {
+                let c = emit(state, &emit_cfg, timestamp, &mut out, &mut forward);
+                counts.counters += c.counters;
+                counts.gauges += c.gauges;
+                counts.histograms += c.histograms;
+                counts.sets += c.sets;
+                counts.checks += c.checks;
+                counts.events += c.events;
+                counts.timestamped += c.timestamped;
+                counts.forwarded += c.forwarded;
+            }
+            (out, forward, counts)
+        })
+        .await;
+        let Ok((mut out, forward, counts)) = built else {
+            SINK_LOG.log(|| "building the flush panicked; this interval is lost".to_string());
+            return;
+        };
+        self.telemetry.record_flush(counts, started.elapsed());
+        out.series.extend(self.telemetry.collect(timestamp));
+
+        if !forward.is_empty() {
+            match &self.forwarder {
+                Some(f) => {
+                    let handle = f.forward(forward, self.interval);
+                    tasks.spawn(async move {
+                        let _ = handle.await;
+                    });
+                }
+                None => {
+                    self.telemetry
+                        .count("harrier.forward.dropped", &["cause:no_forwarder"], forward.len() as u64);
+                }
+            }
+        }
+
+        let out = Arc::new(out);
+        for sink in &self.sinks {
+            let sink = sink.clone();
+            let out = out.clone();
+            let telemetry = self.telemetry.clone();
+            let deadline = self.interval;
+            tasks.spawn(async move {
+                let t0 = Instant::now();
+                let outcome = match tokio::time::timeout(deadline, sink.flush(out)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => SinkOutcome::Failed {
+                        reason: "deadline",
+                        detail: format!("not done within one interval ({deadline:?})"),
+                    },
+                };
+                let result = match &outcome {
+                    SinkOutcome::Ok => "ok",
+                    SinkOutcome::Failed { reason, detail } => {
+                        SINK_LOG.log(|| format!("{} ({}): {reason}: {detail}", sink.name(), sink.kind()));
+                        reason
+                    }
+                };
+                telemetry.record_sink(sink.name(), sink.kind(), result, t0.elapsed());
+            });
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! A small HTTP/1.1 server for `GET /healthcheck` (200 `ok`) and `GET /version`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves until `stop` is raised.
+pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = crate::shutdown::stopped(&mut stop) => return,
+            accepted = listener.accept() => {
+                if let Ok((conn, _)) = accepted {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), respond(conn)).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn respond(mut conn: tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    // Read the request head (we need only its first line), at most 8 KiB.
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        if buf.len() > 8192 || conn.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, body) = match (method, path) {
+        ("GET" | "HEAD", "/healthcheck") => ("200 OK", "ok\n".to_string()),
+        ("GET" | "HEAD", "/version") => ("200 OK", format!("{}\n", crate::VERSION)),
+        ("GET" | "HEAD", _) => ("404 Not Found", "not found\n".to_string()),
+        _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        if method == "HEAD" { "" } else { body.as_str() }
+    );
+    conn.write_all(response.as_bytes()).await?;
+    conn.shutdown().await
+}

@@ -1,0 +1,198 @@
+//! Listeners: sockets → pooled batches of raw packets, handed to the parse workers. Nothing here parses.
+//!
+//! Binding happens before anything runs, so a bad address fails start-up with an error naming it, and a port
+//! of 0 is resolved to the port the OS chose (tests read it from [`BoundListener::address`]).
+
+mod datagram;
+mod stream;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::ListenAddress;
+use crate::pipeline::Ingest;
+use crate::telemetry::ListenerStats;
+
+/// A listener could not be bound.
+#[derive(Debug, Error)]
+#[error("cannot listen on {address} (config key `statsd_listen_addresses`): {source}")]
+pub struct ListenError {
+    pub address: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Settings shared by every listener.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    pub num_readers: usize,
+    pub read_buffer_size: usize,
+    pub max_packet: usize,
+    pub idle_timeout: Duration,
+}
+
+enum Sockets {
+    /// UDP or unix datagram sockets: one reader thread each.
+    Datagram(Vec<Socket>),
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+}
+
+/// A bound, not yet running listener.
+pub struct BoundListener {
+    /// The address actually bound (port 0 resolved).
+    pub address: ListenAddress,
+    sockets: Sockets,
+}
+
+/// Binds one configured address.
+pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListener, ListenError> {
+    let err = |source| ListenError {
+        address: address.to_string(),
+        source,
+    };
+    match address {
+        ListenAddress::Udp(addr) => {
+            let mut sockets = Vec::with_capacity(opts.num_readers);
+            let mut bound = *addr;
+            for _ in 0..opts.num_readers {
+                let s = udp_socket(bound, opts).map_err(err)?;
+                if let Some(a) = s.local_addr().map_err(err)?.as_socket() {
+                    bound = a;
+                }
+                sockets.push(s);
+            }
+            Ok(BoundListener {
+                address: ListenAddress::Udp(bound),
+                sockets: Sockets::Datagram(sockets),
+            })
+        }
+        ListenAddress::Unixgram(path) => {
+            remove_stale_socket(path).map_err(err)?;
+            let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(err)?;
+            let _ = SockRef::from(&sock).set_recv_buffer_size(opts.read_buffer_size);
+            let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
+            let mut sockets = vec![sock];
+            for _ in 1..opts.num_readers {
+                sockets.push(sockets[0].try_clone().map_err(err)?);
+            }
+            Ok(BoundListener {
+                address: address.clone(),
+                sockets: Sockets::Datagram(sockets),
+            })
+        }
+        ListenAddress::Tcp(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            let bound = l.local_addr().map_err(err)?;
+            Ok(BoundListener {
+                address: ListenAddress::Tcp(bound),
+                sockets: Sockets::Tcp(l),
+            })
+        }
+        ListenAddress::Unix(path) => {
+            remove_stale_socket(path).map_err(err)?;
+            let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            Ok(BoundListener {
+                address: address.clone(),
+                sockets: Sockets::Unix(l, path.clone()),
+            })
+        }
+    }
+}
+
+fn udp_socket(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if opts.num_readers > 1 {
+        s.set_reuse_port(true)?;
+    }
+    // The kernel may cap the size (net.core.rmem_max); a smaller buffer is not a reason to refuse to start.
+    let _ = s.set_recv_buffer_size(opts.read_buffer_size);
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// A socket file left by a previous run is replaced; any other file at the path is an error.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A running listener: reader threads or an accept task.
+pub enum Running {
+    Threads(Vec<std::thread::JoinHandle<()>>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// How listeners learn to stop.
+#[derive(Clone)]
+pub struct Stop {
+    /// For reader threads (checked at least every 100 ms).
+    pub flag: Arc<AtomicBool>,
+    /// For async tasks.
+    pub signal: watch::Receiver<bool>,
+}
+
+impl BoundListener {
+    /// Starts reading. Must be called inside the tokio runtime.
+    pub fn start(
+        self,
+        index: usize,
+        stats: Arc<ListenerStats>,
+        ingest: Ingest,
+        opts: &ListenOptions,
+        stop: Stop,
+    ) -> io::Result<Running> {
+        match self.sockets {
+            Sockets::Datagram(sockets) => {
+                let mut threads = Vec::with_capacity(sockets.len());
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let reader = datagram::Reader {
+                        socket,
+                        index,
+                        stats: stats.clone(),
+                        ingest: ingest.clone(),
+                        max_packet: opts.max_packet,
+                        stop: stop.flag.clone(),
+                    };
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(format!("harrier-read-{index}-{i}"))
+                            .spawn(move || reader.run())?,
+                    );
+                }
+                Ok(Running::Threads(threads))
+            }
+            Sockets::Tcp(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                let ctx = stream::Context::new(index, stats, ingest, opts, stop.signal);
+                Ok(Running::Task(tokio::spawn(stream::accept_tcp(l, ctx))))
+            }
+            Sockets::Unix(l, path) => {
+                let l = tokio::net::UnixListener::from_std(l)?;
+                let ctx = stream::Context::new(index, stats, ingest, opts, stop.signal);
+                Ok(Running::Task(tokio::spawn(async move {
+                    stream::accept_unix(l, ctx).await;
+                    let _ = std::fs::remove_file(path);
+                })))
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Stream listeners: TCP (newline-delimited lines) and unix stream sockets (frames of a 4-byte little-endian
+//! length then the packet, as datadog-go writes them). One task per connection; each read's complete lines or
+//! frames go on as one batch.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use super::ListenOptions;
+use crate::pipeline::{Ingest, BATCH_BYTES};
+use crate::shutdown::stopped;
+use crate::telemetry::{LimitedLog, ListenerStats};
+
+static OVERSIZE_LOG: LimitedLog = LimitedLog::new("oversize stream line or frame dropped");
+static ACCEPT_LOG: LimitedLog = LimitedLog::new("accept failed");
+
+#[derive(Clone)]
+pub(super) struct Context {
+    index: usize,
+    stats: Arc<ListenerStats>,
+    ingest: Ingest,
+    max_packet: usize,
+    idle_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Context {
+    pub fn new(
+        index: usize,
+        stats: Arc<ListenerStats>,
+        ingest: Ingest,
+        opts: &ListenOptions,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Context {
+            index,
+            stats,
+            ingest,
+            max_packet: opts.max_packet,
+            idle_timeout: opts.idle_timeout,
+            stop,
+        }
+    }
+
+    fn oversize(&self, what: &str) {
+        self.stats.oversize.fetch_add(1, Ordering::Relaxed);
+        OVERSIZE_LOG.log(|| {
+            format!(
+                "{}: a {what} longer than metric_max_length ({} bytes) was dropped",
+                self.stats.name, self.max_packet
+            )
+        });
+    }
+}
+
+pub(super) async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Context) {
+    let mut stop = ctx.stop.clone();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(read_lines(conn, ctx.clone()));
+                }
+                Err(e) => {
+                    ACCEPT_LOG.log(|| format!("{}: {e}", ctx.stats.name));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Connections notice the stop themselves and hand on what they read.
+    while connections.join_next().await.is_some() {}
+}
+
+pub(super) async fn accept_unix(listener: tokio::net::UnixListener, ctx: Context) {
+    let mut stop = ctx.stop.clone();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(read_frames(conn, ctx.clone()));
+                }
+                Err(e) => {
+                    ACCEPT_LOG.log(|| format!("{}: {e}", ctx.stats.name));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Reads once, bounded by the idle timeout and the stop signal. `None` means: close the connection.
+async fn read_some<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut Vec<u8>, ctx: &mut Context) -> Option<usize> {
+    tokio::select! {
+        _ = stopped(&mut ctx.stop) => None,
+        r = tokio::time::timeout(ctx.idle_timeout, conn.read_buf(buf)) => match r {
+            Ok(Ok(0)) | Err(_) => None,
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(_)) => {
+                ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        },
+    }
+}
+
+/// Newline-delimited lines. A line longer than the limit is dropped (up to its newline) and counted; the
+/// connection stays open. Bad lines are the parser's business: they are counted and the connection stays open.
+async fn read_lines<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut discarding = false;
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let Some(n) = read_some(&mut conn, &mut buf, &mut ctx).await else {
+            break;
+        };
+        ctx.stats.packets.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let mut batch = ctx.ingest.batch(ctx.index);
+        let mut start = 0;
+        while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
+            let line = &buf[start..start + pos];
+            if discarding {
+                discarding = false;
+            } else if line.len() > ctx.max_packet {
+                ctx.oversize("line");
+            } else {
+                batch.push_packet(line);
+            }
+            start += pos + 1;
+            if batch.data.len() >= BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, ctx.ingest.batch(ctx.index));
+                if !ctx.ingest.send(full).await {
+                    return;
+                }
+            }
+        }
+        buf.drain(..start);
+        if buf.len() > ctx.max_packet {
+            // The line in progress is already too long: drop it and everything up to its newline.
+            if !discarding {
+                ctx.oversize("line");
+            }
+            discarding = true;
+            buf.clear();
+        }
+        if !ctx.ingest.send(batch).await {
+            return;
+        }
+    }
+    // A last line without its newline still counts, as in the agent.
+    if !discarding && !buf.is_empty() && buf.len() <= ctx.max_packet {
+        let mut batch = ctx.ingest.batch(ctx.index);
+        batch.push_packet(&buf);
+        ctx.ingest.send(batch).await;
+    }
+}
+
+/// Length-prefixed frames. A frame longer than the limit closes the connection (the agent does the same).
+async fn read_frames<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let Some(n) = read_some(&mut conn, &mut buf, &mut ctx).await else {
+            break;
+        };
+        ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let mut batch = ctx.ingest.batch(ctx.index);
+        let mut start = 0;
+        let mut close = false;
+        while buf.len() - start >= 4 {
+            let len = u32::from_le_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]) as usize;
+            if len > ctx.max_packet {
+                ctx.oversize("frame");
+                close = true;
+                break;
+            }
+            if buf.len() - start - 4 < len {
+                break;
+            }
+            ctx.stats.packets.fetch_add(1, Ordering::Relaxed);
+            batch.push_packet(&buf[start + 4..start + 4 + len]);
+            start += 4 + len;
+        }
+        buf.drain(..start);
+        if !ctx.ingest.send(batch).await || close {
+            return;
+        }
+    }
+}

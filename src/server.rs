@@ -1,0 +1,228 @@
+//! Wires the parts for a configuration, and stops them in order.
+//!
+//! Start: bind every listener (errors name the address), start the shards and parse workers, the readers, the
+//! HTTP server and the flusher. Stop (SIGTERM, SIGINT or [`RunningServer::shutdown`]): stop reading, let every
+//! batch already read reach its shard, run a final flush bounded by one interval, then stop the shards.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::aggregate::{EmitConfig, ExtendTags};
+use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
+use crate::flush::{Flusher, Forward};
+use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
+use crate::pipeline::Pipeline;
+use crate::sink::console::ConsoleSink;
+use crate::sink::Sink;
+use crate::telemetry::{ListenerStats, Telemetry};
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot serve HTTP on {address} (config key `http_address`): {source}")]
+    Http { address: String, source: std::io::Error },
+    #[error("cannot start {what}: {source}")]
+    Start { what: String, source: std::io::Error },
+    #[error("sink {name}: {message}")]
+    Sink { name: String, message: String },
+}
+
+/// A server that is running.
+pub struct RunningServer {
+    /// Every listener's address as bound (ports chosen by the OS are resolved).
+    pub addresses: Vec<ListenAddress>,
+    /// The HTTP server's address, if one was configured.
+    pub http_address: Option<SocketAddr>,
+    /// Self-metrics, for tests and embedding.
+    pub telemetry: Arc<Telemetry>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The first UDP listener's address.
+    pub fn udp_address(&self) -> Option<SocketAddr> {
+        self.addresses.iter().find_map(|a| match a {
+            ListenAddress::Udp(s) => Some(*s),
+            _ => None,
+        })
+    }
+
+    /// The first TCP listener's address.
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        self.addresses.iter().find_map(|a| match a {
+            ListenAddress::Tcp(s) => Some(*s),
+            _ => None,
+        })
+    }
+
+    /// Stops reading, processes what was received, runs the final flush (if `flush_on_shutdown`), and waits
+    /// until everything has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server stops (after [`RunningServer::shutdown`] was requested elsewhere).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// The sinks a configuration asks for.
+pub fn sinks_from_config(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ServerError> {
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    for s in &config.metric_sinks {
+        match s.kind {
+            SinkKind::Console => sinks.push(Arc::new(ConsoleSink::new(s.display_name()))),
+            SinkKind::Datadog => {
+                return Err(ServerError::Sink {
+                    name: s.display_name().to_string(),
+                    message: "the datadog sink is not built yet".to_string(),
+                })
+            }
+        }
+    }
+    Ok(sinks)
+}
+
+/// Starts a server. `extra_sinks` are added to the configured ones; when neither gives a sink, the console sink
+/// is used. Must be called inside a multi-threaded tokio runtime.
+pub async fn start(config: Config, extra_sinks: Vec<Arc<dyn Sink>>) -> Result<RunningServer, ServerError> {
+    start_with_forwarder(config, extra_sinks, None).await
+}
+
+/// [`start`], with the component that forwards sketches in local mode.
+pub async fn start_with_forwarder(
+    config: Config,
+    extra_sinks: Vec<Arc<dyn Sink>>,
+    forwarder: Option<Arc<dyn Forward>>,
+) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let opts = ListenOptions {
+        num_readers: config.num_readers,
+        read_buffer_size: config.read_buffer_size_bytes,
+        max_packet: config.metric_max_length,
+        idle_timeout: config.tcp_idle_timeout,
+    };
+    let mut bound = Vec::new();
+    for address in config.listen_addresses()? {
+        bound.push(listen::bind(&address, &opts)?);
+    }
+    let addresses: Vec<ListenAddress> = bound.iter().map(|b| b.address.clone()).collect();
+    let http_listener = if config.http_address.is_empty() {
+        None
+    } else {
+        let http_err = |source| ServerError::Http {
+            address: config.http_address.clone(),
+            source,
+        };
+        let addr = parse_socket_addr(&config.http_address)
+            .map_err(|m| http_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
+        Some(tokio::net::TcpListener::bind(addr).await.map_err(http_err)?)
+    };
+    let http_address = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let mut sinks = sinks_from_config(&config)?;
+    sinks.extend(extra_sinks);
+    if sinks.is_empty() {
+        sinks.push(Arc::new(ConsoleSink::new("console")));
+    }
+
+    let stats: Vec<Arc<ListenerStats>> = addresses
+        .iter()
+        .map(|a| Arc::new(ListenerStats::new(a.to_string())))
+        .collect();
+    let telemetry = Arc::new(Telemetry::new(stats.clone()));
+    let extend = Arc::new(ExtendTags::new(&config.extend_tags));
+    let mut pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let stop = Stop {
+        flag: stop_flag.clone(),
+        signal: stop_rx.clone(),
+    };
+    let mut running = Vec::new();
+    for (i, b) in bound.into_iter().enumerate() {
+        let what = b.address.to_string();
+        let r = b
+            .start(i, stats[i].clone(), pipeline.ingest.clone(), &opts, stop.clone())
+            .map_err(|source| ServerError::Start { what, source })?;
+        running.push(r);
+    }
+    let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, stop_rx.clone())));
+
+    let flusher = Arc::new(Flusher {
+        shards: pipeline.shards.clone(),
+        sinks,
+        emit: EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles),
+        telemetry: telemetry.clone(),
+        interval: config.interval,
+        hostname: config.hostname.clone(),
+        forwarder,
+    });
+    let flush_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
+    let flush_on_shutdown = config.flush_on_shutdown;
+    let interval = config.interval;
+
+    let mut wait_stop = stop_rx;
+    let done = tokio::spawn(async move {
+        crate::shutdown::stopped(&mut wait_stop).await;
+        // 1. Stop reading; readers hand on what they already read.
+        stop_flag.store(true, Ordering::Relaxed);
+        for r in running {
+            match r {
+                Running::Threads(threads) => {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for t in threads {
+                            let _ = t.join();
+                        }
+                    })
+                    .await;
+                }
+                Running::Task(task) => {
+                    let _ = task.await;
+                }
+            }
+        }
+        // 2. Every batch read reaches its shard.
+        let mut pipeline = tokio::task::spawn_blocking(move || {
+            pipeline.drain_parsers();
+            pipeline
+        })
+        .await
+        .expect("draining the parse workers");
+        let _ = flush_task.await;
+        // 3. The final flush, bounded by one interval.
+        if flush_on_shutdown {
+            let mut tasks = JoinSet::new();
+            flusher.flush_once(&mut tasks).await;
+            let _ = tokio::time::timeout(interval, async { while tasks.join_next().await.is_some() {} }).await;
+        }
+        drop(flusher);
+        // 4. Stop the shards.
+        pipeline.shards.clear();
+        let _ = tokio::task::spawn_blocking(move || pipeline.stop_shards()).await;
+        if let Some(t) = http_task {
+            let _ = t.await;
+        }
+    });
+
+    Ok(RunningServer {
+        addresses,
+        http_address,
+        telemetry,
+        stop: stop_tx,
+        done,
+    })
+}

@@ -1,0 +1,225 @@
+//! Self-metrics: counters kept by every stage, emitted each interval as `harrier.*` series through the same
+//! sinks; and rate-limited logging for bad input.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::aggregate::{EmitCounts, TagSet};
+use crate::protocol::ParseError;
+use crate::sink::{Series, SeriesKind};
+
+/// Counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// The listener's URL, used as its `listener` tag.
+    pub name: String,
+    /// Datagrams, stream frames or TCP reads taken in.
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Lines found in what was taken in (counted by the parse stage).
+    pub lines: AtomicU64,
+    /// Datagrams, frames or lines longer than `metric_max_length`, dropped whole.
+    pub oversize: AtomicU64,
+    /// Stream connections accepted.
+    pub connections: AtomicU64,
+    /// Socket errors.
+    pub errors: AtomicU64,
+}
+
+impl ListenerStats {
+    pub fn new(name: String) -> Self {
+        ListenerStats {
+            name,
+            ..Default::default()
+        }
+    }
+}
+
+/// Every self-metric of a server.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    pub listeners: Vec<Arc<ListenerStats>>,
+    /// Lines rejected by the parser, indexed by [`ParseError::reason_index`].
+    pub rejected: [AtomicU64; ParseError::REASONS.len()],
+    /// `|T` lines of a type that cannot be passed through unaggregated.
+    pub dropped_timestamped: AtomicU64,
+    /// Per-sink outcomes: (sink name, sink kind, result) → count.
+    sink_results: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    /// Per-sink flush durations of the last interval: sink name → milliseconds.
+    sink_durations: Mutex<BTreeMap<String, f64>>,
+    /// Series flushed in the last interval, by type.
+    flushed: Mutex<EmitCounts>,
+    /// Duration of the last flush (swap + build), in milliseconds, as f64 bits.
+    flush_duration_ms: AtomicU64,
+    /// Extra counters registered by later stages (forwarding, import): name and tags → value.
+    extra: Mutex<BTreeMap<(String, Vec<String>), u64>>,
+}
+
+impl Telemetry {
+    pub fn new(listeners: Vec<Arc<ListenerStats>>) -> Self {
+        Telemetry {
+            listeners,
+            ..Default::default()
+        }
+    }
+
+    pub fn reject(&self, e: &ParseError<'_>) {
+        self.rejected[e.reason_index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_sink(&self, name: &str, kind: &'static str, result: &'static str, duration: Duration) {
+        let mut results = self.sink_results.lock().unwrap_or_else(|e| e.into_inner());
+        *results.entry((name.to_string(), kind, result)).or_default() += 1;
+        drop(results);
+        let mut durations = self.sink_durations.lock().unwrap_or_else(|e| e.into_inner());
+        durations.insert(name.to_string(), duration.as_secs_f64() * 1000.0);
+    }
+
+    pub fn record_flush(&self, counts: EmitCounts, duration: Duration) {
+        *self.flushed.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+        self.flush_duration_ms
+            .store((duration.as_secs_f64() * 1000.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Adds to a named counter (used by the forwarder and the import server).
+    pub fn count(&self, name: &str, tags: &[&str], n: u64) {
+        let mut extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        *extra
+            .entry((name.to_string(), tags.iter().map(|t| t.to_string()).collect()))
+            .or_default() += n;
+    }
+
+    /// The self-metrics since the last call, as series (counters are reset).
+    pub fn collect(&self, timestamp: i64) -> Vec<Series> {
+        let mut out = Vec::new();
+        let mut push = |name: &str, tags: &[&str], value: f64, kind: SeriesKind| {
+            out.push(Series {
+                name: format!("harrier.{name}"),
+                tags: Arc::new(TagSet::from_tags(tags)),
+                value,
+                kind,
+                timestamp,
+            });
+        };
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed) as f64;
+        for l in &self.listeners {
+            let tag = format!("listener:{}", l.name);
+            let tags = [tag.as_str()];
+            push("listener.packets", &tags, take(&l.packets), SeriesKind::Counter);
+            push("listener.bytes", &tags, take(&l.bytes), SeriesKind::Counter);
+            push("listener.lines", &tags, take(&l.lines), SeriesKind::Counter);
+            push("listener.oversize", &tags, take(&l.oversize), SeriesKind::Counter);
+            let connections = take(&l.connections);
+            if connections > 0.0 {
+                push("listener.connections", &tags, connections, SeriesKind::Counter);
+            }
+            let errors = take(&l.errors);
+            if errors > 0.0 {
+                push("listener.errors", &tags, errors, SeriesKind::Counter);
+            }
+        }
+        for (i, reason) in ParseError::REASONS.iter().enumerate() {
+            let n = take(&self.rejected[i]);
+            if n > 0.0 {
+                let tag = format!("reason:{reason}");
+                push("lines.rejected", &[tag.as_str()], n, SeriesKind::Counter);
+            }
+        }
+        let dropped = take(&self.dropped_timestamped);
+        if dropped > 0.0 {
+            push(
+                "lines.dropped",
+                &["reason:timestamp_on_unsupported_type"],
+                dropped,
+                SeriesKind::Counter,
+            );
+        }
+        let counts = *self.flushed.lock().unwrap_or_else(|e| e.into_inner());
+        for (t, n) in [
+            ("counter", counts.counters),
+            ("gauge", counts.gauges),
+            ("histogram", counts.histograms),
+            ("set", counts.sets),
+            ("service_check", counts.checks),
+            ("event", counts.events),
+            ("timestamped", counts.timestamped),
+            ("forwardable", counts.forwarded),
+        ] {
+            let tag = format!("type:{t}");
+            push("series.flushed", &[tag.as_str()], n as f64, SeriesKind::Counter);
+        }
+        let ms = f64::from_bits(self.flush_duration_ms.load(Ordering::Relaxed));
+        push("flush.duration_ms", &[], ms, SeriesKind::Gauge);
+        let results = std::mem::take(&mut *self.sink_results.lock().unwrap_or_else(|e| e.into_inner()));
+        for ((name, kind, result), n) in results {
+            let tags = [
+                format!("sink:{name}"),
+                format!("sink_kind:{kind}"),
+                format!("result:{result}"),
+            ];
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            push("sink.flushes", &tags, n as f64, SeriesKind::Counter);
+        }
+        let durations = std::mem::take(&mut *self.sink_durations.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, ms) in durations {
+            let tag = format!("sink:{name}");
+            push("sink.duration_ms", &[tag.as_str()], ms, SeriesKind::Gauge);
+        }
+        let extra = std::mem::take(&mut *self.extra.lock().unwrap_or_else(|e| e.into_inner()));
+        for ((name, tags), n) in extra {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            push(&name, &tags, n as f64, SeriesKind::Counter);
+        }
+        out
+    }
+}
+
+/// Logs to stderr at most once per second per `what`: bad input must never flood the log.
+pub struct LimitedLog {
+    what: &'static str,
+    last_second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LimitedLog {
+    pub const fn new(what: &'static str) -> Self {
+        LimitedLog {
+            what,
+            last_second: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn log(&self, message: impl FnOnce() -> String) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            if suppressed > 0 {
+                eprintln!(
+                    "harrier: {}: {} (and {suppressed} more in the last second)",
+                    self.what,
+                    message()
+                );
+            } else {
+                eprintln!("harrier: {}: {}", self.what, message());
+            }
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,186 @@
+//! The `harrier` binary: CLI behaviour, the console sink, periodic flushes and graceful shutdown on signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_harrier");
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("harrier-bin-{}-{name}", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(contents.as_bytes())
+        .unwrap();
+    path
+}
+
+/// A running binary whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    udp: SocketAddr,
+    stdout: mpsc::Receiver<String>,
+}
+
+fn spawn(envs: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.env("HARRIER_STATSD_LISTEN_ADDRESSES", "udp://127.0.0.1:0")
+        .env("HARRIER_HOSTNAME", "bin-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    // The first stderr line names the bound address.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr = first
+        .split("udp://")
+        .nth(1)
+        .and_then(|rest| rest.split([';', ',', ' ']).next())
+        .unwrap_or_else(|| panic!("no udp address in {first:?}"));
+    let udp: SocketAddr = addr.trim().parse().unwrap();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, udp, stdout: rx }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped; no memory is involved.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the binary did not exit within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn the_readme_line_is_printed_at_the_next_flush() {
+    let mut run = spawn(&[("HARRIER_INTERVAL", "1s")]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"deploys:1|c|#svc:api\n", run.udp).unwrap();
+    let line = wait_for_line(&run.stdout, Duration::from_secs(10), |l| l.contains(" deploys "));
+    let line = line.expect("the counter is printed by a periodic flush");
+    assert!(line.contains("counter deploys 1 host=bin-test tags=svc:api"), "{line}");
+    signal(&run.child, libc::SIGINT);
+    assert!(wait_exit(&mut run.child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn sigterm_mid_interval_flushes_what_was_received_and_exits_zero() {
+    let mut run = spawn(&[("HARRIER_INTERVAL", "1h")]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"before.term:3|c|#a:b\nbefore.term.g:42|g", run.udp)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&run.child, libc::SIGTERM);
+    let status = wait_exit(&mut run.child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let out: Vec<String> = run.stdout.try_iter().collect();
+    assert!(
+        out.iter()
+            .any(|l| l.contains("counter before.term 3 host=bin-test tags=a:b")),
+        "{out:#?}"
+    );
+    assert!(out.iter().any(|l| l.contains("gauge before.term.g 42 ")), "{out:#?}");
+}
+
+#[test]
+fn validate_config_accepts_the_example_and_names_an_unknown_key() {
+    let ok = Command::new(BIN)
+        .args(["--validate-config", "--config", "config.example.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let bad = temp_file("bad.yaml", "interval: 10s\nflush_evrything: true\n");
+    let out = Command::new(BIN)
+        .arg("--validate-config")
+        .arg("-f")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("flush_evrything"), "{stderr}");
+
+    let bad_value = temp_file("bad-value.yaml", "percentiles: [2]\n");
+    let out = Command::new(BIN)
+        .args(["--validate-config", "--config"])
+        .arg(&bad_value)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("percentiles"), "{stderr}");
+}
+
+#[test]
+fn version_and_help_print_and_exit_zero() {
+    let v = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(v.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("harrier {}", env!("CARGO_PKG_VERSION"))
+    );
+    let h = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(h.status.success());
+    let help = String::from_utf8_lossy(&h.stdout);
+    assert!(
+        help.contains("--config") && help.contains("--validate-config"),
+        "{help}"
+    );
+    let bad = Command::new(BIN).arg("--frobnicate").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn an_address_in_use_fails_start_up_with_a_message_naming_it() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = format!("udp://{}", taken.local_addr().unwrap());
+    let out = Command::new(BIN)
+        .env("HARRIER_STATSD_LISTEN_ADDRESSES", &addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("statsd_listen_addresses"),
+        "{stderr}"
+    );
+}

@@ -93,8 +93,8 @@ impl Histogram {
     pub fn add(&mut self, value: f64, sample_rate: f64) {
         let weight = 1.0 / sample_rate;
         self.stats.add(value, weight);
-        if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(BUFFER);
+        if self.pending.capacity() < BUFFER {
+            self.pending.reserve_exact(BUFFER - self.pending.len());
         }
         self.pending.push(Centroid::new(value, weight));
         if self.pending.len() >= BUFFER {
@@ -102,22 +102,25 @@ impl Histogram {
         }
     }
 
-    /// Folds buffered samples into the digest.
+    /// Folds buffered samples into the digest: one compression of the digest's centroids with the buffered
+    /// samples (each a centroid of its own weight).
     pub fn compress(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let (mut sum, mut count) = (0.0, 0.0);
-        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        let d = &self.digest;
+        let (mut sum, mut count) = (d.sum(), d.count());
+        let (mut min, mut max) = (d.min().unwrap_or(f64::INFINITY), d.max().unwrap_or(f64::NEG_INFINITY));
         for c in &self.pending {
             sum += c.mean() * c.weight();
             count += c.weight();
             min = min.min(c.mean());
             max = max.max(c.mean());
         }
-        let batch = TDigest::new(self.pending.clone(), sum, count, Some(max), Some(min), DIGEST_SIZE);
-        self.pending.clear();
-        self.merge_digest(batch);
+        let mut centroids = Vec::with_capacity(d.centroids().len() + self.pending.len());
+        centroids.extend_from_slice(d.centroids());
+        centroids.append(&mut self.pending);
+        self.digest = TDigest::new(centroids, sum, count, Some(max), Some(min), DIGEST_SIZE);
     }
 
     /// Merges another digest (from a forwarding local) into this one. Exact stats are not touched: they describe

@@ -522,6 +522,13 @@ impl Config {
                             "expected an http:// or https:// URL",
                         ));
                     }
+                    if dd.api_key.trim().is_empty() {
+                        return Err(ConfigError::invalid(
+                            key("api_key"),
+                            "",
+                            "the Datadog API key is empty: set it here or in the DD_API_KEY environment variable",
+                        ));
+                    }
                     if dd.flush_max_per_body == 0 {
                         return Err(ConfigError::invalid(key("flush_max_per_body"), 0, "must be at least 1"));
                     }

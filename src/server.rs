@@ -18,6 +18,7 @@ use crate::flush::{Flusher, Forward};
 use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
+use crate::sink::datadog::DatadogSink;
 use crate::sink::Sink;
 use crate::telemetry::{ListenerStats, Telemetry};
 
@@ -79,16 +80,19 @@ impl RunningServer {
 }
 
 /// The sinks a configuration asks for.
-pub fn sinks_from_config(config: &Config) -> Result<Vec<Arc<dyn Sink>>, ServerError> {
+pub fn sinks_from_config(config: &Config, telemetry: &Arc<Telemetry>) -> Result<Vec<Arc<dyn Sink>>, ServerError> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     for s in &config.metric_sinks {
         match s.kind {
             SinkKind::Console => sinks.push(Arc::new(ConsoleSink::new(s.display_name()))),
             SinkKind::Datadog => {
-                return Err(ServerError::Sink {
-                    name: s.display_name().to_string(),
-                    message: "the datadog sink is not built yet".to_string(),
-                })
+                let sink = DatadogSink::new(s.display_name(), s.datadog()?, telemetry.clone()).map_err(|message| {
+                    ServerError::Sink {
+                        name: s.display_name().to_string(),
+                        message,
+                    }
+                })?;
+                sinks.push(Arc::new(sink));
             }
         }
     }
@@ -132,17 +136,16 @@ pub async fn start_with_forwarder(
     };
     let http_address = http_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let mut sinks = sinks_from_config(&config)?;
-    sinks.extend(extra_sinks);
-    if sinks.is_empty() {
-        sinks.push(Arc::new(ConsoleSink::new("console")));
-    }
-
     let stats: Vec<Arc<ListenerStats>> = addresses
         .iter()
         .map(|a| Arc::new(ListenerStats::new(a.to_string())))
         .collect();
     let telemetry = Arc::new(Telemetry::new(stats.clone()));
+    let mut sinks = sinks_from_config(&config, &telemetry)?;
+    sinks.extend(extra_sinks);
+    if sinks.is_empty() {
+        sinks.push(Arc::new(ConsoleSink::new("console")));
+    }
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
     let mut pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone());
 

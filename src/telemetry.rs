@@ -83,7 +83,7 @@ impl Telemetry {
             .store((duration.as_secs_f64() * 1000.0).to_bits(), Ordering::Relaxed);
     }
 
-    /// Adds to a named counter (used by the forwarder and the import server).
+    /// Adds to a named counter, e.g. `harrier.sink.requests` (used by sinks, the forwarder and the import server).
     pub fn count(&self, name: &str, tags: &[&str], n: u64) {
         let mut extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         *extra
@@ -169,8 +169,10 @@ impl Telemetry {
         }
         let extra = std::mem::take(&mut *self.extra.lock().unwrap_or_else(|e| e.into_inner()));
         for ((name, tags), n) in extra {
+            // Registered names are already complete (`harrier.…`).
+            let name = name.strip_prefix("harrier.").unwrap_or(&name);
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            push(&name, &tags, n as f64, SeriesKind::Counter);
+            push(name, &tags, n as f64, SeriesKind::Counter);
         }
         out
     }

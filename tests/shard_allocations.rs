@@ -86,7 +86,10 @@ fn known_counters_gauges_and_sets_allocate_nothing_per_line() {
     });
     assert_eq!(state.series.len(), series_before, "no new series");
     assert_eq!(n, 12_000);
-    assert_eq!(allocations, 0, "{allocations} allocations for {n} lines of known series");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for {n} lines of known series"
+    );
 }
 
 #[test]

@@ -186,3 +186,12 @@ fn the_api_key_never_appears_in_debug_output() {
     assert!(dump.contains("<redacted>"), "{dump}");
     assert_eq!(c.metric_sinks[0].datadog().unwrap().api_key, "s3cr3t-key-123");
 }
+
+#[test]
+fn a_datadog_sink_without_a_key_is_refused_naming_the_key_and_the_variable() {
+    if std::env::var("DD_API_KEY").is_ok() {
+        return; // The variable would fill the key.
+    }
+    let err = parse("metric_sinks: [{kind: datadog}]").unwrap_err().to_string();
+    assert!(err.contains("api_key") && err.contains("DD_API_KEY"), "{err}");
+}

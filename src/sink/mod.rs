@@ -3,6 +3,7 @@
 //! interval.
 
 pub mod console;
+pub mod datadog;
 
 use std::future::Future;
 use std::pin::Pin;

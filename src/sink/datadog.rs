@@ -1,0 +1,490 @@
+//! The Datadog sink: v1 JSON series, zlib-compressed, cut into bodies of at most `flush_max_per_body` series
+//! (and under the intake's byte limits), POSTed concurrently over one keep-alive client; service checks to
+//! `/api/v1/check_run`; events to `/api/v1/events`, one per request.
+//!
+//! Failure policy: 5xx, 408, 429, timeouts and connection errors are retried with exponential backoff and jitter
+//! until the flush's deadline (one interval); 400 and 403 are dropped at once; 413 splits the body in two and
+//! sends the halves (a single series that is still too large is dropped). Any other status is dropped. Every
+//! request's outcome is counted as `harrier.sink.requests{sink,endpoint,result}`. The API key is sent only in the
+//! `DD-API-KEY` header and never logged.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use tokio::task::JoinSet;
+
+use super::{CheckRun, Event, Flush, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
+use crate::config::DatadogConfig;
+use crate::telemetry::{LimitedLog, Telemetry};
+
+/// The intake's limit on a compressed `/api/v1/series` body.
+pub const MAX_COMPRESSED_BYTES: usize = 3_200_000;
+/// The intake's limit on a decompressed `/api/v1/series` body.
+pub const MAX_UNCOMPRESSED_BYTES: usize = 62_914_560;
+/// Events are sent one per request; this many at a time.
+const EVENT_CONCURRENCY: usize = 8;
+/// zlib level: fast, still about 10× on metric JSON.
+const COMPRESSION_LEVEL: u32 = 1;
+
+static LOG: LimitedLog = LimitedLog::new("datadog sink");
+
+/// A zlib-compressed series body and how many series it holds.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub compressed: Vec<u8>,
+    pub uncompressed_len: usize,
+    pub series: usize,
+}
+
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_tags<'a>(out: &mut String, tags: impl Iterator<Item = &'a str>) {
+    out.push('[');
+    for (i, t) in tags.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, t);
+    }
+    out.push(']');
+}
+
+/// One series as Datadog v1 JSON. Counters become a per-second `rate` with the interval; everything else is a
+/// `gauge`. Returns false (writing nothing) for a non-finite value, which the intake would refuse.
+pub fn write_series(out: &mut String, s: &Series, default_host: &str, interval_secs: f64) -> bool {
+    let (value, kind) = match s.kind {
+        SeriesKind::Counter => (s.value / interval_secs, "rate"),
+        SeriesKind::Gauge => (s.value, "gauge"),
+    };
+    if !value.is_finite() {
+        return false;
+    }
+    out.push_str("{\"metric\":");
+    json_str(out, &s.name);
+    let _ = write!(out, ",\"points\":[[{},{}]],\"type\":\"{kind}\"", s.timestamp, value);
+    if s.kind == SeriesKind::Counter {
+        let _ = write!(out, ",\"interval\":{}", interval_secs.round() as i64);
+    }
+    if let Some(host) = s.host(default_host) {
+        out.push_str(",\"host\":");
+        json_str(out, host);
+    }
+    out.push_str(",\"tags\":");
+    json_tags(out, s.tags.output());
+    if let Some(device) = s.tags.device() {
+        out.push_str(",\"device\":");
+        json_str(out, device);
+    }
+    out.push('}');
+    true
+}
+
+/// Encodes series into one compressed `{"series":[…]}` body.
+pub fn encode_series(series: &[Series], default_host: &str, interval_secs: f64) -> Body {
+    let mut json = String::with_capacity(series.len() * 160 + 16);
+    json.push_str("{\"series\":[");
+    let mut n = 0;
+    for s in series {
+        let mark = json.len();
+        if n > 0 {
+            json.push(',');
+        }
+        if write_series(&mut json, s, default_host, interval_secs) {
+            n += 1;
+        } else {
+            json.truncate(mark);
+        }
+    }
+    json.push_str("]}");
+    Body {
+        compressed: compress(json.as_bytes()),
+        uncompressed_len: json.len(),
+        series: n,
+    }
+}
+
+fn compress(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 6 + 64),
+        Compression::new(COMPRESSION_LEVEL),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(bytes);
+    enc.finish().unwrap_or_default()
+}
+
+/// Cuts series into equal chunks of at most `max_per_body`, and encodes each, splitting again any body over the
+/// intake's byte limits. A single series too large on its own is dropped (counted in the returned number).
+pub fn build_bodies(
+    series: &[Series],
+    max_per_body: usize,
+    default_host: &str,
+    interval_secs: f64,
+) -> (Vec<(Body, std::ops::Range<usize>)>, usize) {
+    let n = series.len();
+    let mut out = Vec::new();
+    let mut dropped = 0;
+    if n == 0 {
+        return (out, 0);
+    }
+    let bodies = n.div_ceil(max_per_body.max(1));
+    let chunk = n.div_ceil(bodies);
+    let mut stack: Vec<std::ops::Range<usize>> = (0..bodies)
+        .map(|i| i * chunk..((i + 1) * chunk).min(n))
+        .filter(|r| !r.is_empty())
+        .rev()
+        .collect();
+    while let Some(range) = stack.pop() {
+        let body = encode_series(&series[range.clone()], default_host, interval_secs);
+        if body.compressed.len() <= MAX_COMPRESSED_BYTES && body.uncompressed_len <= MAX_UNCOMPRESSED_BYTES {
+            out.push((body, range));
+        } else if range.len() > 1 {
+            let mid = range.start + range.len() / 2;
+            stack.push(mid..range.end);
+            stack.push(range.start..mid);
+        } else {
+            dropped += 1;
+        }
+    }
+    (out, dropped)
+}
+
+/// Service checks as the `/api/v1/check_run` JSON array.
+pub fn encode_checks(checks: &[CheckRun], default_host: &str) -> String {
+    let mut out = String::from("[");
+    for (i, c) in checks.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"check\":");
+        json_str(&mut out, &c.name);
+        out.push_str(",\"host_name\":");
+        json_str(&mut out, c.hostname.as_deref().unwrap_or(default_host));
+        let _ = write!(
+            out,
+            ",\"timestamp\":{},\"status\":{},\"message\":",
+            c.timestamp,
+            c.status.code()
+        );
+        json_str(&mut out, &c.message);
+        out.push_str(",\"tags\":");
+        json_tags(&mut out, c.tags.output());
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+/// One event as the `/api/v1/events` JSON object.
+pub fn encode_event(e: &Event, default_host: &str) -> String {
+    let mut out = String::from("{\"title\":");
+    json_str(&mut out, &e.title);
+    out.push_str(",\"text\":");
+    json_str(&mut out, &e.text);
+    let _ = write!(
+        out,
+        ",\"date_happened\":{},\"priority\":\"{}\",\"alert_type\":\"{}\"",
+        e.timestamp,
+        e.priority.as_str(),
+        e.alert_type.as_str()
+    );
+    let host = e.hostname.as_deref().unwrap_or(default_host);
+    if !host.is_empty() {
+        out.push_str(",\"host\":");
+        json_str(&mut out, host);
+    }
+    if let Some(k) = &e.aggregation_key {
+        out.push_str(",\"aggregation_key\":");
+        json_str(&mut out, k);
+    }
+    if let Some(s) = &e.source_type {
+        out.push_str(",\"source_type_name\":");
+        json_str(&mut out, s);
+    }
+    out.push_str(",\"tags\":");
+    json_tags(&mut out, e.tags.output());
+    out.push('}');
+    out
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Ok,
+    /// Not retried; the data is dropped.
+    Dropped(&'static str),
+    /// 413: the caller may split the data.
+    TooLarge,
+    /// Retries ran out of time.
+    GaveUp(&'static str),
+}
+
+/// The Datadog sink.
+pub struct DatadogSink {
+    name: String,
+    cfg: DatadogConfig,
+    client: reqwest::Client,
+    telemetry: Arc<Telemetry>,
+}
+
+impl DatadogSink {
+    pub fn new(name: impl Into<String>, cfg: DatadogConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("harrier/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(DatadogSink {
+            name: name.into(),
+            cfg,
+            client,
+            telemetry,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.cfg.api_hostname.trim_end_matches('/'), path)
+    }
+
+    fn count(&self, endpoint: &str, result: &str) {
+        let sink = format!("sink:{}", self.name);
+        let endpoint = format!("endpoint:{endpoint}");
+        let result = format!("result:{result}");
+        self.telemetry
+            .count("harrier.sink.requests", &[&sink, &endpoint, &result], 1);
+    }
+
+    /// POSTs a body, retrying what is worth retrying until `deadline`.
+    async fn post(&self, endpoint: &'static str, path: &str, body: Vec<u8>, deflate: bool, deadline: Instant) -> Sent {
+        let url = self.url(path);
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                self.count(endpoint, "deadline");
+                return Sent::GaveUp("deadline");
+            };
+            let mut req = self
+                .client
+                .post(&url)
+                .timeout(left)
+                .header("DD-API-KEY", &self.cfg.api_key)
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+            if deflate {
+                req = req.header("Content-Encoding", "deflate");
+            }
+            let retry_reason: &'static str = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match status {
+                        200..=299 => {
+                            self.count(endpoint, "ok");
+                            return Sent::Ok;
+                        }
+                        413 => {
+                            self.count(endpoint, "http_413");
+                            return Sent::TooLarge;
+                        }
+                        408 | 429 | 500..=599 => status_reason(status),
+                        _ => {
+                            let reason = status_reason(status);
+                            self.count(endpoint, reason);
+                            LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried)", self.name));
+                            return Sent::Dropped(reason);
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => "timeout",
+                Err(e) if e.is_connect() => "connection",
+                Err(_) => "request_error",
+            };
+            self.count(endpoint, retry_reason);
+            let wait = jitter(backoff);
+            if Instant::now() + wait >= deadline {
+                LOG.log(|| {
+                    format!(
+                        "{}: {endpoint}: {retry_reason} after {attempt} attempts; giving up at the deadline",
+                        self.name
+                    )
+                });
+                return Sent::GaveUp(retry_reason);
+            }
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Sends a range of series, splitting on 413.
+    async fn send_series(
+        self: Arc<Self>,
+        flush: Arc<Flush>,
+        body: Body,
+        range: std::ops::Range<usize>,
+        deadline: Instant,
+    ) -> Vec<&'static str> {
+        let mut failures = Vec::new();
+        let mut pending = vec![(body, range)];
+        let interval = flush.interval.as_secs_f64().max(1e-3);
+        while let Some((body, range)) = pending.pop() {
+            match self
+                .post("series", "/api/v1/series", body.compressed, true, deadline)
+                .await
+            {
+                Sent::Ok => {}
+                Sent::TooLarge if range.len() > 1 => {
+                    let mid = range.start + range.len() / 2;
+                    for r in [range.start..mid, mid..range.end] {
+                        let b = encode_series(&flush.series[r.clone()], &flush.hostname, interval);
+                        pending.push((b, r));
+                    }
+                }
+                Sent::TooLarge => failures.push("http_413"),
+                Sent::Dropped(r) | Sent::GaveUp(r) => failures.push(r),
+            }
+        }
+        failures
+    }
+}
+
+fn status_reason(status: u16) -> &'static str {
+    match status {
+        400 => "http_400",
+        401 => "http_401",
+        403 => "http_403",
+        404 => "http_404",
+        408 => "http_408",
+        413 => "http_413",
+        429 => "http_429",
+        500..=599 => "http_5xx",
+        _ => "http_other",
+    }
+}
+
+/// A delay between half and all of `d`, from a cheap per-call random source.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos() as u64);
+    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let frac = 0.5 + (x % 1000) as f64 / 2000.0;
+    d.mul_f64(frac)
+}
+
+impl Sink for DatadogSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "datadog"
+    }
+
+    fn flush(&self, flush: Arc<Flush>) -> SinkFuture<'_> {
+        Box::pin(async move {
+            let deadline = Instant::now() + flush.interval;
+            // Cloning the sink's handles is cheap (the client is reference-counted) and lets each request run in
+            // its own task.
+            let me = Arc::new(DatadogSink {
+                name: self.name.clone(),
+                cfg: self.cfg.clone(),
+                client: self.client.clone(),
+                telemetry: self.telemetry.clone(),
+            });
+            let mut tasks: JoinSet<Vec<&'static str>> = JoinSet::new();
+
+            let interval = flush.interval.as_secs_f64().max(1e-3);
+            let max = self.cfg.flush_max_per_body;
+            let f = flush.clone();
+            let built = tokio::task::spawn_blocking(move || build_bodies(&f.series, max, &f.hostname, interval)).await;
+            let (bodies, too_large) = built.unwrap_or_default();
+            if too_large > 0 {
+                self.count("series", "series_too_large");
+            }
+            for (body, range) in bodies {
+                tasks.spawn(me.clone().send_series(flush.clone(), body, range, deadline));
+            }
+            if !flush.checks.is_empty() {
+                let body = encode_checks(&flush.checks, &flush.hostname).into_bytes();
+                let me = me.clone();
+                tasks.spawn(async move {
+                    match me.post("check_run", "/api/v1/check_run", body, false, deadline).await {
+                        Sent::Ok => vec![],
+                        Sent::TooLarge => vec!["http_413"],
+                        Sent::Dropped(r) | Sent::GaveUp(r) => vec![r],
+                    }
+                });
+            }
+            if !flush.events.is_empty() {
+                let me = me.clone();
+                let flush = flush.clone();
+                tasks.spawn(async move {
+                    let mut failures = Vec::new();
+                    let mut in_flight = JoinSet::new();
+                    for e in &flush.events {
+                        if in_flight.len() >= EVENT_CONCURRENCY {
+                            if let Some(Ok(r)) = in_flight.join_next().await {
+                                failures.extend(r);
+                            }
+                        }
+                        let body = encode_event(e, &flush.hostname).into_bytes();
+                        let me = me.clone();
+                        in_flight.spawn(async move {
+                            match me.post("events", "/api/v1/events", body, false, deadline).await {
+                                Sent::Ok => None,
+                                Sent::TooLarge => Some("http_413"),
+                                Sent::Dropped(r) | Sent::GaveUp(r) => Some(r),
+                            }
+                        });
+                    }
+                    while let Some(r) = in_flight.join_next().await {
+                        if let Ok(r) = r {
+                            failures.extend(r);
+                        }
+                    }
+                    failures
+                });
+            }
+            let mut failures: Vec<&'static str> = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                failures.extend(r.unwrap_or_else(|_| vec!["panicked"]));
+            }
+            if too_large > 0 {
+                failures.push("series_too_large");
+            }
+            match failures.first() {
+                None => SinkOutcome::Ok,
+                Some(&reason) => SinkOutcome::Failed {
+                    reason,
+                    detail: format!("{} request(s) failed: {}", failures.len(), failures.join(", ")),
+                },
+            }
+        })
+    }
+}

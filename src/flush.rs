@@ -90,19 +90,19 @@ impl Flusher {
         self.telemetry.record_flush(counts, started.elapsed());
         out.series.extend(self.telemetry.collect(timestamp));
 
-        if !forward.is_empty() {
-            match &self.forwarder {
-                Some(f) => {
-                    let handle = f.forward(forward, self.interval);
-                    tasks.spawn(async move {
-                        let _ = handle.await;
-                    });
-                }
-                None => {
-                    self.telemetry
-                        .count("harrier.forward.dropped", &["cause:no_forwarder"], forward.len() as u64);
-                }
+        match &self.forwarder {
+            // Called every interval, even with nothing new, so that intervals kept after a failure are retried.
+            Some(f) => {
+                let handle = f.forward(forward, self.interval);
+                tasks.spawn(async move {
+                    let _ = handle.await;
+                });
             }
+            None if !forward.is_empty() => {
+                self.telemetry
+                    .count("harrier.forward.dropped", &["cause:no_forwarder"], forward.len() as u64);
+            }
+            None => {}
         }
 
         let out = Arc::new(out);

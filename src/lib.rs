@@ -22,6 +22,7 @@
 //! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
 //! - [`aggregate`]: series keys, t-digest histograms, HyperLogLog sets, shard state and its output.
 //! - [`flush`]: the interval loop that swaps shards and fans out to sinks and the forwarder.
+//! - [`forward`]: gRPC forwarding of sketches from locals to globals, and the import server.
 //! - [`sink`]: where flushes go (console, Datadog).
 //! - [`telemetry`]: self-metrics and rate-limited logging.
 //! - [`http`]: health and version endpoints.
@@ -30,6 +31,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod flush;
+pub mod forward;
 pub mod http;
 pub mod listen;
 pub mod pipeline;

@@ -131,6 +131,9 @@ async fn run(config: Config) -> ExitCode {
         harrier::VERSION,
         listening.join(", ")
     );
+    if let Some(grpc) = server.grpc_address {
+        eprintln!("harrier: gRPC imports on {grpc}");
+    }
     if let Some(http) = server.http_address {
         eprintln!("harrier: HTTP on {http}");
     }

@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 use crate::aggregate::{EmitConfig, ExtendTags};
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
 use crate::flush::{Flusher, Forward};
+use crate::forward::client::Forwarder;
+use crate::forward::proto::forward_server::ForwardServer;
+use crate::forward::server::ImportService;
 use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
@@ -29,6 +32,10 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("cannot serve gRPC imports on {address} (config key `grpc_address`): {source}")]
+    Grpc { address: String, source: std::io::Error },
+    #[error("cannot forward (config key `forward_address`): {0}")]
+    Forward(String),
     #[error("cannot serve HTTP on {address} (config key `http_address`): {source}")]
     Http { address: String, source: std::io::Error },
     #[error("cannot start {what}: {source}")]
@@ -43,6 +50,8 @@ pub struct RunningServer {
     pub addresses: Vec<ListenAddress>,
     /// The HTTP server's address, if one was configured.
     pub http_address: Option<SocketAddr>,
+    /// The gRPC import server's address, if one was configured.
+    pub grpc_address: Option<SocketAddr>,
     /// Self-metrics, for tests and embedding.
     pub telemetry: Arc<Telemetry>,
     stop: watch::Sender<bool>,
@@ -135,6 +144,18 @@ pub async fn start_with_forwarder(
         Some(tokio::net::TcpListener::bind(addr).await.map_err(http_err)?)
     };
     let http_address = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let grpc_listener = if config.grpc_address.is_empty() {
+        None
+    } else {
+        let grpc_err = |source| ServerError::Grpc {
+            address: config.grpc_address.clone(),
+            source,
+        };
+        let addr = parse_socket_addr(&config.grpc_address)
+            .map_err(|m| grpc_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
+        Some(tokio::net::TcpListener::bind(addr).await.map_err(grpc_err)?)
+    };
+    let grpc_address = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let stats: Vec<Arc<ListenerStats>> = addresses
         .iter()
@@ -164,6 +185,36 @@ pub async fn start_with_forwarder(
         running.push(r);
     }
     let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, stop_rx.clone())));
+    let grpc_task = grpc_listener.map(|l| {
+        let service = ImportService {
+            shards: pipeline.shards.clone(),
+            telemetry: telemetry.clone(),
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            let served = tonic::transport::Server::builder()
+                .add_service(ForwardServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
+                .serve_with_incoming_shutdown(incoming, async move { crate::shutdown::stopped(&mut stop).await })
+                .await;
+            if let Err(e) = served {
+                eprintln!("harrier: gRPC import server stopped: {e}");
+            }
+        })
+    });
+    let forwarder = match forwarder {
+        Some(f) => Some(f),
+        None if config.is_local() => Some(
+            Forwarder::start(
+                &config.forward_address,
+                config.forward_max_intervals,
+                config.interval,
+                telemetry.clone(),
+            )
+            .map_err(ServerError::Forward)? as Arc<dyn Forward>,
+        ),
+        None => None,
+    };
 
     let flusher = Arc::new(Flusher {
         shards: pipeline.shards.clone(),
@@ -198,6 +249,10 @@ pub async fn start_with_forwarder(
                 }
             }
         }
+        // Imports in flight finish merging (bounded: a stream that never ends is cut off).
+        if let Some(t) = grpc_task {
+            let _ = tokio::time::timeout(interval, t).await;
+        }
         // 2. Every batch read reaches its shard.
         let mut pipeline = tokio::task::spawn_blocking(move || {
             pipeline.drain_parsers();
@@ -224,6 +279,7 @@ pub async fn start_with_forwarder(
     Ok(RunningServer {
         addresses,
         http_address,
+        grpc_address,
         telemetry,
         stop: stop_tx,
         done,

@@ -91,6 +91,17 @@ impl Telemetry {
             .or_default() += n;
     }
 
+    /// The current value of a named counter (summed over its tags, or only those carrying `tag`), without
+    /// resetting it.
+    pub fn peek(&self, name: &str, tag: &str) -> u64 {
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        extra
+            .iter()
+            .filter(|((n, tags), _)| n == name && (tag.is_empty() || tags.iter().any(|t| t == tag)))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
     /// The self-metrics since the last call, as series (counters are reset).
     pub fn collect(&self, timestamp: i64) -> Vec<Series> {
         let mut out = Vec::new();

@@ -88,6 +88,16 @@ impl Default for Histogram {
 }
 
 impl Histogram {
+    /// A histogram from a digest received from another instance, and the stats it should report (empty when
+    /// the sender reported them itself).
+    pub fn from_parts(digest: TDigest, stats: Stats) -> Self {
+        Histogram {
+            digest,
+            pending: Vec::new(),
+            stats,
+        }
+    }
+
     /// Adds one sample received with `sample_rate` (weight 1/rate).
     #[inline]
     pub fn add(&mut self, value: f64, sample_rate: f64) {

@@ -114,8 +114,7 @@ impl<'a> KeyView<'a> {
             tag_xor ^= tag_hash(t);
             tag_count += 1;
         });
-        let seed = ((kind as u64) << 8) | scope as u64;
-        let hash = mix(xxh3_64_with_seed(name.as_bytes(), seed) ^ tag_xor.rotate_left(29));
+        let hash = key_hash(name, kind, scope, tag_xor);
         KeyView {
             name,
             kind,
@@ -174,6 +173,21 @@ pub struct SeriesKey {
     pub kind: MetricKind,
     pub scope: Scope,
     pub tags: Arc<TagSet>,
+}
+
+impl SeriesKey {
+    /// The same hash as [`KeyView::new`] gives for a line with this key's tags (extend tags included), so that
+    /// imported series and series received directly meet in the same shard and entry.
+    pub fn hash(&self) -> u64 {
+        let tag_xor = self.tags.all().iter().fold(0, |h, t| h ^ tag_hash(t));
+        key_hash(&self.name, self.kind, self.scope, tag_xor)
+    }
+}
+
+#[inline]
+fn key_hash(name: &str, kind: MetricKind, scope: Scope, tag_xor: u64) -> u64 {
+    let seed = ((kind as u64) << 8) | scope as u64;
+    mix(xxh3_64_with_seed(name.as_bytes(), seed) ^ tag_xor.rotate_left(29))
 }
 
 /// A canonical tag set: sorted and distinct. `host:` and `device:` tags stay in the set (they are part of the
@@ -289,6 +303,15 @@ mod tests {
         assert_eq!(tags, vec!["env:prod", "implicit", "route:/a"]);
         assert!(v.matches(&key, &e));
         assert_eq!(view("x", "route:/a", &e).hash, v.hash);
+    }
+
+    #[test]
+    fn an_owned_key_hashes_like_the_line_it_came_from() {
+        let e = ExtendTags::new(&["env:prod".to_string()]);
+        for tags in ["", "a", "b:2,a:1,a:1", "env:dev,veneurglobalonly,x"] {
+            let v = view("metric.name", tags, &e);
+            assert_eq!(v.to_key(&e).hash(), v.hash, "{tags:?}");
+        }
     }
 
     #[test]

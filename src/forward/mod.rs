@@ -1,0 +1,335 @@
+//! Forwarding between tiers over gRPC (`proto/harrier/forward/v1/forward.proto`): the local's client
+//! ([`client::Forwarder`]) streams the mergeable state of each interval; the global's import server
+//! ([`server::ImportService`]) merges it into the shards that own the series.
+
+pub mod client;
+pub mod server;
+
+use std::sync::Arc;
+
+use tdigest::{Centroid, TDigest};
+
+use crate::aggregate::histogram::DIGEST_SIZE;
+use crate::aggregate::set::{self, Set};
+use crate::aggregate::{Entry, Histogram, Scope, SeriesKey, Stats, TagSet, Value};
+use crate::protocol::MetricKind;
+
+/// The generated protobuf types and gRPC service.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("harrier.forward.v1");
+}
+
+/// Most centroids accepted in one forwarded digest.
+const MAX_CENTROIDS: usize = 100_000;
+
+/// Why an imported metric was refused (the `reason` tag of `harrier.import.errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("empty metric name")]
+    EmptyName,
+    #[error("unknown metric type")]
+    UnknownType,
+    #[error("veneurlocalonly metrics are never forwarded")]
+    LocalScope,
+    #[error("the value does not match the metric type")]
+    TypeMismatch,
+    #[error("a counter or gauge value is not finite")]
+    NonFinite,
+    #[error("a digest is malformed (non-finite mean, weight not > 0, bad statistics, or too many centroids)")]
+    BadDigest,
+    #[error("a set has another precision than 14, or malformed registers")]
+    BadSet,
+}
+
+impl ImportError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ImportError::EmptyName => "empty_name",
+            ImportError::UnknownType => "unknown_type",
+            ImportError::LocalScope => "local_scope",
+            ImportError::TypeMismatch => "type_mismatch",
+            ImportError::NonFinite => "non_finite",
+            ImportError::BadDigest => "bad_digest",
+            ImportError::BadSet => "bad_set",
+        }
+    }
+}
+
+fn kind_to_proto(kind: MetricKind) -> proto::MetricType {
+    match kind {
+        MetricKind::Counter => proto::MetricType::Counter,
+        MetricKind::Gauge => proto::MetricType::Gauge,
+        MetricKind::Timer => proto::MetricType::Timer,
+        MetricKind::Histogram => proto::MetricType::Histogram,
+        MetricKind::Distribution => proto::MetricType::Distribution,
+        MetricKind::Set => proto::MetricType::Set,
+    }
+}
+
+fn kind_from_proto(t: i32) -> Option<MetricKind> {
+    Some(match proto::MetricType::try_from(t).ok()? {
+        proto::MetricType::Counter => MetricKind::Counter,
+        proto::MetricType::Gauge => MetricKind::Gauge,
+        proto::MetricType::Timer => MetricKind::Timer,
+        proto::MetricType::Histogram => MetricKind::Histogram,
+        proto::MetricType::Distribution => MetricKind::Distribution,
+        proto::MetricType::Set => MetricKind::Set,
+        proto::MetricType::Unspecified => return None,
+    })
+}
+
+/// An entry as a forwarded message.
+pub fn encode(entry: &mut Entry) -> proto::Metric {
+    use proto::metric::Value as V;
+    let value = match &mut entry.value {
+        Value::Counter(v) => V::Counter(*v),
+        Value::Gauge(v) => V::Gauge(*v),
+        Value::Histogram(h) => {
+            let reciprocal_sum = h.stats.reciprocal_sum;
+            let d = h.digest();
+            V::Histogram(proto::Histogram {
+                centroids: d
+                    .centroids()
+                    .iter()
+                    .map(|c| proto::Centroid {
+                        mean: c.mean(),
+                        weight: c.weight(),
+                    })
+                    .collect(),
+                compression: d.max_size() as u32,
+                min: d.min().unwrap_or(0.0),
+                max: d.max().unwrap_or(0.0),
+                count: d.count(),
+                sum: d.sum(),
+                reciprocal_sum,
+                report_stats: entry.key.scope == Scope::Global,
+            })
+        }
+        Value::Set(s) => V::Set(proto::Set {
+            precision: u32::from(set::PRECISION),
+            sketch: Some(match s.as_ref() {
+                Set::Sparse(hashes) => proto::set::Sketch::Sparse(proto::SparseHashes { hashes: hashes.clone() }),
+                Set::Dense(_) => proto::set::Sketch::Registers(s.registers().unwrap_or_default()),
+            }),
+        }),
+    };
+    proto::Metric {
+        name: entry.key.name.to_string(),
+        tags: entry.key.tags.all().iter().map(|t| t.to_string()).collect(),
+        r#type: kind_to_proto(entry.key.kind) as i32,
+        scope: match entry.key.scope {
+            Scope::Mixed => proto::Scope::Mixed,
+            Scope::Local => proto::Scope::Local,
+            Scope::Global => proto::Scope::Global,
+        } as i32,
+        value: Some(value),
+    }
+}
+
+/// A forwarded message as an entry, refusing anything malformed.
+pub fn decode(m: proto::Metric) -> Result<Entry, ImportError> {
+    use proto::metric::Value as V;
+    if m.name.is_empty() {
+        return Err(ImportError::EmptyName);
+    }
+    let kind = kind_from_proto(m.r#type).ok_or(ImportError::UnknownType)?;
+    let scope = match proto::Scope::try_from(m.scope) {
+        Ok(proto::Scope::Mixed) => Scope::Mixed,
+        Ok(proto::Scope::Global) => Scope::Global,
+        Ok(proto::Scope::Local) => return Err(ImportError::LocalScope),
+        Err(_) => return Err(ImportError::UnknownType),
+    };
+    let value = match (kind, m.value) {
+        (MetricKind::Counter, Some(V::Counter(v))) if v.is_finite() => Value::Counter(v),
+        (MetricKind::Gauge, Some(V::Gauge(v))) if v.is_finite() => Value::Gauge(v),
+        (MetricKind::Counter, Some(V::Counter(_))) | (MetricKind::Gauge, Some(V::Gauge(_))) => {
+            return Err(ImportError::NonFinite)
+        }
+        (k, Some(V::Histogram(h))) if k.is_histogram() => Value::Histogram(Box::new(decode_histogram(h)?)),
+        (MetricKind::Set, Some(V::Set(s))) => Value::Set(Box::new(decode_set(s)?)),
+        _ => return Err(ImportError::TypeMismatch),
+    };
+    let key = SeriesKey {
+        name: m.name.into(),
+        kind,
+        scope,
+        tags: Arc::new(TagSet::from_tags(m.tags)),
+    };
+    Ok(Entry {
+        hash: key.hash(),
+        key,
+        value,
+    })
+}
+
+fn decode_histogram(h: proto::Histogram) -> Result<Histogram, ImportError> {
+    if h.centroids.len() > MAX_CENTROIDS {
+        return Err(ImportError::BadDigest);
+    }
+    let finite = [h.min, h.max, h.count, h.sum, h.reciprocal_sum]
+        .iter()
+        .all(|v| v.is_finite());
+    if !finite || h.count < 0.0 {
+        return Err(ImportError::BadDigest);
+    }
+    let mut centroids = Vec::with_capacity(h.centroids.len());
+    let mut weight = 0.0;
+    for c in &h.centroids {
+        if !c.mean.is_finite() || !c.weight.is_finite() || c.weight <= 0.0 {
+            return Err(ImportError::BadDigest);
+        }
+        weight += c.weight;
+        centroids.push(Centroid::new(c.mean, c.weight));
+    }
+    let digest = if centroids.is_empty() {
+        TDigest::new_with_size(DIGEST_SIZE)
+    } else {
+        if h.min > h.max || (weight - h.count).abs() > 1e-6 * weight.max(1.0) {
+            return Err(ImportError::BadDigest);
+        }
+        TDigest::new(centroids, h.sum, h.count, Some(h.max), Some(h.min), DIGEST_SIZE)
+    };
+    let stats = if h.report_stats && h.count > 0.0 {
+        Stats {
+            min: h.min,
+            max: h.max,
+            count: h.count,
+            sum: h.sum,
+            reciprocal_sum: h.reciprocal_sum,
+        }
+    } else {
+        Stats::default()
+    };
+    Ok(Histogram::from_parts(digest, stats))
+}
+
+fn decode_set(s: proto::Set) -> Result<Set, ImportError> {
+    if s.precision != u32::from(set::PRECISION) {
+        return Err(ImportError::BadSet);
+    }
+    match s.sketch {
+        Some(proto::set::Sketch::Sparse(sparse)) => {
+            let mut out = Set::default();
+            for h in sparse.hashes {
+                out.insert_hash(h);
+            }
+            Ok(out)
+        }
+        Some(proto::set::Sketch::Registers(r)) => Set::from_registers(&r).map_err(|_| ImportError::BadSet),
+        None => Ok(Set::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{ExtendTags, KeyView, ShardState};
+    use crate::protocol::{parse_line, Message};
+
+    fn entries(lines: &str) -> Vec<Entry> {
+        let extend = ExtendTags::default();
+        let mut state = ShardState::default();
+        for line in crate::protocol::lines(lines.as_bytes()) {
+            if let Ok(Message::Metric(m)) = parse_line(line) {
+                state.add_metric(&m, &extend).unwrap();
+            }
+        }
+        state.series.into_iter().collect()
+    }
+
+    #[test]
+    fn every_value_kind_round_trips_through_the_wire_format() {
+        let mut original =
+            entries("c:2.5|c|#a\ng:7|g\nh:1|h|#veneurglobalonly\nh:3|h|#veneurglobalonly\nt:5|ms\nsmall:a|s\n");
+        let mut big = entries(&(0..5000).map(|i| format!("big:m{i}|s\n")).collect::<String>());
+        original.append(&mut big);
+        for e in original.iter_mut() {
+            let wire = encode(e);
+            let back = decode(wire).unwrap();
+            assert_eq!(back.key, e.key);
+            assert_eq!(back.hash, e.hash);
+            match (&mut e.value, back.value) {
+                (Value::Counter(a), Value::Counter(b)) | (Value::Gauge(a), Value::Gauge(b)) => assert_eq!(*a, b),
+                (Value::Histogram(a), Value::Histogram(mut b)) => {
+                    assert_eq!(a.quantile(0.5), b.quantile(0.5));
+                    if e.key.scope == Scope::Global {
+                        assert_eq!(a.stats, b.stats);
+                    } else {
+                        assert!(b.stats.is_empty(), "mixed stats were reported by the sender");
+                    }
+                }
+                (Value::Set(a), Value::Set(b)) => assert_eq!(a.estimate(), b.estimate()),
+                _ => panic!("value kind changed"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_imports_are_refused_by_reason() {
+        use proto::metric::Value as V;
+        let base = proto::Metric {
+            name: "x".into(),
+            tags: vec![],
+            r#type: proto::MetricType::Counter as i32,
+            scope: proto::Scope::Mixed as i32,
+            value: Some(V::Counter(1.0)),
+        };
+        let with = |f: &dyn Fn(&mut proto::Metric)| {
+            let mut m = base.clone();
+            f(&mut m);
+            decode(m).unwrap_err()
+        };
+        assert_eq!(with(&|m| m.name.clear()), ImportError::EmptyName);
+        assert_eq!(with(&|m| m.r#type = 99), ImportError::UnknownType);
+        assert_eq!(with(&|m| m.scope = proto::Scope::Local as i32), ImportError::LocalScope);
+        assert_eq!(with(&|m| m.value = Some(V::Gauge(1.0))), ImportError::TypeMismatch);
+        assert_eq!(with(&|m| m.value = None), ImportError::TypeMismatch);
+        assert_eq!(with(&|m| m.value = Some(V::Counter(f64::NAN))), ImportError::NonFinite);
+        let hist = |c: Vec<(f64, f64)>, count: f64| {
+            with(&|m| {
+                m.r#type = proto::MetricType::Timer as i32;
+                m.value = Some(V::Histogram(proto::Histogram {
+                    centroids: c
+                        .iter()
+                        .map(|&(mean, weight)| proto::Centroid { mean, weight })
+                        .collect(),
+                    compression: 200,
+                    min: 1.0,
+                    max: 2.0,
+                    count,
+                    sum: 3.0,
+                    reciprocal_sum: 1.5,
+                    report_stats: true,
+                }))
+            })
+        };
+        assert_eq!(hist(vec![(1.0, 0.0)], 0.0), ImportError::BadDigest);
+        assert_eq!(hist(vec![(f64::INFINITY, 1.0)], 1.0), ImportError::BadDigest);
+        assert_eq!(hist(vec![(1.0, 1.0), (2.0, 1.0)], 5.0), ImportError::BadDigest);
+        let set = |precision: u32, regs: Vec<u8>| {
+            with(&|m| {
+                m.r#type = proto::MetricType::Set as i32;
+                m.value = Some(V::Set(proto::Set {
+                    precision,
+                    sketch: Some(proto::set::Sketch::Registers(regs.clone())),
+                }))
+            })
+        };
+        assert_eq!(set(12, vec![0; 4096]), ImportError::BadSet);
+        assert_eq!(set(14, vec![0; 100]), ImportError::BadSet);
+        assert_eq!(set(14, vec![99; 16384]), ImportError::BadSet);
+    }
+
+    #[test]
+    fn an_imported_series_has_the_hash_of_the_same_series_received_directly() {
+        let extend = ExtendTags::default();
+        let line = "lat:1|ms|#b,a";
+        let Ok(Message::Metric(m)) = parse_line(line.as_bytes()) else {
+            panic!()
+        };
+        let direct = KeyView::new(m.name, m.kind, m.tags, &extend).hash;
+        let mut e = entries(line).pop().unwrap();
+        assert_eq!(decode(encode(&mut e)).unwrap().hash, direct);
+    }
+}

@@ -420,8 +420,33 @@ impl Config {
             ));
         }
         self.listen_addresses()?;
-        if self.interval.is_zero() {
-            return Err(ConfigError::invalid("interval", "0s", "must be longer than zero"));
+        if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(86_400) {
+            return Err(ConfigError::invalid(
+                "interval",
+                format!("{:?}", self.interval),
+                "must be between 10ms and 24h",
+            ));
+        }
+        if self.tcp_idle_timeout.is_zero() || self.tcp_idle_timeout > Duration::from_secs(7 * 86_400) {
+            return Err(ConfigError::invalid(
+                "tcp_idle_timeout",
+                format!("{:?}", self.tcp_idle_timeout),
+                "must be between 1ns and 7 days",
+            ));
+        }
+        if self.num_workers > 1024 || self.num_readers > 1024 {
+            return Err(ConfigError::invalid(
+                "num_workers",
+                format!("{}/{}", self.num_workers, self.num_readers),
+                "num_workers and num_readers are at most 1024",
+            ));
+        }
+        if self.forward_max_intervals == 0 || self.forward_max_intervals > 1000 {
+            return Err(ConfigError::invalid(
+                "forward_max_intervals",
+                self.forward_max_intervals,
+                "must be between 1 and 1000",
+            ));
         }
         let mut names = HashSet::new();
         for a in &self.aggregates {

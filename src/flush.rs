@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry};
-use crate::pipeline::{flush_shards, ShardMsg};
+use crate::pipeline::{flush_shards, ShardSender};
 use crate::sink::{Flush, Sink, SinkOutcome};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
@@ -23,7 +23,7 @@ pub trait Forward: Send + Sync + 'static {
 
 /// Everything a flush needs.
 pub struct Flusher {
-    pub shards: Vec<mpsc::Sender<ShardMsg>>,
+    pub shards: Vec<ShardSender>,
     pub sinks: Vec<Arc<dyn Sink>>,
     pub emit: EmitConfig,
     pub telemetry: Arc<Telemetry>,

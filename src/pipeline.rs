@@ -1,14 +1,19 @@
 //! The hot path between sockets and shards.
 //!
-//! Listeners fill pooled [`Batch`]es with raw, newline-separated packets and hand each batch to a parse worker
-//! (round robin). A parse worker validates every line, counts rejects by reason, and copies each good line into
-//! the outgoing buffer of the shard that owns its series (by key hash). Each shard thread owns its
-//! [`ShardState`]: it aggregates lines, and on a flush command swaps its state for an empty one and hands the old
-//! one to the flusher. Buffers travel back to their pools, so steady state allocates nothing per line.
+//! Listeners fill pooled [`Batch`]es with raw, newline-separated packets and hand each batch to a worker (round
+//! robin). Each worker thread owns one shard's [`ShardState`] and parses the batches it is given: a line whose
+//! series belongs to its own shard is aggregated on the spot (parsed once, hashed once, no copy); a line owned by
+//! another shard is copied into that worker's outgoing buffer and handed over once per batch, so every series is
+//! aggregated by exactly one thread and no lock is shared on the hot path. With one worker nothing is ever handed
+//! over. Buffers travel back to their pools, so steady state allocates nothing per line.
+//!
+//! Raw batches are bounded per worker (a full worker makes its listener wait, and the kernel's socket buffer
+//! absorbs the burst); hand-overs between workers are not bounded, so two workers can never wait on each other.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
@@ -19,8 +24,8 @@ use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
 /// Bytes of lines gathered before a batch is handed on.
 pub const BATCH_BYTES: usize = 64 * 1024;
-/// Batches queued per parse worker and per shard before senders wait.
-const QUEUE_DEPTH: usize = 1024;
+/// Raw batches queued per worker before listeners wait.
+const QUEUE_DEPTH: usize = 256;
 /// Buffers kept in a pool; more are freed.
 const POOL_MAX: usize = 4096;
 
@@ -29,6 +34,8 @@ const POOL_MAX: usize = 4096;
 pub struct Batch {
     pub listener: usize,
     pub data: Vec<u8>,
+    /// Packets in `data` not yet counted in the listener's stats (counted once per batch, not per packet).
+    pub packets: u64,
 }
 
 impl Batch {
@@ -64,16 +71,56 @@ impl BufferPool {
     }
 }
 
-/// Where listeners send batches: round robin over the parse workers.
+/// A message to a worker.
+pub enum ShardMsg {
+    /// Raw packets from a listener.
+    Raw(Batch),
+    /// Validated lines owned by this worker's shard, handed over by another worker.
+    Lines(Vec<u8>),
+    /// Swap the state for an empty one and send the old one back.
+    Flush(oneshot::Sender<ShardState>),
+    /// Merge entries imported from another instance (global mode).
+    Import(Vec<Entry>),
+    /// Answer once everything queued before this message has been processed.
+    Sync(oneshot::Sender<()>),
+    /// Exit the thread.
+    Stop,
+}
+
+/// A worker's inbox.
+#[derive(Debug, Clone)]
+pub struct ShardSender {
+    tx: mpsc::UnboundedSender<ShardMsg>,
+    /// Raw batches queued and not yet processed.
+    raw_queued: Arc<AtomicUsize>,
+}
+
+impl ShardSender {
+    /// Sends a control or hand-over message (never waits). False once the worker is gone.
+    pub fn send(&self, msg: ShardMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    fn has_room(&self) -> bool {
+        self.raw_queued.load(Ordering::Acquire) < QUEUE_DEPTH
+    }
+
+    fn send_raw(&self, batch: Batch) -> bool {
+        self.raw_queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(ShardMsg::Raw(batch)).is_ok()
+    }
+}
+
+/// Where listeners send batches: round robin over the workers.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    workers: Vec<mpsc::Sender<Batch>>,
-    next: Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<ShardSender>,
+    next: Arc<AtomicUsize>,
     pub pool: BufferPool,
 }
 
 impl Ingest {
-    fn pick(&self) -> &mpsc::Sender<Batch> {
+    fn pick(&self) -> &ShardSender {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         &self.workers[i]
     }
@@ -83,16 +130,22 @@ impl Ingest {
         Batch {
             listener,
             data: self.pool.get(),
+            packets: 0,
         }
     }
 
-    /// Hands a batch on from a plain thread, waiting if the workers are behind. False once the pipeline is gone.
+    /// Hands a batch on from a plain thread, waiting while the chosen worker is full. False once the pipeline
+    /// is gone.
     pub fn send_blocking(&self, batch: Batch) -> bool {
         if batch.data.is_empty() {
             self.pool.put(batch.data);
             return true;
         }
-        self.pick().blocking_send(batch).is_ok()
+        let worker = self.pick();
+        while !worker.has_room() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        worker.send_raw(batch)
     }
 
     /// Hands a batch on from an async task.
@@ -101,17 +154,21 @@ impl Ingest {
             self.pool.put(batch.data);
             return true;
         }
-        self.pick().send(batch).await.is_ok()
+        let worker = self.pick();
+        while !worker.has_room() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        worker.send_raw(batch)
     }
 }
 
-/// Asks every shard for its interval and returns the states. Lines a shard received before the request are in
-/// its state (a shard's queue is first in, first out).
-pub async fn flush_shards(shards: &[mpsc::Sender<ShardMsg>]) -> Vec<ShardState> {
+/// Asks every shard for its interval and returns the states. Lines a worker had received before the request are
+/// in its state (a worker's inbox is first in, first out).
+pub async fn flush_shards(shards: &[ShardSender]) -> Vec<ShardState> {
     let mut replies = Vec::with_capacity(shards.len());
     for shard in shards {
         let (tx, rx) = oneshot::channel();
-        if shard.send(ShardMsg::Flush(tx)).await.is_ok() {
+        if shard.send(ShardMsg::Flush(tx)) {
             replies.push(rx);
         }
     }
@@ -124,180 +181,213 @@ pub async fn flush_shards(shards: &[mpsc::Sender<ShardMsg>]) -> Vec<ShardState> 
     states
 }
 
-/// A message to a shard thread.
-pub enum ShardMsg {
-    /// Validated lines, newline-separated.
-    Lines(Vec<u8>),
-    /// Swap the state for an empty one and send the old one back.
-    Flush(oneshot::Sender<ShardState>),
-    /// Merge entries imported from another instance (global mode).
-    Import(Vec<Entry>),
-}
-
-/// Handles to the running parse workers and shards.
+/// Handles to the running workers.
 pub struct Pipeline {
     pub ingest: Ingest,
-    pub shards: Vec<mpsc::Sender<ShardMsg>>,
-    parse_threads: Vec<JoinHandle<()>>,
-    shard_threads: Vec<JoinHandle<()>>,
+    pub shards: Vec<ShardSender>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 static BAD_LINE_LOG: LimitedLog = LimitedLog::new("rejected line");
 
 impl Pipeline {
-    /// Starts `workers` parse threads and `workers` shard threads.
+    /// Starts `workers` worker threads, each owning one shard.
     pub fn start(workers: usize, extend: Arc<ExtendTags>, telemetry: Arc<Telemetry>) -> Pipeline {
-        let line_pool = BufferPool::default();
+        let mut receivers = Vec::with_capacity(workers);
         let mut shards = Vec::with_capacity(workers);
-        let mut shard_threads = Vec::with_capacity(workers);
-        for i in 0..workers {
-            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            shards.push(tx);
-            let extend = extend.clone();
-            let telemetry = telemetry.clone();
-            let pool = line_pool.clone();
-            shard_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("harrier-shard-{i}"))
-                    .spawn(move || run_shard(rx, extend, telemetry, pool))
-                    .expect("spawning a shard thread"),
-            );
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sender = ShardSender {
+                tx,
+                raw_queued: Arc::default(),
+            };
+            receivers.push((rx, sender.raw_queued.clone()));
+            shards.push(sender);
         }
         let batch_pool = BufferPool::default();
-        let mut workers_tx = Vec::with_capacity(workers);
-        let mut parse_threads = Vec::with_capacity(workers);
-        for i in 0..workers {
-            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            workers_tx.push(tx);
-            let ctx = ParseWorker {
+        let line_pool = BufferPool::default();
+        let mut threads = Vec::with_capacity(workers);
+        for (i, (rx, raw_queued)) in receivers.into_iter().enumerate() {
+            let worker = Worker {
+                index: i,
                 shards: shards.clone(),
+                raw_queued,
                 extend: extend.clone(),
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
                 line_pool: line_pool.clone(),
+                state: ShardState::default(),
             };
-            parse_threads.push(
+            threads.push(
                 std::thread::Builder::new()
-                    .name(format!("harrier-parse-{i}"))
-                    .spawn(move || ctx.run(rx))
-                    .expect("spawning a parse thread"),
+                    .name(format!("harrier-worker-{i}"))
+                    .spawn(move || worker.run(rx))
+                    .expect("spawning a worker thread"),
             );
         }
         Pipeline {
             ingest: Ingest {
-                workers: workers_tx,
+                workers: shards.clone(),
                 next: Arc::default(),
                 pool: batch_pool,
             },
             shards,
-            parse_threads,
-            shard_threads,
+            threads,
         }
     }
 
-    /// Closes the ingest side and waits until every batch already handed in has reached its shard. The shards
-    /// keep running (for the final flush). Listeners must have dropped their [`Ingest`] clones.
-    pub fn drain_parsers(&mut self) {
-        let Ingest { workers, .. } = std::mem::replace(
-            &mut self.ingest,
-            Ingest {
-                workers: Vec::new(),
-                next: Arc::default(),
-                pool: BufferPool::default(),
-            },
-        );
-        drop(workers);
-        for t in self.parse_threads.drain(..) {
-            let _ = t.join();
+    /// Waits until every worker has processed what was queued before this call, hand-overs included. Listeners
+    /// must have stopped.
+    pub async fn sync(&self) {
+        // Two rounds: the first drains raw batches (which may hand lines over); the second drains the hand-overs.
+        for _ in 0..2 {
+            let mut acks = Vec::with_capacity(self.shards.len());
+            for shard in &self.shards {
+                let (tx, rx) = oneshot::channel();
+                if shard.send(ShardMsg::Sync(tx)) {
+                    acks.push(rx);
+                }
+            }
+            for ack in acks {
+                let _ = ack.await;
+            }
         }
     }
 
-    /// Stops the shard threads (after the final flush).
-    pub fn stop_shards(mut self) {
-        self.shards.clear();
-        for t in self.shard_threads.drain(..) {
+    /// Stops the workers (after the final flush).
+    pub fn stop(mut self) {
+        for shard in &self.shards {
+            shard.send(ShardMsg::Stop);
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 
     /// The shard that owns a hash.
+    #[inline]
     pub fn shard_of(hash: u64, shards: usize) -> usize {
         // The key hash is already mixed; the high bits are independent of the map's low bits.
         ((hash >> 32) as usize) % shards
     }
 }
 
-struct ParseWorker {
-    shards: Vec<mpsc::Sender<ShardMsg>>,
+struct Worker {
+    index: usize,
+    shards: Vec<ShardSender>,
+    raw_queued: Arc<AtomicUsize>,
     extend: Arc<ExtendTags>,
     telemetry: Arc<Telemetry>,
     batch_pool: BufferPool,
     line_pool: BufferPool,
+    state: ShardState,
 }
 
-impl ParseWorker {
-    fn run(self, mut rx: mpsc::Receiver<Batch>) {
+impl Worker {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShardMsg>) {
         let n = self.shards.len();
-        let mut out: Vec<Vec<u8>> = (0..n).map(|_| self.line_pool.get()).collect();
-        while let Some(batch) = rx.blocking_recv() {
-            let mut lines = 0u64;
-            for line in protocol::lines(&batch.data) {
-                lines += 1;
-                let hash = match protocol::parse_line(line) {
-                    Ok(Message::Metric(m)) => KeyView::new(m.name, m.kind, m.tags, &self.extend).hash,
-                    Ok(Message::ServiceCheck(c)) => xxh3_64(c.name.as_bytes()),
-                    Ok(Message::Event(e)) => xxh3_64(e.raw_title.as_bytes()),
-                    Err(e) => {
-                        self.telemetry.reject(&e);
-                        BAD_LINE_LOG.log(|| format!("{e}: {:?}", String::from_utf8_lossy(line)));
-                        continue;
-                    }
-                };
-                let shard = Pipeline::shard_of(hash, n);
-                let buf = &mut out[shard];
-                buf.extend_from_slice(line);
-                buf.push(b'\n');
-                if buf.len() >= BATCH_BYTES {
-                    let full = std::mem::replace(buf, self.line_pool.get());
-                    if self.shards[shard].blocking_send(ShardMsg::Lines(full)).is_err() {
-                        return;
-                    }
+        let mut out: Vec<Vec<u8>> = (0..n).map(|_| Vec::new()).collect();
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                ShardMsg::Raw(batch) => {
+                    self.raw(&batch, &mut out);
+                    self.batch_pool.put(batch.data);
+                    self.raw_queued.fetch_sub(1, Ordering::AcqRel);
                 }
-            }
-            if let Some(stats) = self.telemetry.listeners.get(batch.listener) {
-                stats.lines.fetch_add(lines, Ordering::Relaxed);
-            }
-            self.batch_pool.put(batch.data);
-            // Hand on what this batch produced, so a quiet listener's lines are not held back.
-            for (shard, buf) in out.iter_mut().enumerate() {
-                if !buf.is_empty() {
-                    let full = std::mem::replace(buf, self.line_pool.get());
-                    if self.shards[shard].blocking_send(ShardMsg::Lines(full)).is_err() {
-                        return;
+                ShardMsg::Lines(buf) => {
+                    let now = unix_now();
+                    for line in protocol::lines(&buf) {
+                        // Lines handed over were validated by the worker that received them.
+                        if let Ok(msg) = protocol::parse_line(line) {
+                            self.add(msg, None, now);
+                        }
                     }
+                    self.line_pool.put(buf);
                 }
+                ShardMsg::Flush(reply) => {
+                    let _ = reply.send(std::mem::take(&mut self.state));
+                }
+                ShardMsg::Import(entries) => self.state.import(entries),
+                ShardMsg::Sync(ack) => {
+                    let _ = ack.send(());
+                }
+                ShardMsg::Stop => return,
             }
         }
     }
-}
 
-fn run_shard(mut rx: mpsc::Receiver<ShardMsg>, extend: Arc<ExtendTags>, telemetry: Arc<Telemetry>, pool: BufferPool) {
-    let mut state = ShardState::default();
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            ShardMsg::Lines(buf) => {
-                let now = unix_now();
-                for line in protocol::lines(&buf) {
-                    if let Err(Dropped::TimestampOnUnsupportedType) = state.add_line(line, &extend, now) {
-                        telemetry.dropped_timestamped.fetch_add(1, Ordering::Relaxed);
-                    }
+    /// Parses a raw batch: own lines are aggregated now, others are handed to their shard's worker.
+    fn raw(&mut self, batch: &Batch, out: &mut [Vec<u8>]) {
+        let n = self.shards.len();
+        let now = unix_now();
+        let mut lines = 0u64;
+        for line in protocol::lines(&batch.data) {
+            lines += 1;
+            let msg = match protocol::parse_line(line) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    self.telemetry.reject(&e);
+                    BAD_LINE_LOG.log(|| format!("{e}: {:?}", String::from_utf8_lossy(line)));
+                    continue;
                 }
-                pool.put(buf);
+            };
+            let (hash, view) = match &msg {
+                Message::Metric(m) => {
+                    let view = KeyView::new(m.name, m.kind, m.tags, &self.extend);
+                    (view.hash, Some(view))
+                }
+                Message::ServiceCheck(c) => (xxh3_64(c.name.as_bytes()), None),
+                Message::Event(e) => (xxh3_64(e.raw_title.as_bytes()), None),
+            };
+            let shard = Pipeline::shard_of(hash, n);
+            if shard == self.index {
+                self.add(msg, view.as_ref(), now);
+            } else {
+                let buf = &mut out[shard];
+                if buf.capacity() == 0 {
+                    *buf = self.line_pool.get();
+                }
+                buf.extend_from_slice(line);
+                buf.push(b'\n');
             }
-            ShardMsg::Flush(reply) => {
-                let _ = reply.send(std::mem::take(&mut state));
+        }
+        if let Some(stats) = self.telemetry.listeners.get(batch.listener) {
+            stats.lines.fetch_add(lines, Ordering::Relaxed);
+            if batch.packets > 0 {
+                stats.packets.fetch_add(batch.packets, Ordering::Relaxed);
+                // Each packet was followed by one separator newline.
+                stats.bytes.fetch_add(
+                    (batch.data.len() as u64).saturating_sub(batch.packets),
+                    Ordering::Relaxed,
+                );
             }
-            ShardMsg::Import(entries) => state.import(entries),
+        }
+        for (shard, buf) in out.iter_mut().enumerate() {
+            if !buf.is_empty() {
+                let full = std::mem::take(buf);
+                self.shards[shard].send(ShardMsg::Lines(full));
+            }
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, msg: Message<'_>, view: Option<&KeyView<'_>>, now: i64) {
+        let result = match msg {
+            Message::Metric(m) => match view {
+                Some(v) => self.state.add_metric_with(&m, v, &self.extend),
+                None => self.state.add_metric(&m, &self.extend),
+            },
+            other => self.state.add_message(other, &self.extend, now),
+        };
+        match result {
+            Err(Dropped::TimestampOnUnsupportedType) => {
+                self.telemetry.dropped_timestamped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Dropped::TooManyTimestamped) => {
+                self.telemetry
+                    .count("harrier.lines.dropped", &["reason:too_many_timestamped"], 1);
+            }
+            _ => {}
         }
     }
 }

@@ -168,7 +168,8 @@ pub async fn start_with_forwarder(
         sinks.push(Arc::new(ConsoleSink::new("console")));
     }
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
-    let mut pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone());
+    let pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone());
+    let ingest = pipeline.ingest.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = Arc::new(AtomicBool::new(false));
@@ -180,7 +181,7 @@ pub async fn start_with_forwarder(
     for (i, b) in bound.into_iter().enumerate() {
         let what = b.address.to_string();
         let r = b
-            .start(i, stats[i].clone(), pipeline.ingest.clone(), &opts, stop.clone())
+            .start(i, stats[i].clone(), ingest.clone(), &opts, stop.clone())
             .map_err(|source| ServerError::Start { what, source })?;
         running.push(r);
     }
@@ -189,6 +190,8 @@ pub async fn start_with_forwarder(
         let service = ImportService {
             shards: pipeline.shards.clone(),
             telemetry: telemetry.clone(),
+            stop: stop_rx.clone(),
+            seen: Default::default(),
         };
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -254,12 +257,8 @@ pub async fn start_with_forwarder(
             let _ = tokio::time::timeout(interval, t).await;
         }
         // 2. Every batch read reaches its shard.
-        let mut pipeline = tokio::task::spawn_blocking(move || {
-            pipeline.drain_parsers();
-            pipeline
-        })
-        .await
-        .expect("draining the parse workers");
+        drop(ingest);
+        pipeline.sync().await;
         let _ = flush_task.await;
         // 3. The final flush, bounded by one interval.
         if flush_on_shutdown {
@@ -268,9 +267,8 @@ pub async fn start_with_forwarder(
             let _ = tokio::time::timeout(interval, async { while tasks.join_next().await.is_some() {} }).await;
         }
         drop(flusher);
-        // 4. Stop the shards.
-        pipeline.shards.clear();
-        let _ = tokio::task::spawn_blocking(move || pipeline.stop_shards()).await;
+        // 4. Stop the workers.
+        let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
         if let Some(t) = http_task {
             let _ = t.await;
         }

@@ -298,3 +298,31 @@ async fn sketches_older_than_forward_max_intervals_are_dropped_and_counted() {
     );
     local.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resent_after_a_lost_answer_is_merged_once() {
+    use harrier::forward::proto::forward_client::ForwardClient;
+    use harrier::forward::proto::{metric, Metric, MetricType, Scope};
+    let (global, sink) = start(&global_yaml("127.0.0.1:0", "1h")).await;
+    let grpc = global.grpc_address.unwrap();
+    let mut client = ForwardClient::connect(format!("http://{grpc}")).await.unwrap();
+    let metric = Metric {
+        name: "resent.requests".into(),
+        tags: vec!["a:b".into()],
+        r#type: MetricType::Counter as i32,
+        scope: Scope::Global as i32,
+        value: Some(metric::Value::Counter(7.0)),
+    };
+    for id in ["sender-1", "sender-1", "sender-2"] {
+        let mut req = tonic::Request::new(tokio_stream::iter(vec![metric.clone()]));
+        req.metadata_mut().insert("harrier-batch-id", id.parse().unwrap());
+        client.send_metrics(req).await.unwrap();
+    }
+    global.shutdown().await;
+    assert_eq!(
+        sink.values()["resent.requests#a:b"],
+        14.0,
+        "sender-1 once, sender-2 once"
+    );
+    assert_eq!(sink.self_metric("harrier.import.duplicates", ""), 1.0);
+}

@@ -97,7 +97,8 @@ fn known_histograms_allocate_only_when_their_sample_buffer_is_folded_into_the_di
     let extend = ExtendTags::default();
     let mut state = ShardState::default();
     let line = "lat:12.5|ms|#route:/a\n";
-    feed(&mut state, &extend, &line.repeat(10));
+    // Warm up past one fold, so that the sample buffer has grown to its cap.
+    feed(&mut state, &extend, &line.repeat(600));
     let samples = 51_200;
     let packet = line.repeat(samples);
     let allocations = allocations_during(|| {

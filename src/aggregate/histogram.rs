@@ -103,9 +103,7 @@ impl Histogram {
     pub fn add(&mut self, value: f64, sample_rate: f64) {
         let weight = 1.0 / sample_rate;
         self.stats.add(value, weight);
-        if self.pending.capacity() < BUFFER {
-            self.pending.reserve_exact(BUFFER - self.pending.len());
-        }
+        // The buffer grows with use (a series with few samples keeps a small one), up to BUFFER.
         self.pending.push(Centroid::new(value, weight));
         if self.pending.len() >= BUFFER {
             self.compress();

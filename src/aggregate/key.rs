@@ -67,16 +67,21 @@ fn tag_hash(tag: &str) -> u64 {
     xxh3_64(tag.as_bytes())
 }
 
-/// Walks the tags of a line as they will be stored: empty tags, repeated tags, the scope tags and tags whose key
-/// an extend tag overrides are skipped. Returns the scope. Allocates nothing.
+/// Tags remembered for de-duplication without a rescan; lines with more tags fall back to rescanning.
+const DEDUP_SLOTS: usize = 32;
+
+/// Walks the tags of a line as they will be stored, with each tag's hash: empty tags, repeated tags, the scope
+/// tags and tags whose key an extend tag overrides are skipped. Returns the scope. Allocates nothing.
 #[inline]
-fn walk_tags<'a>(tags: Tags<'a>, extend: &ExtendTags, mut f: impl FnMut(&'a str)) -> Scope {
+fn walk_tags<'a>(tags: Tags<'a>, extend: &ExtendTags, mut f: impl FnMut(&'a str, u64)) -> Scope {
     let mut scope = None;
+    let mut seen = [0u64; DEDUP_SLOTS];
+    let mut seen_len = 0;
     for (i, tag) in tags.iter().enumerate() {
         if tag.is_empty() {
             continue;
         }
-        if tag == LOCAL_ONLY || tag == GLOBAL_ONLY {
+        if tag.len() >= LOCAL_ONLY.len() && (tag == LOCAL_ONLY || tag == GLOBAL_ONLY) {
             // The first scope tag wins, as in Veneur.
             scope.get_or_insert(if tag == LOCAL_ONLY { Scope::Local } else { Scope::Global });
             continue;
@@ -84,11 +89,21 @@ fn walk_tags<'a>(tags: Tags<'a>, extend: &ExtendTags, mut f: impl FnMut(&'a str)
         if extend.overrides(tag) {
             continue;
         }
-        // Skip repeats: only the first occurrence counts. Lines carry few tags, so a rescan is cheapest.
-        if i > 0 && tags.iter().take(i).any(|earlier| earlier == tag) {
+        let hash = tag_hash(tag);
+        // Skip repeats: only the first occurrence counts. Equal hashes are confirmed on the text.
+        let repeated = if seen_len < DEDUP_SLOTS {
+            seen[..seen_len].contains(&hash) && tags.iter().take(i).any(|earlier| earlier == tag)
+        } else {
+            tags.iter().take(i).any(|earlier| earlier == tag)
+        };
+        if repeated {
             continue;
         }
-        f(tag);
+        if seen_len < DEDUP_SLOTS {
+            seen[seen_len] = hash;
+            seen_len += 1;
+        }
+        f(tag, hash);
     }
     scope.unwrap_or(Scope::Mixed)
 }
@@ -110,8 +125,8 @@ impl<'a> KeyView<'a> {
     pub fn new(name: &'a str, kind: MetricKind, tags: Tags<'a>, extend: &ExtendTags) -> Self {
         let mut tag_xor = extend.hash;
         let mut tag_count = 0;
-        let scope = walk_tags(tags, extend, |t| {
-            tag_xor ^= tag_hash(t);
+        let scope = walk_tags(tags, extend, |_, h| {
+            tag_xor ^= h;
             tag_count += 1;
         });
         let hash = key_hash(name, kind, scope, tag_xor);
@@ -135,8 +150,12 @@ impl<'a> KeyView<'a> {
         {
             return false;
         }
+        // Fast path: the same tag block as when the series was created means the same canonical tags.
+        if key.raw_tags.as_deref() == Some(self.tags.raw()) {
+            return true;
+        }
         let mut all = true;
-        walk_tags(self.tags, extend, |t| {
+        walk_tags(self.tags, extend, |t, _| {
             all = all && key.tags.contains(t);
         });
         all
@@ -145,7 +164,7 @@ impl<'a> KeyView<'a> {
     /// The owned key: the one allocation a new series costs.
     pub fn to_key(&self, extend: &ExtendTags) -> SeriesKey {
         let mut tags: Vec<Box<str>> = Vec::with_capacity(self.tag_count + extend.tags.len());
-        walk_tags(self.tags, extend, |t| tags.push(t.into()));
+        walk_tags(self.tags, extend, |t, _| tags.push(t.into()));
         tags.extend(extend.tags.iter().cloned());
         tags.sort_unstable();
         SeriesKey {
@@ -153,6 +172,7 @@ impl<'a> KeyView<'a> {
             kind: self.kind,
             scope: self.scope,
             tags: Arc::new(TagSet { tags }),
+            raw_tags: Some(self.tags.raw().into()),
         }
     }
 }
@@ -167,13 +187,24 @@ fn mix(mut h: u64) -> u64 {
 }
 
 /// The owned identity of a series.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SeriesKey {
     pub name: Box<str>,
     pub kind: MetricKind,
     pub scope: Scope,
     pub tags: Arc<TagSet>,
+    /// The tag block of the line that created the series (not part of its identity): a line with the same block
+    /// is the same series without comparing tag by tag.
+    pub raw_tags: Option<Box<str>>,
 }
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.scope == other.scope && self.name == other.name && self.tags == other.tags
+    }
+}
+
+impl Eq for SeriesKey {}
 
 impl SeriesKey {
     /// The same hash as [`KeyView::new`] gives for a line with this key's tags (extend tags included), so that

@@ -4,6 +4,7 @@
 //! Small sets stay sparse (the distinct member hashes, exact) and turn dense (16 KiB of registers) past
 //! [`SPARSE_MAX`] members. The dense registers use the `hyperloglockless` estimator.
 
+use hashbrown::HashTable;
 use hyperloglockless::HyperLogLog;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -26,14 +27,14 @@ pub fn member_hash(member: &[u8]) -> u64 {
 /// A mergeable distinct-count sketch.
 #[derive(Debug, Clone)]
 pub enum Set {
-    /// Distinct member hashes, unsorted.
-    Sparse(Vec<u64>),
+    /// Distinct member hashes (already xxh3, so they are their own table hash).
+    Sparse(HashTable<u64>),
     Dense(Box<HyperLogLog>),
 }
 
 impl Default for Set {
     fn default() -> Self {
-        Set::Sparse(Vec::new())
+        Set::Sparse(HashTable::new())
     }
 }
 
@@ -56,8 +57,8 @@ impl Set {
     pub fn insert_hash(&mut self, hash: u64) {
         match self {
             Set::Sparse(hashes) => {
-                if !hashes.contains(&hash) {
-                    hashes.push(hash);
+                if let hashbrown::hash_table::Entry::Vacant(v) = hashes.entry(hash, |&h| h == hash, |&h| h) {
+                    v.insert(hash);
                     if hashes.len() > SPARSE_MAX {
                         self.densify();
                     }
@@ -89,7 +90,7 @@ impl Set {
     pub fn merge(&mut self, other: &Set) {
         match other {
             Set::Sparse(hashes) => {
-                for &h in hashes {
+                for &h in hashes.iter() {
                     self.insert_hash(h);
                 }
             }

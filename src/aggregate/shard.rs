@@ -36,6 +36,8 @@ pub struct Entry {
 pub enum Dropped {
     /// `|T` on a type that cannot be sent unaggregated (histograms, timers, distributions, sets).
     TimestampOnUnsupportedType,
+    /// More than [`MAX_TIMESTAMPED`] timestamped points in one interval on one shard.
+    TooManyTimestamped,
     /// The line no longer parses (cannot happen for lines the parse stage accepted).
     Unparsable,
 }
@@ -55,8 +57,16 @@ impl ShardState {
     /// that carry none.
     pub fn add_line(&mut self, line: &[u8], extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
         match protocol::parse_line(line) {
-            Ok(Message::Metric(m)) => self.add_metric(&m, extend),
-            Ok(Message::ServiceCheck(c)) => {
+            Ok(msg) => self.add_message(msg, extend, now),
+            Err(_) => Err(Dropped::Unparsable),
+        }
+    }
+
+    /// Aggregates one parsed message.
+    pub fn add_message(&mut self, msg: Message<'_>, extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
+        match msg {
+            Message::Metric(m) => self.add_metric(&m, extend),
+            Message::ServiceCheck(c) => {
                 let tags = Arc::new(canonical_tags(c.tags, extend));
                 let hostname = c.hostname.filter(|h| !h.is_empty()).or(tags.host()).map(str::to_string);
                 let run = CheckRun {
@@ -70,7 +80,7 @@ impl ShardState {
                 self.checks.insert((c.name.into(), tags), run);
                 Ok(())
             }
-            Ok(Message::Event(e)) => {
+            Message::Event(e) => {
                 let tags = Arc::new(canonical_tags(e.tags, extend));
                 let hostname = e.hostname.filter(|h| !h.is_empty()).or(tags.host()).map(str::to_string);
                 self.events.push(sink::Event {
@@ -86,22 +96,31 @@ impl ShardState {
                 });
                 Ok(())
             }
-            Err(_) => Err(Dropped::Unparsable),
         }
     }
 
     /// Aggregates one metric. A known series allocates nothing.
     #[inline]
     pub fn add_metric(&mut self, m: &Metric<'_>, extend: &ExtendTags) -> Result<(), Dropped> {
-        if let Some(ts) = m.timestamp {
-            return self.add_timestamped(m, ts, extend);
-        }
         let view = KeyView::new(m.name, m.kind, m.tags, extend);
-        let entry = self.entry(&view, extend);
+        self.add_metric_with(m, &view, extend)
+    }
+
+    /// Aggregates one metric whose key view the caller already computed.
+    #[inline]
+    pub fn add_metric_with(&mut self, m: &Metric<'_>, view: &KeyView<'_>, extend: &ExtendTags) -> Result<(), Dropped> {
+        if let Some(ts) = m.timestamp {
+            return self.add_timestamped(m, ts, view, extend);
+        }
+        let entry = self.entry(view, extend);
         match (&mut entry.value, m.value) {
             (Value::Counter(sum), MetricValue::Numbers(values)) => {
-                for v in values.iter() {
-                    *sum += v / m.sample_rate;
+                if values.len() == 1 {
+                    *sum += values.first() / m.sample_rate;
+                } else {
+                    for v in values.iter() {
+                        *sum += v / m.sample_rate;
+                    }
                 }
             }
             (Value::Gauge(last), MetricValue::Numbers(values)) => {
@@ -140,18 +159,26 @@ impl ShardState {
         }
     }
 
-    fn add_timestamped(&mut self, m: &Metric<'_>, ts: i64, extend: &ExtendTags) -> Result<(), Dropped> {
+    fn add_timestamped(
+        &mut self,
+        m: &Metric<'_>,
+        ts: i64,
+        view: &KeyView<'_>,
+        extend: &ExtendTags,
+    ) -> Result<(), Dropped> {
         let (kind, values) = match (m.kind, m.value) {
             (MetricKind::Counter, MetricValue::Numbers(v)) => (SeriesKind::Counter, v),
             (MetricKind::Gauge, MetricValue::Numbers(v)) => (SeriesKind::Gauge, v),
             _ => return Err(Dropped::TimestampOnUnsupportedType),
         };
+        if self.timestamped.len() >= MAX_TIMESTAMPED {
+            return Err(Dropped::TooManyTimestamped);
+        }
         // As in the agent's no-aggregation pipeline: the sample rate does not re-inflate timestamped counts.
         let value = match kind {
             SeriesKind::Counter => values.iter().sum(),
             SeriesKind::Gauge => values.iter().last().unwrap_or(0.0),
         };
-        let view = KeyView::new(m.name, m.kind, m.tags, extend);
         let key = view.to_key(extend);
         self.timestamped.push(Series {
             name: m.name.to_string(),
@@ -192,6 +219,9 @@ impl ShardState {
         self.series.is_empty() && self.checks.is_empty() && self.events.is_empty() && self.timestamped.is_empty()
     }
 }
+
+/// Most `|T` points passed through per shard and interval; more are dropped and counted.
+pub const MAX_TIMESTAMPED: usize = 200_000;
 
 fn empty_value(kind: MetricKind) -> Value {
     match kind {

@@ -67,6 +67,10 @@ fn an_unknown_key_is_an_error_that_names_it() {
 fn bad_values_are_errors_that_name_the_key_and_value() {
     let cases = [
         ("interval: 0s", "interval"),
+        ("interval: 18446744073709551615", "interval"),
+        ("tcp_idle_timeout: 0s", "tcp_idle_timeout"),
+        ("num_workers: 100000", "num_workers"),
+        ("forward_max_intervals: 0", "forward_max_intervals"),
         ("interval: soon", "soon"),
         (
             "statsd_listen_addresses: [\"quic://127.0.0.1:1\"]",

@@ -1,8 +1,9 @@
 //! The local side: streams each interval's forwardable entries to `forward_address`.
 //!
-//! One task owns the connection and a queue of unsent intervals. Each interval's entries are encoded once; a
-//! forward attempt streams every queued interval (the global merges them like any other import), retrying with
-//! backoff until one interval has passed. What could not be sent stays queued and goes with the next interval's
+//! One task owns the connection and a queue of unsent intervals. Each interval's entries are encoded once and
+//! sent as one stream tagged with an identity (`harrier-batch-id`), oldest first, retrying with backoff until one
+//! interval has passed; the global merges a batch at most once, so a retry after a lost answer counts nothing
+//! twice. What could not be sent stays queued and goes with the next interval's
 //! forward; an interval that has failed `forward_max_intervals` times is dropped and counted. Nothing here can
 //! block ingest or the flush: the flusher only hands entries over a bounded queue.
 
@@ -55,6 +56,10 @@ impl Forwarder {
             interval,
             telemetry: telemetry.clone(),
             queue: VecDeque::new(),
+            sender_id: xxhash_rust::xxh3::xxh3_64(
+                format!("{}-{:?}-{address}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
+            ),
+            seq: 0,
         };
         tokio::spawn(task.run(rx));
         Ok(Arc::new(Forwarder { jobs: tx, telemetry }))
@@ -76,13 +81,26 @@ impl Forward for Forwarder {
     }
 }
 
+/// The metadata key carrying a batch's identity, so that a retried batch the global already merged is not merged
+/// twice.
+pub const BATCH_ID_HEADER: &str = "harrier-batch-id";
+
+/// One interval's encoded metrics, with its identity and failed attempts.
+struct Queued {
+    id: String,
+    metrics: Arc<Vec<proto::Metric>>,
+    failures: u32,
+}
+
 struct Task {
     client: ForwardClient<Channel>,
     max_intervals: u32,
     interval: Duration,
     telemetry: Arc<Telemetry>,
-    /// Unsent intervals: their encoded metrics and how many attempts they have failed.
-    queue: VecDeque<(Vec<proto::Metric>, u32)>,
+    /// Unsent intervals, oldest first.
+    queue: VecDeque<Queued>,
+    sender_id: u64,
+    seq: u64,
 }
 
 impl Task {
@@ -92,7 +110,12 @@ impl Task {
                 .await
                 .unwrap_or_default();
             if !encoded.is_empty() {
-                self.queue.push_back((encoded, 0));
+                self.seq += 1;
+                self.queue.push_back(Queued {
+                    id: format!("{:016x}-{}", self.sender_id, self.seq),
+                    metrics: Arc::new(encoded),
+                    failures: 0,
+                });
             }
             if !self.queue.is_empty() {
                 self.attempt().await;
@@ -101,69 +124,87 @@ impl Task {
         }
     }
 
-    /// Streams every queued interval, retrying until one interval has passed.
+    /// Sends one batch as one stream, tagged with its identity.
+    async fn send_one(&mut self, batch: &Queued, left: Duration) -> Result<proto::SendMetricsResponse, &'static str> {
+        let metrics = batch.metrics.clone();
+        let stream = tokio_stream::iter((0..metrics.len()).map(move |i| metrics[i].clone()));
+        let mut request = tonic::Request::new(stream);
+        if let Ok(v) = batch.id.parse() {
+            request.metadata_mut().insert(BATCH_ID_HEADER, v);
+        }
+        match tokio::time::timeout(left, self.client.send_metrics(request)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(match status.code() {
+                tonic::Code::Unavailable => "transient_unavailable",
+                tonic::Code::DeadlineExceeded => "deadline_exceeded",
+                _ => "send",
+            }),
+            Err(_) => Err("deadline_exceeded"),
+        }
+    }
+
+    /// Sends the queued intervals oldest first, each as its own stream, retrying until one interval has passed.
     async fn attempt(&mut self) {
         let started = Instant::now();
         let deadline = started + self.interval;
-        let metrics: Vec<proto::Metric> = self.queue.iter().flat_map(|(m, _)| m.iter().cloned()).collect();
-        let total = metrics.len() as u64;
         let mut backoff = Duration::from_millis(50);
-        let cause = loop {
+        let mut cause = "";
+        while let Some(batch) = self.queue.pop_front() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break "deadline_exceeded";
+                self.queue.push_front(batch);
+                cause = "deadline_exceeded";
+                break;
             }
-            let stream = tokio_stream::iter(metrics.clone());
-            let cause = match tokio::time::timeout(left, self.client.send_metrics(stream)).await {
-                Ok(Ok(resp)) => {
-                    let r = resp.into_inner();
+            match self.send_one(&batch, left).await {
+                Ok(r) => {
                     self.telemetry
                         .count("harrier.forward.metrics", &["result:sent"], r.accepted);
                     if r.rejected > 0 {
                         self.telemetry
                             .count("harrier.forward.metrics", &["result:rejected"], r.rejected);
                     }
-                    self.telemetry
-                        .count("harrier.forward.duration_ms", &[], started.elapsed().as_millis() as u64);
-                    self.queue.clear();
-                    return;
+                    backoff = Duration::from_millis(50);
                 }
-                Ok(Err(status)) => match status.code() {
-                    tonic::Code::Unavailable => "transient_unavailable",
-                    tonic::Code::DeadlineExceeded => "deadline_exceeded",
-                    _ => "send",
-                },
-                Err(_) => "deadline_exceeded",
-            };
-            self.telemetry
-                .count("harrier.forward.errors", &[&format!("cause:{cause}")], 1);
-            if Instant::now() + backoff >= deadline {
-                break cause;
+                Err(c) => {
+                    self.telemetry
+                        .count("harrier.forward.errors", &[&format!("cause:{c}")], 1);
+                    self.queue.push_front(batch);
+                    cause = c;
+                    if Instant::now() + backoff >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        };
+        }
+        self.telemetry
+            .count("harrier.forward.duration_ms", &[], started.elapsed().as_millis() as u64);
+        if self.queue.is_empty() {
+            return;
+        }
         // Keep what failed for the next interval, up to the bound.
         let mut dropped = 0u64;
-        for (_, failures) in self.queue.iter_mut() {
-            *failures += 1;
+        for q in self.queue.iter_mut() {
+            q.failures += 1;
         }
-        while let Some((m, failures)) = self.queue.front() {
-            if *failures < self.max_intervals {
+        while let Some(q) = self.queue.front() {
+            if q.failures < self.max_intervals {
                 break;
             }
-            dropped += m.len() as u64;
+            dropped += q.metrics.len() as u64;
             self.queue.pop_front();
         }
-        let kept: u64 = self.queue.iter().map(|(m, _)| m.len() as u64).sum();
+        let kept: u64 = self.queue.iter().map(|q| q.metrics.len() as u64).sum();
         if dropped > 0 {
             self.telemetry
                 .count("harrier.forward.dropped", &["cause:too_many_intervals"], dropped);
         }
         LOG.log(|| {
             format!(
-                "could not forward {total} metrics ({cause}); {kept} kept for the next interval, {dropped} dropped \
-                 after forward_max_intervals={} failed attempts",
+                "could not forward ({cause}); {kept} metrics kept for the next interval, {dropped} dropped after \
+                 forward_max_intervals={} failed attempts",
                 self.max_intervals
             )
         });

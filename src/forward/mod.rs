@@ -109,7 +109,9 @@ pub fn encode(entry: &mut Entry) -> proto::Metric {
         Value::Set(s) => V::Set(proto::Set {
             precision: u32::from(set::PRECISION),
             sketch: Some(match s.as_ref() {
-                Set::Sparse(hashes) => proto::set::Sketch::Sparse(proto::SparseHashes { hashes: hashes.clone() }),
+                Set::Sparse(hashes) => proto::set::Sketch::Sparse(proto::SparseHashes {
+                    hashes: hashes.iter().copied().collect(),
+                }),
                 Set::Dense(_) => proto::set::Sketch::Registers(s.registers().unwrap_or_default()),
             }),
         }),
@@ -155,6 +157,7 @@ pub fn decode(m: proto::Metric) -> Result<Entry, ImportError> {
         kind,
         scope,
         tags: Arc::new(TagSet::from_tags(m.tags)),
+        raw_tags: None,
     };
     Ok(Entry {
         hash: key.hash(),
@@ -167,12 +170,6 @@ fn decode_histogram(h: proto::Histogram) -> Result<Histogram, ImportError> {
     if h.centroids.len() > MAX_CENTROIDS {
         return Err(ImportError::BadDigest);
     }
-    let finite = [h.min, h.max, h.count, h.sum, h.reciprocal_sum]
-        .iter()
-        .all(|v| v.is_finite());
-    if !finite || h.count < 0.0 {
-        return Err(ImportError::BadDigest);
-    }
     let mut centroids = Vec::with_capacity(h.centroids.len());
     let mut weight = 0.0;
     for c in &h.centroids {
@@ -182,15 +179,26 @@ fn decode_histogram(h: proto::Histogram) -> Result<Histogram, ImportError> {
         weight += c.weight;
         centroids.push(Centroid::new(c.mean, c.weight));
     }
+    // The sum only matters for stats the receiver reports; an overflowed sum must not cost the quantiles.
+    let sum = if h.sum.is_finite() { h.sum } else { 0.0 };
+    let stats_ok = [h.min, h.max, h.count, h.reciprocal_sum].iter().all(|v| v.is_finite());
     let digest = if centroids.is_empty() {
         TDigest::new_with_size(DIGEST_SIZE)
     } else {
-        if h.min > h.max || (weight - h.count).abs() > 1e-6 * weight.max(1.0) {
+        let consistent = stats_ok
+            && weight.is_finite()
+            && h.count > 0.0
+            && h.min <= h.max
+            && (weight - h.count).abs() <= 1e-9 * weight.max(h.count);
+        if !consistent {
             return Err(ImportError::BadDigest);
         }
-        TDigest::new(centroids, h.sum, h.count, Some(h.max), Some(h.min), DIGEST_SIZE)
+        TDigest::new(centroids, sum, h.count, Some(h.max), Some(h.min), DIGEST_SIZE)
     };
     let stats = if h.report_stats && h.count > 0.0 {
+        if !(stats_ok && h.sum.is_finite()) {
+            return Err(ImportError::BadDigest);
+        }
         Stats {
             min: h.min,
             max: h.max,
@@ -307,6 +315,8 @@ mod tests {
         assert_eq!(hist(vec![(1.0, 0.0)], 0.0), ImportError::BadDigest);
         assert_eq!(hist(vec![(f64::INFINITY, 1.0)], 1.0), ImportError::BadDigest);
         assert_eq!(hist(vec![(1.0, 1.0), (2.0, 1.0)], 5.0), ImportError::BadDigest);
+        // Regression: many tiny weights with a zero count made the tdigest crate panic on rebuild.
+        assert_eq!(hist(vec![(0.0, 1e-12); 201], 0.0), ImportError::BadDigest);
         let set = |precision: u32, regs: Vec<u8>| {
             with(&|m| {
                 m.r#type = proto::MetricType::Set as i32;

@@ -89,9 +89,9 @@ impl Reader {
 
     #[inline]
     fn take(&self, datagram: &[u8], batch: &mut crate::pipeline::Batch) {
-        self.stats.packets.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         if datagram.len() > self.max_packet {
+            self.stats.packets.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
             self.stats.oversize.fetch_add(1, Ordering::Relaxed);
             OVERSIZE_LOG.log(|| {
                 format!(
@@ -102,6 +102,7 @@ impl Reader {
             return;
         }
         batch.push_packet(datagram);
+        batch.packets += 1;
     }
 }
 

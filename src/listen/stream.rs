@@ -101,18 +101,44 @@ pub(super) async fn accept_unix(listener: tokio::net::UnixListener, ctx: Context
     while connections.join_next().await.is_some() {}
 }
 
-/// Reads once, bounded by the idle timeout and the stop signal. `None` means: close the connection.
-async fn read_some<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut Vec<u8>, ctx: &mut Context) -> Option<usize> {
-    tokio::select! {
-        _ = stopped(&mut ctx.stop) => None,
-        r = tokio::time::timeout(ctx.idle_timeout, conn.read_buf(buf)) => match r {
-            Ok(Ok(0)) | Err(_) => None,
-            Ok(Ok(n)) => Some(n),
-            Ok(Err(_)) => {
-                ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        },
+/// The result of one read.
+enum Read {
+    Data(usize),
+    /// The peer closed the connection.
+    Eof,
+    /// Idle timeout, error, or shutdown with nothing left to read: close.
+    Close,
+}
+
+/// Reads once, bounded by the idle timeout and the stop signal. Once the server is stopping, what the kernel
+/// already holds for this connection is still read (each read waits at most 20 ms), so that nothing accepted
+/// before the stop is lost.
+async fn read_some<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut Vec<u8>, ctx: &mut Context) -> Read {
+    let wait = if *ctx.stop.borrow() {
+        Duration::from_millis(20)
+    } else {
+        let stop = &mut ctx.stop;
+        tokio::select! {
+            _ = stopped(stop) => Duration::from_millis(20),
+            r = tokio::time::timeout(ctx.idle_timeout, conn.read_buf(buf)) => return done(r, &ctx.stats),
+        }
+    };
+    match tokio::time::timeout(wait, conn.read_buf(buf)).await {
+        Ok(Ok(n)) if n > 0 => Read::Data(n),
+        Ok(Ok(_)) => Read::Eof,
+        _ => Read::Close,
+    }
+}
+
+fn done(r: Result<std::io::Result<usize>, tokio::time::error::Elapsed>, stats: &ListenerStats) -> Read {
+    match r {
+        Ok(Ok(0)) => Read::Eof,
+        Ok(Ok(n)) => Read::Data(n),
+        Err(_) => Read::Close,
+        Ok(Err(_)) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            Read::Close
+        }
     }
 }
 
@@ -121,12 +147,18 @@ async fn read_some<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut Vec<u8>, ctx: &
 async fn read_lines<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut discarding = false;
+    let mut eof = false;
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        let Some(n) = read_some(&mut conn, &mut buf, &mut ctx).await else {
-            break;
+        let n = match read_some(&mut conn, &mut buf, &mut ctx).await {
+            Read::Data(n) => n,
+            Read::Eof => {
+                eof = true;
+                break;
+            }
+            Read::Close => break,
         };
         ctx.stats.packets.fetch_add(1, Ordering::Relaxed);
         ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -162,8 +194,9 @@ async fn read_lines<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
             return;
         }
     }
-    // A last line without its newline still counts, as in the agent.
-    if !discarding && !buf.is_empty() && buf.len() <= ctx.max_packet {
+    // A last line without its newline still counts when the client closed, as in the agent (not when the
+    // connection is cut, where it may be a fragment).
+    if eof && !discarding && !buf.is_empty() && buf.len() <= ctx.max_packet {
         let mut batch = ctx.ingest.batch(ctx.index);
         batch.push_packet(&buf);
         ctx.ingest.send(batch).await;
@@ -177,7 +210,7 @@ async fn read_frames<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        let Some(n) = read_some(&mut conn, &mut buf, &mut ctx).await else {
+        let Read::Data(n) = read_some(&mut conn, &mut buf, &mut ctx).await else {
             break;
         };
         ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);

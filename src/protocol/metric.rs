@@ -7,6 +7,9 @@ use memchr::memchr;
 use super::number::{parse_f64, parse_i64};
 use super::{fields, split_once_byte, ParseError, Tags};
 
+/// The smallest sample rate accepted: one sample standing for a billion.
+pub const MIN_SAMPLE_RATE: f64 = 1e-9;
+
 /// The metric type of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MetricKind {
@@ -199,8 +202,9 @@ pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
                 Some(b'@') => {
                     let raw = &field[1..];
                     let rate = parse_f64(raw).ok_or(ParseError::BadSampleRate(raw))?;
-                    // `!(rate > 0.0)` also catches NaN.
-                    if !(rate > 0.0 && rate <= 1.0) {
+                    // `!(rate >= …)` also catches NaN. Below MIN_SAMPLE_RATE a sample's weight (1/rate) would be
+                    // absurd or infinite and would poison the series.
+                    if !(MIN_SAMPLE_RATE..=1.0).contains(&rate) {
                         return Err(ParseError::SampleRateOutOfRange(raw));
                     }
                     metric.sample_rate = rate;

@@ -17,7 +17,7 @@ use memchr::memchr;
 use thiserror::Error;
 
 pub use event::{AlertType, Event, Priority};
-pub use metric::{Metric, MetricKind, MetricValue, Values};
+pub use metric::{Metric, MetricKind, MetricValue, Values, MIN_SAMPLE_RATE};
 pub use number::{parse_f64, parse_i64};
 pub use service_check::{CheckStatus, ServiceCheck};
 
@@ -52,7 +52,7 @@ pub enum ParseError<'a> {
     NonFiniteValue(&'a str),
     #[error("sample rate {0:?} is not a number")]
     BadSampleRate(&'a str),
-    #[error("sample rate {0:?} is outside (0, 1]")]
+    #[error("sample rate {0:?} is outside [1e-9, 1]")]
     SampleRateOutOfRange(&'a str),
     #[error("timestamp {0:?} is not a positive integer number of seconds")]
     BadTimestamp(&'a str),

@@ -197,6 +197,7 @@ fn every_rejection_reason_is_reported() {
         (b"foo:1|c|@-0.1", "sample_rate_out_of_range"),
         (b"foo:1|c|@1.1", "sample_rate_out_of_range"),
         (b"foo:1|c|@nan", "sample_rate_out_of_range"),
+        (b"foo:1|ms|@1e-320", "sample_rate_out_of_range"),
         (b"foo:1|c|T", "bad_timestamp"),
         (b"foo:1|c|T0", "bad_timestamp"),
         (b"foo:1|c|T-1", "bad_timestamp"),

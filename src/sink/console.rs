@@ -93,12 +93,22 @@ impl Sink for ConsoleSink {
 
     fn flush(&self, flush: Arc<Flush>) -> SinkFuture<'_> {
         Box::pin(async move {
-            let text = render(&flush);
-            let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-                Ok(()) => SinkOutcome::Ok,
-                Err(e) => SinkOutcome::Failed {
+            // Rendering and writing block (stdout may be a slow pipe): keep them off the runtime's threads, so that
+            // the flusher's deadline still applies and nothing else waits.
+            let written = tokio::task::spawn_blocking(move || {
+                let text = render(&flush);
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => SinkOutcome::Ok,
+                Ok(Err(e)) => SinkOutcome::Failed {
                     reason: "stdout",
+                    detail: e.to_string(),
+                },
+                Err(e) => SinkOutcome::Failed {
+                    reason: "panicked",
                     detail: e.to_string(),
                 },
             }

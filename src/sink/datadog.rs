@@ -84,7 +84,8 @@ pub fn write_series(out: &mut String, s: &Series, default_host: &str, interval_s
     json_str(out, &s.name);
     let _ = write!(out, ",\"points\":[[{},{}]],\"type\":\"{kind}\"", s.timestamp, value);
     if s.kind == SeriesKind::Counter {
-        let _ = write!(out, ",\"interval\":{}", interval_secs.round() as i64);
+        // The intake takes whole seconds; a sub-second interval is reported as 1.
+        let _ = write!(out, ",\"interval\":{}", (interval_secs.round() as i64).max(1));
     }
     if let Some(host) = s.host(default_host) {
         out.push_str(",\"host\":");

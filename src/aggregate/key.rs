@@ -143,16 +143,25 @@ impl<'a> KeyView<'a> {
     /// Whether `key` is this series. Allocates nothing.
     #[inline]
     pub fn matches(&self, key: &SeriesKey, extend: &ExtendTags) -> bool {
+        // Inline fields first: no pointer is followed unless they agree.
         if key.kind != self.kind
             || key.scope != self.scope
-            || *key.name != *self.name
-            || key.tags.len() != self.tag_count + extend.tags.len()
+            || key.tag_count as usize != self.tag_count + extend.tags.len()
         {
             return false;
         }
-        // Fast path: the same tag block as when the series was created means the same canonical tags.
-        if key.raw_tags.as_deref() == Some(self.tags.raw()) {
-            return true;
+        // Fast path: the same name and tag block as the line that created the series means the same series; both
+        // sit in one allocation, so this costs one memory access.
+        if let Some(seen) = &key.seen_as {
+            let (name, raw) = (self.name.as_bytes(), self.tags.raw().as_bytes());
+            let seen = seen.as_bytes();
+            if seen.len() == name.len() + 1 + raw.len() && &seen[..name.len()] == name && &seen[name.len() + 1..] == raw
+            {
+                return true;
+            }
+        }
+        if *key.name != *self.name {
+            return false;
         }
         let mut all = true;
         walk_tags(self.tags, extend, |t, _| {
@@ -167,12 +176,17 @@ impl<'a> KeyView<'a> {
         walk_tags(self.tags, extend, |t, _| tags.push(t.into()));
         tags.extend(extend.tags.iter().cloned());
         tags.sort_unstable();
+        let mut seen_as = String::with_capacity(self.name.len() + 1 + self.tags.raw().len());
+        seen_as.push_str(self.name);
+        seen_as.push('|');
+        seen_as.push_str(self.tags.raw());
         SeriesKey {
             name: self.name.into(),
             kind: self.kind,
             scope: self.scope,
+            tag_count: tags.len() as u32,
             tags: Arc::new(TagSet { tags }),
-            raw_tags: Some(self.tags.raw().into()),
+            seen_as: Some(seen_as.into()),
         }
     }
 }
@@ -193,9 +207,11 @@ pub struct SeriesKey {
     pub kind: MetricKind,
     pub scope: Scope,
     pub tags: Arc<TagSet>,
-    /// The tag block of the line that created the series (not part of its identity): a line with the same block
+    /// `tags.len()`, kept inline so that a lookup need not follow the pointer.
+    pub tag_count: u32,
+    /// `name|tag block` of the line that created the series (not part of its identity): a line with the same text
     /// is the same series without comparing tag by tag.
-    pub raw_tags: Option<Box<str>>,
+    pub seen_as: Option<Box<str>>,
 }
 
 impl PartialEq for SeriesKey {
@@ -207,6 +223,18 @@ impl PartialEq for SeriesKey {
 impl Eq for SeriesKey {}
 
 impl SeriesKey {
+    /// A key from a name and canonical tags (as imported from another instance).
+    pub fn new(name: &str, kind: MetricKind, scope: Scope, tags: TagSet) -> Self {
+        SeriesKey {
+            name: name.into(),
+            kind,
+            scope,
+            tag_count: tags.len() as u32,
+            tags: Arc::new(tags),
+            seen_as: None,
+        }
+    }
+
     /// The same hash as [`KeyView::new`] gives for a line with this key's tags (extend tags included), so that
     /// imported series and series received directly meet in the same shard and entry.
     pub fn hash(&self) -> u64 {

@@ -5,8 +5,6 @@
 pub mod client;
 pub mod server;
 
-use std::sync::Arc;
-
 use tdigest::{Centroid, TDigest};
 
 use crate::aggregate::histogram::DIGEST_SIZE;
@@ -152,13 +150,7 @@ pub fn decode(m: proto::Metric) -> Result<Entry, ImportError> {
         (MetricKind::Set, Some(V::Set(s))) => Value::Set(Box::new(decode_set(s)?)),
         _ => return Err(ImportError::TypeMismatch),
     };
-    let key = SeriesKey {
-        name: m.name.into(),
-        kind,
-        scope,
-        tags: Arc::new(TagSet::from_tags(m.tags)),
-        raw_tags: None,
-    };
+    let key = SeriesKey::new(&m.name, kind, scope, TagSet::from_tags(m.tags));
     Ok(Entry {
         hash: key.hash(),
         key,

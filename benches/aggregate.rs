@@ -1,0 +1,192 @@
+//! Aggregation and flush costs, with fixed inputs: shard inserts (known and new series), t-digest insert and
+//! merge, HyperLogLog insert and merge, and encoding + compressing a flush of 100,000 series for Datadog.
+//!
+//! `cargo bench --bench aggregate`; read `elem/s`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use harrier::aggregate::{ExtendTags, Histogram, Set, ShardState, TagSet};
+use harrier::protocol::{self, Message, Metric};
+use harrier::sink::datadog::build_bodies;
+use harrier::sink::{Series, SeriesKind};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `n` metric lines over `series` distinct series (mixed types, three tags each).
+fn packet(n: usize, series: usize) -> String {
+    let mut rng = Rng(42);
+    let mut out = String::new();
+    for i in 0..n {
+        let s = i % series;
+        let tags = format!("env:prod,route:/v{},status:{}", s % 17, 200 + s % 5);
+        match s % 10 {
+            0..=5 => out.push_str(&format!("svc.requests.{s}:1|c|#{tags}\n")),
+            6 => out.push_str(&format!("svc.depth.{s}:{}|g|#{tags}\n", rng.next() % 1000)),
+            7 | 8 => out.push_str(&format!("svc.latency.{s}:{}.5|ms|#{tags}\n", rng.next() % 1000)),
+            _ => out.push_str(&format!("svc.users.{s}:u{}|s|#{tags}\n", rng.next() % 5000)),
+        }
+    }
+    out
+}
+
+fn parsed(packet: &str) -> Vec<Metric<'_>> {
+    protocol::parse_packet(packet.as_bytes())
+        .filter_map(|r| match r {
+            Ok(Message::Metric(m)) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn shard_insert(c: &mut Criterion) {
+    let extend = ExtendTags::default();
+    let text = packet(100_000, 10_000);
+    let metrics = parsed(&text);
+    let mut group = c.benchmark_group("shard_insert");
+    group.throughput(Throughput::Elements(metrics.len() as u64));
+    let mut warm = ShardState::default();
+    for m in &metrics {
+        let _ = warm.add_metric(m, &extend);
+    }
+    group.bench_function("known_series", |b| {
+        b.iter(|| {
+            for m in &metrics {
+                let _ = warm.add_metric(black_box(m), &extend);
+            }
+        })
+    });
+    let fresh_text = packet(10_000, 10_000);
+    let fresh = parsed(&fresh_text);
+    group.throughput(Throughput::Elements(fresh.len() as u64));
+    group.bench_function("new_series", |b| {
+        b.iter_batched(
+            ShardState::default,
+            |mut state| {
+                for m in &fresh {
+                    let _ = state.add_metric(black_box(m), &extend);
+                }
+                state
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn tdigest(c: &mut Criterion) {
+    let mut rng = Rng(7);
+    let values: Vec<f64> = (0..100_000).map(|_| (rng.next() % 100_000) as f64 / 100.0).collect();
+    let mut group = c.benchmark_group("tdigest");
+    group.throughput(Throughput::Elements(values.len() as u64));
+    group.bench_function("insert", |b| {
+        b.iter(|| {
+            let mut h = Histogram::default();
+            for &v in &values {
+                h.add(black_box(v), 1.0);
+            }
+            h.quantile(0.99)
+        })
+    });
+    let digests: Vec<Histogram> = values
+        .chunks(1000)
+        .map(|chunk| {
+            let mut h = Histogram::default();
+            for &v in chunk {
+                h.add(v, 1.0);
+            }
+            h.compress();
+            h
+        })
+        .collect();
+    group.throughput(Throughput::Elements(digests.len() as u64));
+    group.bench_function("merge_100_digests", |b| {
+        b.iter(|| {
+            let mut total = Histogram::default();
+            for d in &digests {
+                let mut d = d.clone();
+                total.merge_digest(d.digest().clone());
+            }
+            total.quantile(0.5)
+        })
+    });
+    group.finish();
+}
+
+fn hll(c: &mut Criterion) {
+    let members: Vec<String> = (0..100_000).map(|i| format!("user-{i}")).collect();
+    let mut group = c.benchmark_group("hll");
+    group.throughput(Throughput::Elements(members.len() as u64));
+    group.bench_function("insert", |b| {
+        b.iter(|| {
+            let mut s = Set::default();
+            for m in &members {
+                s.insert(black_box(m.as_bytes()));
+            }
+            s.estimate()
+        })
+    });
+    let sets: Vec<Set> = members
+        .chunks(10_000)
+        .map(|chunk| {
+            let mut s = Set::default();
+            for m in chunk {
+                s.insert(m.as_bytes());
+            }
+            s
+        })
+        .collect();
+    group.throughput(Throughput::Elements(sets.len() as u64));
+    group.bench_function("merge_10_dense", |b| {
+        b.iter(|| {
+            let mut total = Set::default();
+            for s in &sets {
+                total.merge(black_box(s));
+            }
+            total.estimate()
+        })
+    });
+    group.finish();
+}
+
+fn flush_encode(c: &mut Criterion) {
+    let series: Vec<Series> = (0..100_000)
+        .map(|i| Series {
+            name: format!("svc.requests.count.{i}"),
+            tags: Arc::new(TagSet::from_tags([
+                "env:prod".to_string(),
+                format!("route:/v1/r{}", i % 50),
+                format!("status:{}", 200 + i % 5),
+            ])),
+            value: i as f64 * 1.5,
+            kind: if i % 2 == 0 { SeriesKind::Counter } else { SeriesKind::Gauge },
+            timestamp: 1_700_000_000,
+        })
+        .collect();
+    let mut group = c.benchmark_group("flush");
+    group.throughput(Throughput::Elements(series.len() as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("encode_compress_100k_series", |b| {
+        b.iter(|| {
+            let (bodies, dropped) = build_bodies(black_box(&series), 25_000, "web-1", 10.0);
+            assert_eq!(dropped, 0);
+            bodies.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, shard_insert, tdigest, hll, flush_encode);
+criterion_main!(benches);

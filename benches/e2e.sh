@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: the release server on core 0, harrier-load on core 1, over loopback UDP.
+#
+#   benches/e2e.sh [SCENARIO...]      scenarios: mixed100 counters10 max10 single million (default: all)
+#
+# For each scenario it reports, measured in the same run:
+#   - the server's CPU time per line (utime+stime from /proc/<pid>/stat, before and after the load);
+#   - the --discard receive floor's CPU time per line at the same offered load (a receiver that only recvmmsg's);
+#   - lines lost: what the load tool's manifest says it sent vs the lines the server flushed (its
+#     harrier.listener.lines self-metric), the kernel's UDP receive-buffer drops (/proc/net/snmp), and whether
+#     every counter's flushed total equals the manifest's;
+#   - the server's peak RSS (VmHWM).
+# Needs: taskset, python3. Sends only to 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin harrier --bin harrier-load
+BIN=target/release/harrier
+LOAD=target/release/harrier-load
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+PORT=18125
+HZ=$(getconf CLK_TCK)
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+udp_drops() { awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp; }   # RcvbufErrors
+
+# run_scenario NAME INTERVAL DURATION LOADARGS...
+run_scenario() {
+  local name=$1 interval=$2 duration=$3; shift 3
+  echo "== $name: harrier-load $* --duration $duration"
+
+  # 1. The floor: a receiver that only receives, under the same load.
+  taskset -c 0 "$LOAD" --discard --listen "127.0.0.1:$PORT" --duration $((duration + 2)) >"$WORK/floor.out" 2>"$WORK/floor.err" &
+  local fpid=$!
+  sleep 0.5
+  local f0; f0=$(ticks $fpid)
+  taskset -c 1 "$LOAD" --target "127.0.0.1:$PORT" --duration "$duration" "$@" 2>"$WORK/floor-load.err"
+  sleep 0.3
+  local f1; f1=$(ticks $fpid)
+  wait $fpid || true
+  local floor_dgrams; floor_dgrams=$(cat "$WORK/floor.out")
+  local floor_sent; floor_sent=$(grep -o 'sent [0-9]* lines in [0-9]* datagrams' "$WORK/floor-load.err" | awk '{print $2, $5}')
+
+  # 2. The server, same load.
+  cat >"$WORK/config.yaml" <<YAML
+statsd_listen_addresses: ["udp://127.0.0.1:$PORT"]
+interval: $interval
+num_workers: 1
+read_buffer_size_bytes: 8388608
+metric_sinks: [{kind: console}]
+YAML
+  local drops0; drops0=$(udp_drops)
+  taskset -c 0 "$BIN" --config "$WORK/config.yaml" >"$WORK/server.out" 2>"$WORK/server.err" &
+  local spid=$!
+  sleep 0.5
+  local s0; s0=$(ticks $spid)
+  taskset -c 1 "$LOAD" --target "127.0.0.1:$PORT" --duration "$duration" --manifest "$WORK/manifest.json" "$@" 2>"$WORK/server-load.err"
+  sleep 0.5
+  local s1; s1=$(ticks $spid)
+  local rss; rss=$(awk '/VmHWM/ {print $2}' "/proc/$spid/status")
+  kill -TERM $spid
+  wait $spid || true
+  local drops1; drops1=$(udp_drops)
+
+  python3 - "$WORK" "$HZ" "$((s1 - s0))" "$((f1 - f0))" "$floor_dgrams" "$floor_sent" "$rss" "$((drops1 - drops0))" <<'PY'
+import json, sys, collections
+work, hz, sticks, fticks, floor_dgrams, floor_sent, rss, drops = sys.argv[1:]
+hz, sticks, fticks, floor_dgrams, rss, drops = int(hz), int(sticks), int(fticks), int(floor_dgrams), int(rss), int(drops)
+floor_lines_sent, floor_dgrams_sent = (int(x) for x in floor_sent.split())
+m = json.load(open(f"{work}/manifest.json"))
+lines_in = 0
+counters = collections.defaultdict(float)
+flush_ms = []
+for line in open(f"{work}/server.out"):
+    parts = line.rstrip("\n").split(" ")
+    if len(parts) < 5:
+        continue
+    ts, kind, name, value = parts[0], parts[1], parts[2], float(parts[3])
+    tags = line.rstrip("\n").split(" tags=", 1)[1] if " tags=" in line else ""
+    if name == "harrier.listener.lines":
+        lines_in += value
+    elif name == "harrier.flush.duration_ms":
+        flush_ms.append(value)
+    elif kind == "counter" and name.startswith("load.c."):
+        counters[f"{name}|#{tags}" if tags else name] += value
+mismatched = sum(1 for k, v in m["counters"].items() if abs(counters.get(k, 0.0) - v) > 1e-6)
+lost = m["lines"] - lines_in
+server_ns = sticks / hz * 1e9 / max(lines_in, 1)
+floor_ns = fticks / hz * 1e9 / max(floor_dgrams_sent * (floor_lines_sent / max(floor_dgrams_sent, 1)), 1)
+floor_ratio = floor_dgrams / max(floor_dgrams_sent, 1)
+print(f"   offered: {m['lines']} lines in {m['datagrams']} datagrams over {m['seconds']:.1f}s ({m['lines']/m['seconds']:.0f} lines/s)")
+print(f"   server:  {lines_in:.0f} lines taken in, {lost:.0f} lost; kernel UDP rcvbuf drops {drops}; "
+      f"counters matching the manifest: {len(m['counters']) - mismatched}/{len(m['counters'])}")
+print(f"   server CPU per line: {server_ns:.0f} ns; floor (--discard) CPU per line: {floor_ns:.0f} ns; ratio {server_ns / max(floor_ns, 1e-9):.2f}")
+print(f"   floor took in {floor_dgrams}/{floor_dgrams_sent} datagrams ({100*floor_ratio:.1f}%); server took in "
+      f"{100 * lines_in / max(m['lines'], 1):.1f}% of lines sent")
+print(f"   peak RSS {rss/1024:.0f} MiB; flush build durations (ms): {', '.join(f'{x:.0f}' for x in flush_ms)}")
+PY
+}
+
+scenarios=("$@")
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(mixed100 counters10 max10 single million)
+for s in "${scenarios[@]}"; do
+  case $s in
+    mixed100)   run_scenario mixed100 60s 8 --rate 1000000 --lines-per-datagram 100 --series 10000 ;;
+    counters10) run_scenario counters10 60s 8 --rate 1000000 --lines-per-datagram 10 --series 1000 --mix c=1 ;;
+    max10)      run_scenario max10 60s 8 --rate 0 --lines-per-datagram 10 --series 1000 --mix c=1 ;;
+    single)     run_scenario single 60s 8 --rate 150000 --lines-per-datagram 1 --series 1000 --mix c=1 ;;
+    million)    run_scenario million 5s 12 --rate 1000000 --lines-per-datagram 50 --series 1000000 --mix c=1 ;;
+    *) echo "unknown scenario $s" >&2; exit 2 ;;
+  esac
+done

@@ -170,7 +170,11 @@ fn flush_encode(c: &mut Criterion) {
                 format!("status:{}", 200 + i % 5),
             ])),
             value: i as f64 * 1.5,
-            kind: if i % 2 == 0 { SeriesKind::Counter } else { SeriesKind::Gauge },
+            kind: if i % 2 == 0 {
+                SeriesKind::Counter
+            } else {
+                SeriesKind::Gauge
+            },
             timestamp: 1_700_000_000,
         })
         .collect();

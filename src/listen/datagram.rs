@@ -1,6 +1,7 @@
-//! UDP and unix datagram readers: one thread per socket. Each wait for the first datagram blocks (with a 100 ms
-//! timeout to notice shutdown); then the socket is drained without blocking into one batch, which is handed on
-//! as soon as the socket is empty or the batch is full.
+//! UDP and unix datagram readers: one thread per socket, reading up to [`RECV_BATCH`] datagrams per system call
+//! with `recvmmsg`. Each wait for the first datagram blocks (with a 100 ms timeout to notice shutdown); then the
+//! socket is drained without blocking into one batch, which is handed on as soon as the socket is empty or the
+//! batch is full.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -25,15 +26,70 @@ pub(super) struct Reader {
     pub stop: Arc<AtomicBool>,
 }
 
-/// One `recv(2)` into `buf`. Returns the datagram's length, which is `buf.len()` when it was longer.
-fn recv(socket: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: `buf` is a valid, writable slice for the whole call, and the kernel writes at most `buf.len()`
-    // bytes into it; the descriptor is owned by `socket`, which outlives the call.
-    let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+/// Datagrams read per `recvmmsg` call.
+pub const RECV_BATCH: usize = 32;
+
+/// Receive buffers for `recvmmsg`: `RECV_BATCH` slots of `slot` bytes, with their iovecs and headers. The headers
+/// point into the buffers, so neither is ever resized after construction.
+struct RecvBuffers {
+    data: Vec<u8>,
+    slot: usize,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl RecvBuffers {
+    fn new(slot: usize) -> Box<Self> {
+        let mut b = Box::new(RecvBuffers {
+            data: vec![0u8; slot * RECV_BATCH],
+            slot,
+            iovecs: Vec::with_capacity(RECV_BATCH),
+            headers: Vec::with_capacity(RECV_BATCH),
+        });
+        let base = b.data.as_mut_ptr();
+        for i in 0..RECV_BATCH {
+            b.iovecs.push(libc::iovec {
+                // SAFETY: `i * slot` is within `data`, which holds `RECV_BATCH * slot` bytes.
+                iov_base: unsafe { base.add(i * slot) }.cast(),
+                iov_len: slot,
+            });
+        }
+        let iov = b.iovecs.as_mut_ptr();
+        for i in 0..RECV_BATCH {
+            // SAFETY: an all-zero mmsghdr is a valid header with no name and no control data.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            // SAFETY: `i` is within `iovecs`, which is never resized.
+            h.msg_hdr.msg_iov = unsafe { iov.add(i) };
+            h.msg_hdr.msg_iovlen = 1;
+            b.headers.push(h);
+        }
+        b
+    }
+
+    /// One `recvmmsg(2)`: the number of datagrams read.
+    fn recv(&mut self, socket: &Socket, flags: libc::c_int) -> io::Result<usize> {
+        // SAFETY: every header points at its own iovec and `slot`-byte region of `data`, all owned by `self` and
+        // alive and unmoved for the call; the kernel writes at most `slot` bytes per datagram and sets msg_len.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Datagram `i` of the last call; its length is `slot` when it was longer than `slot - 1`.
+    fn datagram(&self, i: usize) -> &[u8] {
+        let len = (self.headers[i].msg_len as usize).min(self.slot);
+        &self.data[i * self.slot..i * self.slot + len]
     }
 }
 
@@ -42,12 +98,13 @@ impl Reader {
         if let Err(e) = self.socket.set_read_timeout(Some(Duration::from_millis(100))) {
             ERROR_LOG.log(|| format!("{}: cannot set a read timeout: {e}", self.stats.name));
         }
-        // One byte more than the limit, so that a longer datagram is seen as such and never truncated.
-        let mut buf = vec![0u8; self.max_packet + 1];
+        // One byte more than the limit per slot, so that a longer datagram is seen as such and never truncated.
+        let mut bufs = RecvBuffers::new(self.max_packet + 1);
         let mut batch = self.ingest.batch(self.index);
         while !self.stop.load(Ordering::Relaxed) {
-            match recv(&self.socket, &mut buf, 0) {
-                Ok(n) => self.take(&buf[..n], &mut batch),
+            // Block (up to the timeout) until at least one datagram is there, then take what is queued.
+            match bufs.recv(&self.socket, libc::MSG_WAITFORONE) {
+                Ok(n) => self.take_all(&bufs, n, &mut batch),
                 Err(e) => {
                     if !is_transient(&e) {
                         self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -59,8 +116,8 @@ impl Reader {
             }
             // Drain what is already queued without blocking.
             loop {
-                match recv(&self.socket, &mut buf, libc::MSG_DONTWAIT) {
-                    Ok(n) => self.take(&buf[..n], &mut batch),
+                match bufs.recv(&self.socket, libc::MSG_DONTWAIT) {
+                    Ok(n) => self.take_all(&bufs, n, &mut batch),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 }
@@ -77,14 +134,23 @@ impl Reader {
             }
         }
         // Shutdown: whatever is still queued in the socket is read and handed on.
-        while let Ok(n) = recv(&self.socket, &mut buf, libc::MSG_DONTWAIT) {
-            self.take(&buf[..n], &mut batch);
+        while let Ok(n) = bufs.recv(&self.socket, libc::MSG_DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+            self.take_all(&bufs, n, &mut batch);
             if batch.data.len() >= BATCH_BYTES {
                 let full = std::mem::replace(&mut batch, self.ingest.batch(self.index));
                 self.ingest.send_blocking(full);
             }
         }
         self.ingest.send_blocking(batch);
+    }
+
+    fn take_all(&self, bufs: &RecvBuffers, n: usize, batch: &mut crate::pipeline::Batch) {
+        for i in 0..n {
+            self.take(bufs.datagram(i), batch);
+        }
     }
 
     #[inline]

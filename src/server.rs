@@ -88,6 +88,26 @@ impl RunningServer {
     }
 }
 
+/// Binds `host:port` for an optional TCP service; an empty address means none.
+async fn bind_tcp(
+    address: &str,
+    error: impl Fn(String, std::io::Error) -> ServerError,
+) -> Result<Option<tokio::net::TcpListener>, ServerError> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let addr = parse_socket_addr(address).map_err(|m| {
+        error(
+            address.to_string(),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, m),
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| error(address.to_string(), e))?;
+    Ok(Some(listener))
+}
+
 /// The sinks a configuration asks for.
 pub fn sinks_from_config(config: &Config, telemetry: &Arc<Telemetry>) -> Result<Vec<Arc<dyn Sink>>, ServerError> {
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
@@ -132,29 +152,17 @@ pub async fn start_with_forwarder(
         bound.push(listen::bind(&address, &opts)?);
     }
     let addresses: Vec<ListenAddress> = bound.iter().map(|b| b.address.clone()).collect();
-    let http_listener = if config.http_address.is_empty() {
-        None
-    } else {
-        let http_err = |source| ServerError::Http {
-            address: config.http_address.clone(),
-            source,
-        };
-        let addr = parse_socket_addr(&config.http_address)
-            .map_err(|m| http_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
-        Some(tokio::net::TcpListener::bind(addr).await.map_err(http_err)?)
-    };
+    let http_listener = bind_tcp(&config.http_address, |address, source| ServerError::Http {
+        address,
+        source,
+    })
+    .await?;
     let http_address = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let grpc_listener = if config.grpc_address.is_empty() {
-        None
-    } else {
-        let grpc_err = |source| ServerError::Grpc {
-            address: config.grpc_address.clone(),
-            source,
-        };
-        let addr = parse_socket_addr(&config.grpc_address)
-            .map_err(|m| grpc_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
-        Some(tokio::net::TcpListener::bind(addr).await.map_err(grpc_err)?)
-    };
+    let grpc_listener = bind_tcp(&config.grpc_address, |address, source| ServerError::Grpc {
+        address,
+        source,
+    })
+    .await?;
     let grpc_address = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let stats: Vec<Arc<ListenerStats>> = addresses

@@ -228,6 +228,21 @@ impl std::fmt::Write for SliceWriter<'_> {
     }
 }
 
+/// One `mmsghdr` per iovec (no address, no control data). The headers point into `iovecs`, which must not move
+/// or be resized while they are used.
+fn headers_for(iovecs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovecs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: an all-zero mmsghdr is a valid "no name, no control" header; we then set the iovec.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = iov as *mut libc::iovec;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
 /// `sendmmsg` on a connected socket: sends `msgs`, returns how many went out.
 fn send_batch(sock: &UdpSocket, msgs: &mut [libc::mmsghdr]) -> std::io::Result<usize> {
     // SAFETY: every mmsghdr points to an iovec and buffer that live in the pool for the whole run, with lengths
@@ -261,16 +276,7 @@ fn send(opts: &Options) -> Result<(), String> {
                         iov_len: d.bytes.len(),
                     })
                     .collect();
-                let mut msgs: Vec<libc::mmsghdr> = iovecs
-                    .iter_mut()
-                    .map(|iov| {
-                        // SAFETY: an all-zero mmsghdr is a valid "no name, no control" header; we then set the iovec.
-                        let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                        m.msg_hdr.msg_iov = iov as *mut libc::iovec;
-                        m.msg_hdr.msg_iovlen = 1;
-                        m
-                    })
-                    .collect();
+                let mut msgs = headers_for(&mut iovecs);
                 let mut sent = vec![0u64; pool.len()];
                 let lines_per_datagram = opts.lines_per_datagram as u64;
                 let per_thread_rate = opts.rate as f64 / opts.threads as f64;
@@ -392,16 +398,7 @@ fn discard(opts: &Options) -> Result<(), String> {
             iov_len: c.len(),
         })
         .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: an all-zero mmsghdr is valid; we point it at one iovec.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+    let mut msgs = headers_for(&mut iovecs);
     let started = Instant::now();
     let (mut datagrams, mut bytes, mut last, mut second) = (0u64, 0u64, 0u64, 1u64);
     while started.elapsed() < opts.duration {

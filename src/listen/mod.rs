@@ -183,13 +183,17 @@ impl BoundListener {
             Sockets::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)?;
                 let ctx = stream::Context::new(index, stats, ingest, opts, stop.signal);
-                Ok(Running::Task(tokio::spawn(stream::accept_tcp(l, ctx))))
+                Ok(Running::Task(tokio::spawn(stream::accept(
+                    l,
+                    stream::Framing::Lines,
+                    ctx,
+                ))))
             }
             Sockets::Unix(l, path) => {
                 let l = tokio::net::UnixListener::from_std(l)?;
                 let ctx = stream::Context::new(index, stats, ingest, opts, stop.signal);
                 Ok(Running::Task(tokio::spawn(async move {
-                    stream::accept_unix(l, ctx).await;
+                    stream::accept(l, stream::Framing::LengthPrefixed, ctx).await;
                     let _ = std::fs::remove_file(path);
                 })))
             }

@@ -56,16 +56,49 @@ impl Context {
     }
 }
 
-pub(super) async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Context) {
+/// A stream listener: TCP or unix.
+pub(super) trait Accept: Send + 'static {
+    type Conn: AsyncRead + Unpin + Send + 'static;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Conn = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Conn> {
+        tokio::net::TcpListener::accept(self).await.map(|(c, _)| c)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Conn = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Conn> {
+        tokio::net::UnixListener::accept(self).await.map(|(c, _)| c)
+    }
+}
+
+/// How a connection's bytes are cut into packets.
+#[derive(Clone, Copy)]
+pub(super) enum Framing {
+    /// Newline-delimited lines (TCP).
+    Lines,
+    /// 4-byte little-endian length, then the packet (unix stream sockets).
+    LengthPrefixed,
+}
+
+/// Accepts connections until the stop signal, one task each; then waits for them to hand on what they read.
+pub(super) async fn accept<L: Accept>(listener: L, framing: Framing, ctx: Context) {
     let mut stop = ctx.stop.clone();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
-                Ok((conn, _)) => {
+                Ok(conn) => {
                     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    connections.spawn(read_lines(conn, ctx.clone()));
+                    match framing {
+                        Framing::Lines => connections.spawn(read_lines(conn, ctx.clone())),
+                        Framing::LengthPrefixed => connections.spawn(read_frames(conn, ctx.clone())),
+                    };
                 }
                 Err(e) => {
                     ACCEPT_LOG.log(|| format!("{}: {e}", ctx.stats.name));
@@ -76,28 +109,6 @@ pub(super) async fn accept_tcp(listener: tokio::net::TcpListener, ctx: Context) 
         }
     }
     // Connections notice the stop themselves and hand on what they read.
-    while connections.join_next().await.is_some() {}
-}
-
-pub(super) async fn accept_unix(listener: tokio::net::UnixListener, ctx: Context) {
-    let mut stop = ctx.stop.clone();
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((conn, _)) => {
-                    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    connections.spawn(read_frames(conn, ctx.clone()));
-                }
-                Err(e) => {
-                    ACCEPT_LOG.log(|| format!("{}: {e}", ctx.stats.name));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
     while connections.join_next().await.is_some() {}
 }
 

@@ -105,7 +105,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config))
+    let code = runtime.block_on(run(config));
+    // A sink still blocked (e.g. stdout piped to a reader that stopped reading) must not hold the exit: the final
+    // flush was already bounded by one interval.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn run(config: Config) -> ExitCode {

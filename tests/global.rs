@@ -326,3 +326,53 @@ async fn a_batch_resent_after_a_lost_answer_is_merged_once() {
     );
     assert_eq!(sink.self_metric("harrier.import.duplicates", ""), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_level_tree_reports_at_the_root() {
+    // local → middle (a global that itself forwards) → root.
+    let (root, root_sink) = start(&global_yaml("127.0.0.1:0", "1h")).await;
+    let root_grpc = root.grpc_address.unwrap();
+    let middle_yaml = local_yaml(root_grpc, "1h", "grpc_address: \"127.0.0.1:0\"\n");
+    let (middle, middle_sink) = start(&middle_yaml).await;
+    let middle_grpc = middle.grpc_address.unwrap();
+    let (local, local_sink) = start(&local_yaml(middle_grpc, "1h", "")).await;
+    let addr = local.udp_address().unwrap();
+    let values: Vec<String> = (1..=1000).map(|v| v.to_string()).collect();
+    let mut lines = send_packed(addr, "tree.latency", &values, "ms");
+    lines += send_lines(
+        addr,
+        &[
+            "tree.users:a|s".to_string(),
+            "tree.users:b|s".to_string(),
+            "tree.total:3|c|#veneurglobalonly".to_string(),
+        ],
+    );
+    wait_lines(&local, lines).await;
+    local.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(10), || middle
+            .telemetry
+            .peek("harrier.import.metrics", "")
+            >= 3)
+        .await
+    );
+    middle.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(10), || root
+            .telemetry
+            .peek("harrier.import.metrics", "")
+            >= 3)
+        .await
+    );
+    root.shutdown().await;
+
+    let r = root_sink.values();
+    let p50 = r["tree.latency.50percentile"];
+    assert!((p50 - 500.0).abs() <= 10.0, "root p50 {p50}");
+    assert_eq!(r["tree.users"], 2.0);
+    assert_eq!(r["tree.total"], 3.0);
+    // The local reports its own aggregates; the middle tier reports neither percentiles nor sets.
+    assert_eq!(local_sink.values()["tree.latency.count"], 1000.0);
+    let m = middle_sink.values();
+    assert!(m.keys().all(|k| !k.starts_with("tree.")), "{m:?}");
+}

@@ -7,8 +7,7 @@
 //! 1700000010 event "Deploy" host=web-1 tags=svc:api alert=info priority=normal text=Build 1234
 //! ```
 
-use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::Write;
 use std::sync::Arc;
 
 use super::{Flush, Sink, SinkFuture, SinkOutcome};
@@ -31,10 +30,17 @@ fn tags(set: &TagSet) -> String {
 
 /// Renders a flush as text, one line per item.
 pub fn render(flush: &Flush) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = render_to(flush, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes a flush as text, one line per item, without building it in memory first.
+pub fn render_to(flush: &Flush, out: &mut impl Write) -> std::io::Result<()> {
     let default_host = flush.hostname.as_str();
     for s in &flush.series {
-        let _ = write!(
+        write!(
             out,
             "{} {} {} {} host={}",
             s.timestamp,
@@ -42,11 +48,11 @@ pub fn render(flush: &Flush) -> String {
             s.name,
             s.value,
             s.host(default_host).unwrap_or("")
-        );
+        )?;
         if let Some(device) = s.tags.device() {
-            let _ = write!(out, " device={device}");
+            write!(out, " device={device}")?;
         }
-        let _ = writeln!(out, " tags={}", tags(&s.tags));
+        writeln!(out, " tags={}", tags(&s.tags))?;
     }
     for c in &flush.checks {
         let status = match c.status.code() {
@@ -55,7 +61,7 @@ pub fn render(flush: &Flush) -> String {
             2 => "CRITICAL",
             _ => "UNKNOWN",
         };
-        let _ = writeln!(
+        writeln!(
             out,
             "{} check {} {} host={} tags={} message={}",
             c.timestamp,
@@ -64,10 +70,10 @@ pub fn render(flush: &Flush) -> String {
             c.hostname.as_deref().unwrap_or(default_host),
             tags(&c.tags),
             c.message
-        );
+        )?;
     }
     for e in &flush.events {
-        let _ = writeln!(
+        writeln!(
             out,
             "{} event {:?} host={} tags={} alert={} priority={} text={:?}",
             e.timestamp,
@@ -77,9 +83,9 @@ pub fn render(flush: &Flush) -> String {
             e.alert_type.as_str(),
             e.priority.as_str(),
             e.text
-        );
+        )?;
     }
-    out
+    Ok(())
 }
 
 impl Sink for ConsoleSink {
@@ -96,9 +102,8 @@ impl Sink for ConsoleSink {
             // Rendering and writing block (stdout may be a slow pipe): keep them off the runtime's threads, so that
             // the flusher's deadline still applies and nothing else waits.
             let written = tokio::task::spawn_blocking(move || {
-                let text = render(&flush);
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+                let mut stdout = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
+                render_to(&flush, &mut stdout).and_then(|()| stdout.flush())
             })
             .await;
             match written {

@@ -105,6 +105,10 @@ impl ShardSender {
         self.raw_queued.load(Ordering::Acquire) < QUEUE_DEPTH
     }
 
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     fn send_raw(&self, batch: Batch) -> bool {
         self.raw_queued.fetch_add(1, Ordering::AcqRel);
         self.tx.send(ShardMsg::Raw(batch)).is_ok()
@@ -143,6 +147,9 @@ impl Ingest {
         }
         let worker = self.pick();
         while !worker.has_room() {
+            if worker.is_closed() {
+                return false;
+            }
             std::thread::sleep(Duration::from_micros(100));
         }
         worker.send_raw(batch)
@@ -156,6 +163,9 @@ impl Ingest {
         }
         let worker = self.pick();
         while !worker.has_room() {
+            if worker.is_closed() {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         worker.send_raw(batch)

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::watch;
@@ -195,12 +196,7 @@ pub async fn start_with_forwarder(
     }
     let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, stop_rx.clone())));
     let grpc_task = grpc_listener.map(|l| {
-        let service = ImportService {
-            shards: pipeline.shards.clone(),
-            telemetry: telemetry.clone(),
-            stop: stop_rx.clone(),
-            seen: Default::default(),
-        };
+        let service = ImportService::new(pipeline.shards.clone(), telemetry.clone(), stop_rx.clone());
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
@@ -256,7 +252,8 @@ pub async fn start_with_forwarder(
                     .await;
                 }
                 Running::Task(task) => {
-                    let _ = task.await;
+                    // Connections drain for at most a second; this bound is a second line of defence.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
                 }
             }
         }

@@ -313,7 +313,14 @@ async fn a_batch_resent_after_a_lost_answer_is_merged_once() {
         scope: Scope::Global as i32,
         value: Some(metric::Value::Counter(7.0)),
     };
-    for id in ["sender-1", "sender-1", "sender-2"] {
+    // Sender 0xaa's batches 1, 1 again (a retry), 2, then 1 once more (late); sender 0xbb's batch 1.
+    for id in [
+        "00000000000000aa-1",
+        "00000000000000aa-1",
+        "00000000000000aa-2",
+        "00000000000000aa-1",
+        "00000000000000bb-1",
+    ] {
         let mut req = tonic::Request::new(tokio_stream::iter(vec![metric.clone()]));
         req.metadata_mut().insert("harrier-batch-id", id.parse().unwrap());
         client.send_metrics(req).await.unwrap();
@@ -321,10 +328,10 @@ async fn a_batch_resent_after_a_lost_answer_is_merged_once() {
     global.shutdown().await;
     assert_eq!(
         sink.values()["resent.requests#a:b"],
-        14.0,
-        "sender-1 once, sender-2 once"
+        21.0,
+        "three distinct batches, each merged once"
     );
-    assert_eq!(sink.self_metric("harrier.import.duplicates", ""), 1.0);
+    assert_eq!(sink.self_metric("harrier.import.duplicates", ""), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,22 +62,37 @@ fn tag_key(tag: &str) -> &str {
     tag.split_once(':').map_or(tag, |(k, _)| k)
 }
 
-#[inline]
-fn tag_hash(tag: &str) -> u64 {
-    xxh3_64(tag.as_bytes())
+/// The seed of series-key hashes: random per process. These hashes never leave the process (an importer
+/// recomputes them), so a client cannot craft tag sets that collide on purpose.
+fn key_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let local = 0u8;
+        xxh3_64(format!("{t}-{}-{:p}", std::process::id(), &local).as_bytes())
+    })
 }
 
-/// Tags remembered for de-duplication without a rescan; lines with more tags fall back to rescanning.
+#[inline]
+fn tag_hash(tag: &str) -> u64 {
+    xxh3_64_with_seed(tag.as_bytes(), key_seed())
+}
+
+/// Tags remembered on the stack for de-duplication; a line with more spills into a hash table.
 const DEDUP_SLOTS: usize = 32;
 
 /// Walks the tags of a line as they will be stored, with each tag's hash: empty tags, repeated tags, the scope
-/// tags and tags whose key an extend tag overrides are skipped. Returns the scope. Allocates nothing.
+/// tags and tags whose key an extend tag overrides are skipped. Returns the scope. Allocates nothing for lines with
+/// at most [`DEDUP_SLOTS`] tags; de-duplication is linear in the number of tags either way.
 #[inline]
 fn walk_tags<'a>(tags: Tags<'a>, extend: &ExtendTags, mut f: impl FnMut(&'a str, u64)) -> Scope {
     let mut scope = None;
-    let mut seen = [0u64; DEDUP_SLOTS];
+    let mut seen: [(u64, &str); DEDUP_SLOTS] = [(0, ""); DEDUP_SLOTS];
     let mut seen_len = 0;
-    for (i, tag) in tags.iter().enumerate() {
+    let mut spill: Option<hashbrown::HashTable<(u64, &'a str)>> = None;
+    for tag in tags.iter() {
         if tag.is_empty() {
             continue;
         }
@@ -90,18 +105,21 @@ fn walk_tags<'a>(tags: Tags<'a>, extend: &ExtendTags, mut f: impl FnMut(&'a str,
             continue;
         }
         let hash = tag_hash(tag);
-        // Skip repeats: only the first occurrence counts. Equal hashes are confirmed on the text.
-        let repeated = if seen_len < DEDUP_SLOTS {
-            seen[..seen_len].contains(&hash) && tags.iter().take(i).any(|earlier| earlier == tag)
-        } else {
-            tags.iter().take(i).any(|earlier| earlier == tag)
-        };
-        if repeated {
+        // Skip repeats: only the first occurrence counts.
+        if seen[..seen_len].iter().any(|&(h, t)| h == hash && t == tag) {
             continue;
         }
         if seen_len < DEDUP_SLOTS {
-            seen[seen_len] = hash;
+            seen[seen_len] = (hash, tag);
             seen_len += 1;
+        } else {
+            let table = spill.get_or_insert_with(hashbrown::HashTable::new);
+            match table.entry(hash, |&(h, t)| h == hash && t == tag, |&(h, _)| h) {
+                hashbrown::hash_table::Entry::Occupied(_) => continue,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert((hash, tag));
+                }
+            }
         }
         f(tag, hash);
     }
@@ -161,6 +179,10 @@ impl<'a> KeyView<'a> {
             }
         }
         if *key.name != *self.name {
+            return false;
+        }
+        // A key imported from elsewhere need not carry this instance's extend tags.
+        if key.seen_as.is_none() && !extend.tags.iter().all(|t| key.tags.contains(t)) {
             return false;
         }
         let mut all = true;
@@ -362,6 +384,34 @@ mod tests {
         assert_eq!(tags, vec!["env:prod", "implicit", "route:/a"]);
         assert!(v.matches(&key, &e));
         assert_eq!(view("x", "route:/a", &e).hash, v.hash);
+    }
+
+    #[test]
+    fn lines_with_many_tags_deduplicate_past_the_stack_slots() {
+        let e = ExtendTags::default();
+        let distinct: Vec<String> = (0..100).map(|i| format!("t{i}:v")).collect();
+        let plain = distinct.join(",");
+        let repeated = format!("{plain},{plain},t5:v");
+        let a = view("x", &plain, &e);
+        let b = view("x", &repeated, &e);
+        assert_eq!((a.tag_count, b.tag_count), (100, 100));
+        assert_eq!(a.hash, b.hash);
+        assert_eq!(b.to_key(&e).tags.len(), 100);
+        assert!(b.matches(&a.to_key(&e), &e));
+    }
+
+    #[test]
+    fn an_imported_key_without_the_extend_tags_is_not_a_local_series() {
+        let e = ExtendTags::new(&["x:1".to_string()]);
+        let local = view("m", "y:1", &e);
+        // A key as imported from elsewhere, with the same number of tags but not the extend tag.
+        let imported = SeriesKey::new(
+            "m",
+            MetricKind::Counter,
+            Scope::Mixed,
+            TagSet::from_tags(["y:1", "z:1"]),
+        );
+        assert!(!local.matches(&imported, &e));
     }
 
     #[test]

@@ -137,6 +137,8 @@ impl Task {
             Ok(Err(status)) => Err(match status.code() {
                 tonic::Code::Unavailable => "transient_unavailable",
                 tonic::Code::DeadlineExceeded => "deadline_exceeded",
+                // The global refuses this batch as it is: retrying cannot help, and it would hold newer ones.
+                tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted | tonic::Code::Unimplemented => "refused",
                 _ => "send",
             }),
             Err(_) => Err("deadline_exceeded"),

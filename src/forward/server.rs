@@ -1,10 +1,10 @@
 //! The global side: the gRPC import server. Each stream is read to its end and validated; then its metrics are
 //! merged into the shards that own their series (the same shards that aggregate DogStatsD received directly).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::decode;
@@ -17,10 +17,12 @@ use crate::telemetry::{LimitedLog, Telemetry};
 static LOG: LimitedLog = LimitedLog::new("import");
 
 /// Most metrics accepted in one stream.
-const MAX_METRICS_PER_STREAM: u64 = 50_000_000;
+const MAX_METRICS_PER_STREAM: u64 = 5_000_000;
 
-/// Batch identities remembered, to merge a retried batch only once.
-const REMEMBERED_BATCHES: usize = 65_536;
+/// Senders remembered for de-duplication; past this, the table is cleared (a retry may then merge twice).
+const REMEMBERED_SENDERS: usize = 1_000_000;
+/// Import streams merged at the same time; more wait.
+const CONCURRENT_IMPORTS: usize = 64;
 
 /// Merges imported metrics into the shards.
 pub struct ImportService {
@@ -29,27 +31,47 @@ pub struct ImportService {
     /// Raised at shutdown: streams still open are refused (the sender keeps their data).
     pub stop: watch::Receiver<bool>,
     pub seen: Mutex<Seen>,
+    pub permits: Semaphore,
 }
 
-/// Recently merged batch identities.
+impl ImportService {
+    pub fn new(shards: Vec<ShardSender>, telemetry: Arc<Telemetry>, stop: watch::Receiver<bool>) -> Self {
+        ImportService {
+            shards,
+            telemetry,
+            stop,
+            seen: Mutex::default(),
+            permits: Semaphore::new(CONCURRENT_IMPORTS),
+        }
+    }
+}
+
+/// The last batch merged from each sender. A sender numbers its batches in order and sends them oldest first,
+/// stopping at the first failure, so a batch numbered at or below the last one merged is a retry of a batch the
+/// global already has.
 #[derive(Default)]
 pub struct Seen {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
+    last: HashMap<u64, u64>,
 }
 
 impl Seen {
-    fn insert(&mut self, id: String) -> bool {
-        if self.ids.contains(&id) {
+    /// Parses `sender-seq` (both hex/decimal as the client writes them) and records it; false for a batch already
+    /// merged.
+    fn admit(&mut self, id: &str) -> bool {
+        let Some((sender, seq)) = id.split_once('-') else {
+            return true;
+        };
+        let (Ok(sender), Ok(seq)) = (u64::from_str_radix(sender, 16), seq.parse::<u64>()) else {
+            return true;
+        };
+        if self.last.len() >= REMEMBERED_SENDERS && !self.last.contains_key(&sender) {
+            self.last.clear();
+        }
+        let last = self.last.entry(sender).or_insert(0);
+        if seq <= *last {
             return false;
         }
-        if self.order.len() >= REMEMBERED_BATCHES {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
-        }
-        self.ids.insert(id.clone());
-        self.order.push_back(id);
+        *last = seq;
         true
     }
 }
@@ -64,6 +86,10 @@ impl Forward for ImportService {
             .map(str::to_string);
         let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
+        let _permit = tokio::select! {
+            _ = crate::shutdown::stopped(&mut stop) => return Err(Status::unavailable("shutting down")),
+            p = self.permits.acquire() => p.map_err(|_| Status::unavailable("shutting down"))?,
+        };
         let n = self.shards.len();
         let mut per_shard: Vec<Vec<Entry>> = (0..n).map(|_| Vec::new()).collect();
         let (mut accepted, mut rejected) = (0u64, 0u64);
@@ -95,7 +121,7 @@ impl Forward for ImportService {
             return Err(Status::unavailable("shutting down"));
         }
         if let Some(id) = batch_id {
-            if !seen.insert(id) {
+            if !seen.admit(&id) {
                 self.telemetry.count("harrier.import.duplicates", &[], 1);
                 return Ok(Response::new(SendMetricsResponse { accepted, rejected }));
             }

@@ -114,8 +114,8 @@ impl Reader {
                     continue;
                 }
             }
-            // Drain what is already queued without blocking.
-            loop {
+            // Drain what is already queued without blocking (but notice a stop under sustained load).
+            while !self.stop.load(Ordering::Relaxed) {
                 match bufs.recv(&self.socket, libc::MSG_DONTWAIT) {
                     Ok(n) => self.take_all(&bufs, n, &mut batch),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -133,9 +133,11 @@ impl Reader {
                 return;
             }
         }
-        // Shutdown: whatever is still queued in the socket is read and handed on.
+        // Shutdown: what is still queued in the socket is read and handed on, for at most one second (senders that
+        // keep sending must not hold the shutdown).
+        let until = std::time::Instant::now() + Duration::from_secs(1);
         while let Ok(n) = bufs.recv(&self.socket, libc::MSG_DONTWAIT) {
-            if n == 0 {
+            if n == 0 || std::time::Instant::now() >= until {
                 break;
             }
             self.take_all(&bufs, n, &mut batch);
@@ -156,8 +158,8 @@ impl Reader {
     #[inline]
     fn take(&self, datagram: &[u8], batch: &mut crate::pipeline::Batch) {
         if datagram.len() > self.max_packet {
+            // The datagram was cut at max + 1 bytes; its real length is not known.
             self.stats.packets.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_add(datagram.len() as u64, Ordering::Relaxed);
             self.stats.oversize.fetch_add(1, Ordering::Relaxed);
             OVERSIZE_LOG.log(|| {
                 format!(

@@ -25,7 +25,12 @@ pub(super) struct Context {
     max_packet: usize,
     idle_timeout: Duration,
     stop: watch::Receiver<bool>,
+    /// Set when the stop signal is seen: reading continues until then.
+    drain_until: Option<tokio::time::Instant>,
 }
+
+/// How long a stream connection keeps being read after the stop signal.
+const DRAIN_AT_STOP: Duration = Duration::from_secs(1);
 
 impl Context {
     pub fn new(
@@ -42,6 +47,7 @@ impl Context {
             max_packet: opts.max_packet,
             idle_timeout: opts.idle_timeout,
             stop,
+            drain_until: None,
         }
     }
 
@@ -122,19 +128,23 @@ enum Read {
 }
 
 /// Reads once, bounded by the idle timeout and the stop signal. Once the server is stopping, what the kernel
-/// already holds for this connection is still read (each read waits at most 20 ms), so that nothing accepted
-/// before the stop is lost.
+/// already holds for this connection is still read (each read waits at most 20 ms, for at most
+/// [`DRAIN_AT_STOP`]), so that nothing accepted before the stop is lost.
 async fn read_some<R: AsyncRead + Unpin>(conn: &mut R, buf: &mut Vec<u8>, ctx: &mut Context) -> Read {
-    let wait = if *ctx.stop.borrow() {
-        Duration::from_millis(20)
-    } else {
+    if ctx.drain_until.is_none() {
         let stop = &mut ctx.stop;
         tokio::select! {
-            _ = stopped(stop) => Duration::from_millis(20),
+            _ = stopped(stop) => ctx.drain_until = Some(tokio::time::Instant::now() + DRAIN_AT_STOP),
             r = tokio::time::timeout(ctx.idle_timeout, conn.read_buf(buf)) => return done(r, &ctx.stats),
         }
-    };
-    match tokio::time::timeout(wait, conn.read_buf(buf)).await {
+    }
+    // Stopping: read what is already there, 20 ms at a time, for at most DRAIN_AT_STOP (a client that keeps
+    // sending must not hold the shutdown).
+    let until = ctx.drain_until.unwrap_or_else(tokio::time::Instant::now);
+    if tokio::time::Instant::now() >= until {
+        return Read::Close;
+    }
+    match tokio::time::timeout(Duration::from_millis(20), conn.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => Read::Data(n),
         Ok(Ok(_)) => Read::Eof,
         _ => Read::Close,

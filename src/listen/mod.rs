@@ -78,6 +78,7 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
         ListenAddress::Unixgram(path) => {
             remove_stale_socket(path).map_err(err)?;
             let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(err)?;
+            allow_every_sender(path).map_err(err)?;
             let _ = SockRef::from(&sock).set_recv_buffer_size(opts.read_buffer_size);
             let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
             let mut sockets = vec![sock];
@@ -101,6 +102,7 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
         ListenAddress::Unix(path) => {
             remove_stale_socket(path).map_err(err)?;
             let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+            allow_every_sender(path).map_err(err)?;
             l.set_nonblocking(true).map_err(err)?;
             Ok(BoundListener {
                 address: address.clone(),
@@ -119,6 +121,12 @@ fn udp_socket(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Socket> {
     let _ = s.set_recv_buffer_size(opts.read_buffer_size);
     s.bind(&addr.into())?;
     Ok(s)
+}
+
+/// Services on the host run as other users: like Veneur, the socket is made writable by everyone (0666).
+fn allow_every_sender(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
 }
 
 /// A socket file left by a previous run is replaced; any other file at the path is an error.

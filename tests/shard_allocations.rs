@@ -50,23 +50,21 @@ fn known_counters_gauges_and_sets_allocate_nothing_per_line() {
 }
 
 #[test]
-fn known_histograms_allocate_only_when_their_sample_buffer_is_folded_into_the_digest() {
+fn known_histograms_allocate_nothing_per_sample_even_when_folding_into_the_digest() {
     let extend = ExtendTags::default();
     let mut state = ShardState::default();
-    let line = "lat:12.5|ms|#route:/a\n";
-    // Warm up past one fold, so that the sample buffer has grown to its cap.
-    feed(&mut state, &extend, &line.repeat(600));
-    let samples = 51_200;
-    let packet = line.repeat(samples);
+    let line = "lat:12.5|ms|#route:/a\nlat:3.25:900:17|h|@0.5|#route:/b\n";
+    // Warm up past a few folds, so that every buffer has reached its working size.
+    feed(&mut state, &extend, &line.repeat(2000));
+    let packet = line.repeat(50_000);
+    let mut n = 0;
     let allocations = allocations_during(|| {
-        feed(&mut state, &extend, &packet);
+        n = feed(&mut state, &extend, &packet);
     });
-    // Each fold of 512 samples into the t-digest allocates six buffers (the merged centroids, the tdigest
-    // crate's compression buffers, the refilled sample buffer): about 0.012 allocations per sample, amortized.
-    let folds = samples / 512;
-    assert!(
-        allocations <= folds * 6,
-        "{allocations} allocations for {samples} samples ({folds} folds)"
+    assert_eq!(n, 100_000);
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for {n} lines (200,000 samples, ~390 folds)"
     );
 }
 

@@ -13,10 +13,23 @@ pub const DIGEST_SIZE: usize = 200;
 const BUFFER: usize = 512;
 
 /// One histogram series' state for an interval.
+///
+/// The digest is kept as its sorted centroids; samples are buffered and folded in with the t-digest's quadratic
+/// scale function (the same as the `tdigest` crate's), into buffers that are reused, so a known series allocates
+/// nothing per sample. A `tdigest::TDigest` is built only when quantiles or the wire form are needed (at flush).
 #[derive(Debug, Clone)]
 pub struct Histogram {
-    digest: TDigest,
+    /// Sorted by mean, at most about [`DIGEST_SIZE`].
+    centroids: Vec<Centroid>,
     pending: Vec<Centroid>,
+    scratch: Vec<Centroid>,
+    /// Total weight, weighted sum, min and max of everything in `centroids` and `pending`.
+    total: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// The digest as a `TDigest`, built on demand and dropped on change.
+    built: Option<TDigest>,
     /// Exact statistics of every sample this instance received directly.
     pub stats: Stats,
 }
@@ -80,10 +93,27 @@ impl Stats {
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
-            digest: TDigest::new_with_size(DIGEST_SIZE),
+            centroids: Vec::new(),
             pending: Vec::new(),
+            scratch: Vec::new(),
+            total: 0.0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            built: None,
             stats: Stats::default(),
         }
+    }
+}
+
+/// The t-digest's quadratic scale: the quantile at which centroid `k` of `d` ends.
+fn k_to_q(k: f64, d: f64) -> f64 {
+    let r = k / d;
+    if r >= 0.5 {
+        let b = 1.0 - r;
+        1.0 - 2.0 * b * b
+    } else {
+        2.0 * r * r
     }
 }
 
@@ -91,11 +121,12 @@ impl Histogram {
     /// A histogram from a digest received from another instance, and the stats it should report (empty when
     /// the sender reported them itself).
     pub fn from_parts(digest: TDigest, stats: Stats) -> Self {
-        Histogram {
-            digest,
-            pending: Vec::new(),
+        let mut h = Histogram {
             stats,
-        }
+            ..Histogram::default()
+        };
+        h.absorb(&digest);
+        h
     }
 
     /// Adds one sample received with `sample_rate` (weight 1/rate).
@@ -103,58 +134,111 @@ impl Histogram {
     pub fn add(&mut self, value: f64, sample_rate: f64) {
         let weight = 1.0 / sample_rate;
         self.stats.add(value, weight);
+        self.push(value, weight);
+    }
+
+    #[inline]
+    fn push(&mut self, mean: f64, weight: f64) {
+        self.total += weight;
+        self.sum += mean * weight;
+        self.min = self.min.min(mean);
+        self.max = self.max.max(mean);
+        self.built = None;
         // The buffer grows with use (a series with few samples keeps a small one), up to BUFFER.
-        self.pending.push(Centroid::new(value, weight));
+        self.pending.push(Centroid::new(mean, weight));
         if self.pending.len() >= BUFFER {
             self.compress();
         }
     }
 
-    /// Folds buffered samples into the digest: one compression of the digest's centroids with the buffered
-    /// samples (each a centroid of its own weight).
+    /// Folds buffered samples into the centroids: one merge pass over both sorted lists, into reused buffers.
     pub fn compress(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let d = &self.digest;
-        let (mut sum, mut count) = (d.sum(), d.count());
-        let (mut min, mut max) = (d.min().unwrap_or(f64::INFINITY), d.max().unwrap_or(f64::NEG_INFINITY));
-        for c in &self.pending {
-            sum += c.mean() * c.weight();
-            count += c.weight();
-            min = min.min(c.mean());
-            max = max.max(c.mean());
+        self.pending.sort_unstable_by(|a, b| a.mean().total_cmp(&b.mean()));
+        let d = DIGEST_SIZE as f64;
+        let total = self.total;
+        let limit = |k: f64| if k >= d { f64::INFINITY } else { k_to_q(k, d) * total };
+        self.scratch.clear();
+        let (mut i, mut j) = (0, 0);
+        let mut next = || {
+            let a = self.centroids.get(i);
+            let b = self.pending.get(j);
+            match (a, b) {
+                (Some(x), Some(y)) if x.mean() <= y.mean() => {
+                    i += 1;
+                    Some((x.mean(), x.weight()))
+                }
+                (_, Some(y)) => {
+                    j += 1;
+                    Some((y.mean(), y.weight()))
+                }
+                (Some(x), None) => {
+                    i += 1;
+                    Some((x.mean(), x.weight()))
+                }
+                (None, None) => None,
+            }
+        };
+        if let Some((mut mean, mut weight)) = next() {
+            let mut k = 1.0;
+            let mut bound = limit(k);
+            let mut so_far = weight;
+            while let Some((m, w)) = next() {
+                so_far += w;
+                if so_far <= bound {
+                    weight += w;
+                    mean += (m - mean) * w / weight;
+                } else {
+                    self.scratch.push(Centroid::new(mean, weight));
+                    k += 1.0;
+                    bound = limit(k);
+                    (mean, weight) = (m, w);
+                }
+            }
+            self.scratch.push(Centroid::new(mean, weight));
         }
-        let mut centroids = Vec::with_capacity(d.centroids().len() + self.pending.len());
-        centroids.extend_from_slice(d.centroids());
-        centroids.append(&mut self.pending);
-        self.digest = TDigest::new(centroids, sum, count, Some(max), Some(min), DIGEST_SIZE);
+        std::mem::swap(&mut self.centroids, &mut self.scratch);
+        self.pending.clear();
+        self.built = None;
+    }
+
+    /// Adds every centroid of `digest` (as weighted samples, not to the exact stats).
+    fn absorb(&mut self, digest: &TDigest) {
+        for c in digest.centroids() {
+            self.push(c.mean(), c.weight());
+        }
+        // The digest's own extremes may lie beyond its centroids' means.
+        if let (Some(min), Some(max)) = (digest.min(), digest.max()) {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
     }
 
     /// Merges another digest (from a forwarding local) into this one. Exact stats are not touched: they describe
-    /// only the samples this instance received itself.
+    /// only the samples this instance received itself (the importer merges forwarded stats where they apply).
     pub fn merge_digest(&mut self, other: TDigest) {
-        if other.is_empty() {
-            return;
-        }
-        let mine = std::mem::replace(&mut self.digest, TDigest::new_with_size(DIGEST_SIZE));
-        self.digest = if mine.is_empty() {
-            other
-        } else {
-            TDigest::merge_digests(vec![mine, other])
-        };
+        self.absorb(&other);
     }
 
     /// The compressed digest, for quantiles or forwarding.
     pub fn digest(&mut self) -> &TDigest {
         self.compress();
-        &self.digest
+        let (centroids, sum, total) = (&self.centroids, self.sum, self.total);
+        let (min, max) = (self.min, self.max);
+        self.built.get_or_insert_with(|| {
+            if centroids.is_empty() {
+                TDigest::new_with_size(DIGEST_SIZE)
+            } else {
+                TDigest::new(centroids.clone(), sum, total, Some(max), Some(min), DIGEST_SIZE)
+            }
+        })
     }
 
     /// The quantile `q` in [0, 1] from the digest.
     pub fn quantile(&mut self, q: f64) -> Option<f64> {
-        self.compress();
-        self.digest.estimate_quantile(q)
+        self.digest().estimate_quantile(q)
     }
 }
 

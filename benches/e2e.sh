@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: the release server on core 0, harrier-load on core 1, over loopback UDP.
 #
-#   benches/e2e.sh [SCENARIO...]      scenarios: mixed100 counters10 max10 single million (default: all)
+#   benches/e2e.sh [SCENARIO...]      scenarios: mixed100 counters10 max10 single singlemax million (default: all)
 #
 # For each scenario it reports, measured in the same run:
 #   - the server's CPU time per line (utime+stime from /proc/<pid>/stat, before and after the load);
@@ -99,13 +99,14 @@ PY
 }
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(mixed100 counters10 max10 single million)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(mixed100 counters10 max10 single singlemax million)
 for s in "${scenarios[@]}"; do
   case $s in
     mixed100)   run_scenario mixed100 60s 8 --rate 1000000 --lines-per-datagram 100 --series 10000 ;;
     counters10) run_scenario counters10 60s 8 --rate 1000000 --lines-per-datagram 10 --series 1000 --mix c=1 ;;
     max10)      run_scenario max10 60s 8 --rate 0 --lines-per-datagram 10 --series 1000 --mix c=1 ;;
     single)     run_scenario single 60s 8 --rate 150000 --lines-per-datagram 1 --series 1000 --mix c=1 ;;
+    singlemax)  run_scenario singlemax 60s 8 --rate 0 --lines-per-datagram 1 --series 1000 --mix c=1 ;;
     million)    run_scenario million 5s 12 --rate 1000000 --lines-per-datagram 50 --series 1000000 --mix c=1 ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac

@@ -17,8 +17,9 @@ static SINK_LOG: LimitedLog = LimitedLog::new("sink flush failed");
 
 /// Receives, at each flush of a local instance, the entries to forward to the global tier.
 pub trait Forward: Send + Sync + 'static {
-    /// Takes this interval's forwardable entries. Must not block: the work runs in its own task.
-    fn forward(&self, entries: Vec<Entry>, deadline: Duration) -> tokio::task::JoinHandle<()>;
+    /// Takes this interval's forwardable entries. Must not block: the work runs in its own task, bounded by the
+    /// forwarder's own interval.
+    fn forward(&self, entries: Vec<Entry>) -> tokio::task::JoinHandle<()>;
 }
 
 /// Everything a flush needs.
@@ -93,7 +94,7 @@ impl Flusher {
         match &self.forwarder {
             // Called every interval, even with nothing new, so that intervals kept after a failure are retried.
             Some(f) => {
-                let handle = f.forward(forward, self.interval);
+                let handle = f.forward(forward);
                 tasks.spawn(async move {
                     let _ = handle.await;
                 });

@@ -138,14 +138,21 @@ impl Ingest {
         }
     }
 
+    /// The worker for a batch, or `None` for an empty batch (whose buffer goes back to the pool).
+    fn route(&self, batch: &mut Batch) -> Option<&ShardSender> {
+        if batch.data.is_empty() {
+            self.pool.put(std::mem::take(&mut batch.data));
+            return None;
+        }
+        Some(self.pick())
+    }
+
     /// Hands a batch on from a plain thread, waiting while the chosen worker is full. False once the pipeline
     /// is gone.
-    pub fn send_blocking(&self, batch: Batch) -> bool {
-        if batch.data.is_empty() {
-            self.pool.put(batch.data);
+    pub fn send_blocking(&self, mut batch: Batch) -> bool {
+        let Some(worker) = self.route(&mut batch) else {
             return true;
-        }
-        let worker = self.pick();
+        };
         while !worker.has_room() {
             if worker.is_closed() {
                 return false;
@@ -156,12 +163,10 @@ impl Ingest {
     }
 
     /// Hands a batch on from an async task.
-    pub async fn send(&self, batch: Batch) -> bool {
-        if batch.data.is_empty() {
-            self.pool.put(batch.data);
+    pub async fn send(&self, mut batch: Batch) -> bool {
+        let Some(worker) = self.route(&mut batch) else {
             return true;
-        }
-        let worker = self.pick();
+        };
         while !worker.has_room() {
             if worker.is_closed() {
                 return false;
@@ -389,15 +394,11 @@ impl Worker {
             },
             other => self.state.add_message(other, &self.extend, now),
         };
-        match result {
-            Err(Dropped::TimestampOnUnsupportedType) => {
-                self.telemetry.dropped_timestamped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(Dropped::TooManyTimestamped) => {
-                self.telemetry
-                    .count("harrier.lines.dropped", &["reason:too_many_timestamped"], 1);
-            }
-            _ => {}
-        }
+        let reason = match result {
+            Err(Dropped::TimestampOnUnsupportedType) => "reason:timestamp_on_unsupported_type",
+            Err(Dropped::TooManyTimestamped) => "reason:too_many_timestamped",
+            _ => return,
+        };
+        self.telemetry.count("harrier.lines.dropped", &[reason], 1);
     }
 }

@@ -43,8 +43,6 @@ pub struct Telemetry {
     pub listeners: Vec<Arc<ListenerStats>>,
     /// Lines rejected by the parser, indexed by [`ParseError::reason_index`].
     pub rejected: [AtomicU64; ParseError::REASONS.len()],
-    /// `|T` lines of a type that cannot be passed through unaggregated.
-    pub dropped_timestamped: AtomicU64,
     /// Per-sink outcomes: (sink name, sink kind, result) → count.
     sink_results: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
     /// Per-sink flush durations of the last interval: sink name → milliseconds.
@@ -137,15 +135,6 @@ impl Telemetry {
                 let tag = format!("reason:{reason}");
                 push("lines.rejected", &[tag.as_str()], n, SeriesKind::Counter);
             }
-        }
-        let dropped = take(&self.dropped_timestamped);
-        if dropped > 0.0 {
-            push(
-                "lines.dropped",
-                &["reason:timestamp_on_unsupported_type"],
-                dropped,
-                SeriesKind::Counter,
-            );
         }
         let counts = *self.flushed.lock().unwrap_or_else(|e| e.into_inner());
         for (t, n) in [

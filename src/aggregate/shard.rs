@@ -9,7 +9,7 @@ use super::histogram::Histogram;
 use super::key::{ExtendTags, KeyView, Scope, SeriesKey, TagSet};
 use super::set::Set;
 use crate::config::{percentile_suffix, Aggregate};
-use crate::protocol::{self, Message, Metric, MetricKind, MetricValue, Tags};
+use crate::protocol::{Message, Metric, MetricKind, MetricValue, Tags};
 use crate::sink::{self, CheckRun, Series, SeriesKind};
 
 /// The aggregated value of a series.
@@ -53,15 +53,6 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    /// Aggregates one line (already validated by the parse stage). `now` is the unix time for checks and events
-    /// that carry none.
-    pub fn add_line(&mut self, line: &[u8], extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
-        match protocol::parse_line(line) {
-            Ok(msg) => self.add_message(msg, extend, now),
-            Err(_) => Err(Dropped::Unparsable),
-        }
-    }
-
     /// Aggregates one parsed message.
     pub fn add_message(&mut self, msg: Message<'_>, extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
         match msg {
@@ -213,10 +204,6 @@ impl ShardState {
                 _ => {}
             }
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty() && self.checks.is_empty() && self.events.is_empty() && self.timestamped.is_empty()
     }
 }
 

@@ -357,27 +357,22 @@ fn send(opts: &Options) -> Result<(), String> {
             json,
             "{{\"lines\":{lines},\"datagrams\":{datagrams},\"seconds\":{elapsed:.3},\"counters\":{{"
         );
-        for (i, (s, v)) in counters.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(
-                json,
-                "{sep}\"{}\":{v}",
-                series_name(opts, *s as usize).replace('"', "\\\"")
-            );
-        }
+        write_series_map(&mut json, opts, &counters);
         json.push_str("},\"timer_samples\":{");
-        for (i, (s, v)) in samples.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(
-                json,
-                "{sep}\"{}\":{v}",
-                series_name(opts, *s as usize).replace('"', "\\\"")
-            );
-        }
+        write_series_map(&mut json, opts, &samples);
         json.push_str("}}\n");
         std::fs::write(path, json).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
     Ok(())
+}
+
+/// Writes `"series name":value` pairs, comma-separated.
+fn write_series_map<V: std::fmt::Display>(json: &mut String, opts: &Options, map: &BTreeMap<u32, V>) {
+    for (i, (s, v)) in map.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let name = series_name(opts, *s as usize).replace('"', "\\\"");
+        let _ = write!(json, "{sep}\"{name}\":{v}");
+    }
 }
 
 /// Receives and counts datagrams with `recvmmsg`, nothing else: the receive floor of this machine.

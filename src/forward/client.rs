@@ -67,7 +67,7 @@ impl Forwarder {
 }
 
 impl Forward for Forwarder {
-    fn forward(&self, entries: Vec<Entry>, _deadline: Duration) -> tokio::task::JoinHandle<()> {
+    fn forward(&self, entries: Vec<Entry>) -> tokio::task::JoinHandle<()> {
         let (done_tx, done_rx) = oneshot::channel();
         let n = entries.len() as u64;
         if self.jobs.try_send((entries, done_tx)).is_err() && n > 0 {

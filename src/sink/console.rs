@@ -28,14 +28,6 @@ fn tags(set: &TagSet) -> String {
     set.output().collect::<Vec<_>>().join(",")
 }
 
-/// Renders a flush as text, one line per item.
-pub fn render(flush: &Flush) -> String {
-    let mut out = Vec::new();
-    // Writing into a Vec cannot fail.
-    let _ = render_to(flush, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Writes a flush as text, one line per item, without building it in memory first.
 pub fn render_to(flush: &Flush, out: &mut impl Write) -> std::io::Result<()> {
     let default_host = flush.hostname.as_str();

@@ -4,7 +4,6 @@
 //! `cargo bench --bench aggregate`; read `elem/s`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -58,12 +57,12 @@ fn shard_insert(c: &mut Criterion) {
     group.throughput(Throughput::Elements(metrics.len() as u64));
     let mut warm = ShardState::default();
     for m in &metrics {
-        let _ = warm.add_metric(m, &extend);
+        let _ = warm.add_metric(m, None, &extend);
     }
     group.bench_function("known_series", |b| {
         b.iter(|| {
             for m in &metrics {
-                let _ = warm.add_metric(black_box(m), &extend);
+                let _ = warm.add_metric(black_box(m), None, &extend);
             }
         })
     });
@@ -75,7 +74,7 @@ fn shard_insert(c: &mut Criterion) {
             ShardState::default,
             |mut state| {
                 for m in &fresh {
-                    let _ = state.add_metric(black_box(m), &extend);
+                    let _ = state.add_metric(black_box(m), None, &extend);
                 }
                 state
             },
@@ -163,12 +162,12 @@ fn hll(c: &mut Criterion) {
 fn flush_encode(c: &mut Criterion) {
     let series: Vec<Series> = (0..100_000)
         .map(|i| Series {
-            name: format!("svc.requests.count.{i}"),
-            tags: Arc::new(TagSet::from_tags([
+            name: format!("svc.requests.count.{i}").into(),
+            tags: TagSet::from_tags([
                 "env:prod".to_string(),
                 format!("route:/v1/r{}", i % 50),
                 format!("status:{}", 200 + i % 5),
-            ])),
+            ]),
             value: i as f64 * 1.5,
             kind: if i % 2 == 0 {
                 SeriesKind::Counter
@@ -192,5 +191,48 @@ fn flush_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, shard_insert, tdigest, hll, flush_encode);
+/// Lines shaped like `harrier-load`'s: `load.c.m17:3|c|#tag0:value17,tag1:value24,tag2:value31`.
+fn load_lines(n: usize, series: usize, mixed: bool) -> String {
+    let mut rng = Rng(9);
+    let mut out = String::new();
+    for i in 0..n {
+        let s = (i * 7919) % series;
+        let kind = if mixed { ["c", "g", "ms", "h", "s"][s % 5] } else { "c" };
+        let value = match kind {
+            "s" => format!("member{}", rng.next() % 100_000),
+            "c" => (1 + rng.next() % 5).to_string(),
+            _ => format!("{}.{}", rng.next() % 1000, rng.next() % 100),
+        };
+        out.push_str(&format!(
+            "load.{kind}.m{s}:{value}|{kind}|#tag0:value{},tag1:value{},tag2:value{}\n",
+            s % 97,
+            (s + 7) % 97,
+            (s + 14) % 97
+        ));
+    }
+    out
+}
+
+/// The worker's whole per-line path for its own lines: split, parse, key, aggregate.
+fn worker_path(c: &mut Criterion) {
+    let extend = ExtendTags::default();
+    let mut group = c.benchmark_group("worker_path");
+    for (name, series, mixed) in [("counters_1k", 1_000, false), ("mixed_10k", 10_000, true)] {
+        let text = load_lines(100_000, series, mixed);
+        let mut state = ShardState::default();
+        group.throughput(Throughput::Elements(100_000));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for line in protocol::lines(black_box(text.as_bytes())) {
+                    if let Ok(Message::Metric(m)) = protocol::parse_line(line) {
+                        let _ = state.add_metric(&m, None, &extend);
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, shard_insert, tdigest, hll, flush_encode, worker_path);
 criterion_main!(benches);

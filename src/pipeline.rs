@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::aggregate::{Dropped, Entry, ExtendTags, KeyView, ShardState};
+use crate::aggregate::{Dropped, Entry, ExtendTags, Interval, KeyView, ShardState};
 use crate::protocol::{self, Message};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
@@ -77,8 +77,8 @@ pub enum ShardMsg {
     Raw(Batch),
     /// Validated lines owned by this worker's shard, handed over by another worker.
     Lines(Vec<u8>),
-    /// Swap the state for an empty one and send the old one back.
-    Flush(oneshot::Sender<ShardState>),
+    /// End the interval and send what it aggregated back.
+    Flush(oneshot::Sender<Interval>),
     /// Merge entries imported from another instance (global mode).
     Import(Vec<Entry>),
     /// Answer once everything queued before this message has been processed.
@@ -179,7 +179,7 @@ impl Ingest {
 
 /// Asks every shard for its interval and returns the states. Lines a worker had received before the request are
 /// in its state (a worker's inbox is first in, first out).
-pub async fn flush_shards(shards: &[ShardSender]) -> Vec<ShardState> {
+pub async fn flush_shards(shards: &[ShardSender]) -> Vec<Interval> {
     let mut replies = Vec::with_capacity(shards.len());
     for shard in shards {
         let (tx, rx) = oneshot::channel();
@@ -320,7 +320,7 @@ impl Worker {
                     self.line_pool.put(buf);
                 }
                 ShardMsg::Flush(reply) => {
-                    let _ = reply.send(std::mem::take(&mut self.state));
+                    let _ = reply.send(self.state.take_interval());
                 }
                 ShardMsg::Import(entries) => self.state.import(entries),
                 ShardMsg::Sync(ack) => {
@@ -388,10 +388,7 @@ impl Worker {
     #[inline]
     fn add(&mut self, msg: Message<'_>, view: Option<&KeyView<'_>>, now: i64) {
         let result = match msg {
-            Message::Metric(m) => match view {
-                Some(v) => self.state.add_metric_with(&m, v, &self.extend),
-                None => self.state.add_metric(&m, &self.extend),
-            },
+            Message::Metric(m) => self.state.add_metric(&m, view, &self.extend),
             other => self.state.add_message(other, &self.extend, now),
         };
         let reason = match result {

@@ -105,8 +105,8 @@ impl Telemetry {
         let mut out = Vec::new();
         let mut push = |name: &str, tags: &[&str], value: f64, kind: SeriesKind| {
             out.push(Series {
-                name: format!("harrier.{name}"),
-                tags: Arc::new(TagSet::from_tags(tags)),
+                name: format!("harrier.{name}").into(),
+                tags: TagSet::from_tags(tags),
                 value,
                 kind,
                 timestamp,

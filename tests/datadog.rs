@@ -29,8 +29,8 @@ fn dd_config(intake: &Intake, max_per_body: usize) -> DatadogConfig {
 fn flush_of(n: usize, interval: Duration) -> Arc<Flush> {
     let series = (0..n)
         .map(|i| Series {
-            name: format!("bulk.metric.{i}"),
-            tags: Arc::new(TagSet::from_tags([format!("shard:{}", i % 7)])),
+            name: format!("bulk.metric.{i}").into(),
+            tags: TagSet::from_tags([format!("shard:{}", i % 7)]),
             value: i as f64,
             kind: if i % 2 == 0 {
                 SeriesKind::Counter
@@ -75,7 +75,7 @@ fn sink(intake: &Intake, max_per_body: usize) -> (DatadogSink, Arc<Telemetry>) {
 fn requests_counted(collected: &[Series], result: &str) -> f64 {
     collected
         .iter()
-        .filter(|s| s.name == "harrier.sink.requests" && s.tags.contains(&format!("result:{result}")))
+        .filter(|s| &*s.name == "harrier.sink.requests" && s.tags.contains(&format!("result:{result}")))
         .map(|s| s.value)
         .sum()
 }

@@ -253,14 +253,14 @@ async fn timestamped_counters_and_gauges_pass_through_and_other_types_are_droppe
     assert_eq!(stamped.len(), 2, "{series:?}");
     assert!(stamped
         .iter()
-        .any(|s| s.name == "ts.c" && s.value == 5.0 && s.timestamp == 1_700_000_000));
+        .any(|s| &*s.name == "ts.c" && s.value == 5.0 && s.timestamp == 1_700_000_000));
     assert!(stamped
         .iter()
-        .any(|s| s.name == "ts.g" && s.value == 2.0 && s.timestamp == 1_700_000_010));
+        .any(|s| &*s.name == "ts.g" && s.value == 2.0 && s.timestamp == 1_700_000_010));
     // The untimestamped ts.c is aggregated on its own.
     assert!(series
         .iter()
-        .any(|s| s.name == "ts.c" && s.value == 1.0 && s.timestamp > 1_700_000_010));
+        .any(|s| &*s.name == "ts.c" && s.value == 1.0 && s.timestamp > 1_700_000_010));
     assert!(!series.iter().any(|s| s.name.starts_with("ts.h")));
     assert_eq!(
         sink.self_metric("harrier.lines.dropped", "reason:timestamp_on_unsupported_type"),
@@ -277,7 +277,11 @@ async fn host_and_device_tags_set_the_series_host_and_device_and_extend_tags_app
         .unwrap();
     wait_for_lines(&server, 1).await;
     server.shutdown().await;
-    let s = sink.user_series().into_iter().find(|s| s.name == "disk.used").unwrap();
+    let s = sink
+        .user_series()
+        .into_iter()
+        .find(|s| &*s.name == "disk.used")
+        .unwrap();
     assert_eq!(s.host("test-host"), Some("db-1"));
     assert_eq!(s.tags.device(), Some("sda1"));
     assert_eq!(s.tags.output().collect::<Vec<_>>(), vec!["env:prod", "role:db"]);

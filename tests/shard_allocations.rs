@@ -15,7 +15,7 @@ fn feed(state: &mut ShardState, extend: &ExtendTags, packet: &str) -> usize {
         let Ok(Message::Metric(m)) = protocol::parse_line(line) else {
             panic!("fixture lines are metrics")
         };
-        state.add_metric(&m, extend).unwrap();
+        state.add_metric(&m, None, extend).unwrap();
         n += 1;
     }
     n
@@ -34,14 +34,14 @@ fn known_counters_gauges_and_sets_allocate_nothing_per_line() {
         .repeat(20);
     // Warm up: the first sight of each series allocates its key (and each new set member its slot).
     feed(&mut state, &extend, &lines);
-    let series_before = state.series.len();
+    let series_before = state.len();
     let mut n = 0;
     let allocations = allocations_during(|| {
         for _ in 0..100 {
             n += feed(&mut state, &extend, &lines);
         }
     });
-    assert_eq!(state.series.len(), series_before, "no new series");
+    assert_eq!(state.len(), series_before, "no new series");
     assert_eq!(n, 12_000);
     assert_eq!(
         allocations, 0,

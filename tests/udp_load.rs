@@ -46,7 +46,7 @@ async fn two_hundred_thousand_counter_increments_over_udp_all_arrive() {
     let sum: f64 = sink
         .user_series()
         .iter()
-        .filter(|s| s.name == "load.counter")
+        .filter(|s| &*s.name == "load.counter")
         .map(|s| s.value)
         .sum();
     assert_eq!(received, DATAGRAMS as u64, "datagrams taken in by the server");

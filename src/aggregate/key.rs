@@ -158,59 +158,73 @@ impl<'a> KeyView<'a> {
         }
     }
 
-    /// Whether `key` is this series. Allocates nothing.
+    /// Whether `key` is this series, given this view's canonical tags (from [`Canon::build`]). Allocates nothing.
     #[inline]
-    pub fn matches(&self, key: &SeriesKey, extend: &ExtendTags) -> bool {
-        // Inline fields first: no pointer is followed unless they agree.
-        if key.kind != self.kind
-            || key.scope != self.scope
-            || key.tag_count as usize != self.tag_count + extend.tags.len()
-        {
-            return false;
-        }
-        // Fast path: the same name and tag block as the line that created the series means the same series; both
-        // sit in one allocation, so this costs one memory access.
-        if let Some(seen) = &key.seen_as {
-            let (name, raw) = (self.name.as_bytes(), self.tags.raw().as_bytes());
-            let seen = seen.as_bytes();
-            if seen.len() == name.len() + 1 + raw.len() && &seen[..name.len()] == name && &seen[name.len() + 1..] == raw
-            {
-                return true;
-            }
-        }
-        if *key.name != *self.name {
-            return false;
-        }
-        // A key imported from elsewhere need not carry this instance's extend tags.
-        if key.seen_as.is_none() && !extend.tags.iter().all(|t| key.tags.contains(t)) {
-            return false;
-        }
-        let mut all = true;
-        walk_tags(self.tags, extend, |t, _| {
-            all = all && key.tags.contains(t);
-        });
-        all
+    pub fn matches(&self, key: &SeriesKey, canonical_tags: &str) -> bool {
+        key.kind == self.kind
+            && key.scope == self.scope
+            && *key.name == *self.name
+            && key.tags.joined() == canonical_tags
     }
 
-    /// The owned key: the one allocation a new series costs.
-    pub fn to_key(&self, extend: &ExtendTags) -> SeriesKey {
-        let mut tags: Vec<Box<str>> = Vec::with_capacity(self.tag_count + extend.tags.len());
-        walk_tags(self.tags, extend, |t, _| tags.push(t.into()));
-        tags.extend(extend.tags.iter().cloned());
-        tags.sort_unstable();
-        let mut seen_as = String::with_capacity(self.name.len() + 1 + self.tags.raw().len());
-        seen_as.push_str(self.name);
-        seen_as.push('|');
-        seen_as.push_str(self.tags.raw());
+    /// The owned key, given this view's canonical tags: the allocations a new series costs (its name and its tags).
+    pub fn to_key(&self, canonical_tags: &str, extend: &ExtendTags) -> SeriesKey {
         SeriesKey {
             name: self.name.into(),
             kind: self.kind,
             scope: self.scope,
-            tag_count: tags.len() as u32,
-            tags: Arc::new(TagSet { tags }),
-            seen_as: Some(seen_as.into()),
+            tag_count: (self.tag_count + extend.tags.len()) as u32,
+            tags: TagSet::from_canonical(canonical_tags),
         }
     }
+}
+
+/// Scratch space that turns a line's tags into their canonical text (sorted, distinct, extended), reused from line
+/// to line so that it allocates nothing once warm.
+#[derive(Debug, Default)]
+pub struct Canon {
+    /// (from extend tags?, start or index, length) of each tag.
+    parts: Vec<(bool, u32, u32)>,
+    text: String,
+}
+
+impl Canon {
+    /// The canonical tag text of `view`: its stored tags and the extend tags, sorted and joined by `,`.
+    pub fn build(&mut self, view: &KeyView<'_>, extend: &ExtendTags) -> &str {
+        let raw = view.tags.raw();
+        let parts = &mut self.parts;
+        parts.clear();
+        walk_tags(view.tags, extend, |t, _| {
+            let start = t.as_ptr() as usize - raw.as_ptr() as usize;
+            parts.push((false, start as u32, t.len() as u32));
+        });
+        parts.extend((0..extend.tags.len()).map(|i| (true, i as u32, 0)));
+        let get = |&(from_extend, at, len): &(bool, u32, u32)| -> &str {
+            if from_extend {
+                &extend.tags[at as usize]
+            } else {
+                &raw[at as usize..(at + len) as usize]
+            }
+        };
+        parts.sort_unstable_by(|a, b| get(a).cmp(get(b)));
+        self.text.clear();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                self.text.push(',');
+            }
+            self.text.push_str(get(p));
+        }
+        &self.text
+    }
+}
+
+/// The hash of a line's text identity: name, type and tag block exactly as written. Lines with the same text are
+/// the same series, so a shard finds a known series from this hash without walking its tags.
+#[inline]
+pub fn text_hash(name: &str, kind: MetricKind, raw_tags: &str) -> u64 {
+    let seed = key_seed();
+    mix(xxh3_64_with_seed(name.as_bytes(), seed ^ kind as u64)
+        ^ xxh3_64_with_seed(raw_tags.as_bytes(), seed).rotate_left(17))
 }
 
 /// A final avalanche so that the low bits (shard choice) depend on every input bit.
@@ -222,18 +236,15 @@ fn mix(mut h: u64) -> u64 {
     h
 }
 
-/// The owned identity of a series.
+/// The owned identity of a series. Cloning it copies two reference-counted pointers.
 #[derive(Debug, Clone)]
 pub struct SeriesKey {
-    pub name: Box<str>,
+    pub name: Arc<str>,
     pub kind: MetricKind,
     pub scope: Scope,
-    pub tags: Arc<TagSet>,
-    /// `tags.len()`, kept inline so that a lookup need not follow the pointer.
+    pub tags: TagSet,
+    /// `tags.len()`.
     pub tag_count: u32,
-    /// `name|tag block` of the line that created the series (not part of its identity): a line with the same text
-    /// is the same series without comparing tag by tag.
-    pub seen_as: Option<Box<str>>,
 }
 
 impl PartialEq for SeriesKey {
@@ -252,15 +263,14 @@ impl SeriesKey {
             kind,
             scope,
             tag_count: tags.len() as u32,
-            tags: Arc::new(tags),
-            seen_as: None,
+            tags,
         }
     }
 
     /// The same hash as [`KeyView::new`] gives for a line with this key's tags (extend tags included), so that
     /// imported series and series received directly meet in the same shard and entry.
     pub fn hash(&self) -> u64 {
-        let tag_xor = self.tags.all().iter().fold(0, |h, t| h ^ tag_hash(t));
+        let tag_xor = self.tags.iter().fold(0, |h, t| h ^ tag_hash(t));
         key_hash(&self.name, self.kind, self.scope, tag_xor)
     }
 }
@@ -271,59 +281,73 @@ fn key_hash(name: &str, kind: MetricKind, scope: Scope, tag_xor: u64) -> u64 {
     mix(xxh3_64_with_seed(name.as_bytes(), seed) ^ tag_xor.rotate_left(29))
 }
 
-/// A canonical tag set: sorted and distinct. `host:` and `device:` tags stay in the set (they are part of the
-/// series' identity) and are exposed separately for sinks.
+/// A canonical tag set: sorted and distinct, stored as one `,`-joined string behind a reference count (one
+/// allocation; none when empty), so that cloning it is cheap. A tag never contains `,`: the wire splits tags on
+/// it, the configuration refuses it in `extend_tags`, and imports refuse it. `host:` and `device:` tags stay in
+/// the set (they are part of the series' identity) and are exposed separately for sinks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TagSet {
-    tags: Vec<Box<str>>,
+    joined: Option<Arc<str>>,
 }
 
 impl TagSet {
-    /// Builds a canonical set from any tags (sorted, de-duplicated, empty tags dropped).
+    /// Builds a canonical set from any tags (sorted, de-duplicated, empty tags dropped). Tags must not contain `,`.
     pub fn from_tags<S: AsRef<str>>(tags: impl IntoIterator<Item = S>) -> Self {
-        let mut tags: Vec<Box<str>> = tags
-            .into_iter()
-            .filter(|t| !t.as_ref().is_empty())
-            .map(|t| t.as_ref().into())
-            .collect();
-        tags.sort_unstable();
-        tags.dedup();
-        TagSet { tags }
+        let tags: Vec<S> = tags.into_iter().filter(|t| !t.as_ref().is_empty()).collect();
+        let mut refs: Vec<&str> = tags.iter().map(|t| t.as_ref()).collect();
+        debug_assert!(refs.iter().all(|t| !t.contains(',')), "a tag with a comma: {refs:?}");
+        refs.sort_unstable();
+        refs.dedup();
+        Self::from_canonical(&refs.join(","))
+    }
+
+    /// A set from text that is already canonical (sorted, distinct, non-empty tags joined by `,`).
+    fn from_canonical(joined: &str) -> Self {
+        TagSet {
+            joined: (!joined.is_empty()).then(|| joined.into()),
+        }
+    }
+
+    /// The tags joined by `,`, in order.
+    pub fn joined(&self) -> &str {
+        self.joined.as_deref().unwrap_or("")
+    }
+
+    /// Every tag, in order, including `host:` and `device:`.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let joined = self.joined();
+        joined.split(',').filter(move |_| !joined.is_empty())
     }
 
     pub fn len(&self) -> usize {
-        self.tags.len()
+        match &self.joined {
+            None => 0,
+            Some(j) => memchr::memchr_iter(b',', j.as_bytes()).count() + 1,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty()
-    }
-
-    /// Every tag, including `host:` and `device:`.
-    pub fn all(&self) -> &[Box<str>] {
-        &self.tags
+        self.joined.is_none()
     }
 
     #[inline]
     pub fn contains(&self, tag: &str) -> bool {
-        self.tags.binary_search_by(|t| (**t).cmp(tag)).is_ok()
+        self.iter().any(|t| t == tag)
     }
 
     /// The value of the `host:` tag, which sets the series' host.
     pub fn host(&self) -> Option<&str> {
-        self.tags.iter().find_map(|t| t.strip_prefix("host:"))
+        self.iter().find_map(|t| t.strip_prefix("host:"))
     }
 
     /// The value of the `device:` tag, which becomes the series' device.
     pub fn device(&self) -> Option<&str> {
-        self.tags.iter().find_map(|t| t.strip_prefix("device:"))
+        self.iter().find_map(|t| t.strip_prefix("device:"))
     }
 
     /// The tags a sink reports: all but `host:` and `device:`.
     pub fn output(&self) -> impl Iterator<Item = &str> {
-        self.tags
-            .iter()
-            .map(|t| &**t)
+        self.iter()
             .filter(|t| !t.starts_with("host:") && !t.starts_with("device:"))
     }
 }
@@ -336,21 +360,31 @@ mod tests {
         KeyView::new(name, MetricKind::Counter, Tags::new(tags), extend)
     }
 
+    fn key(v: &KeyView<'_>, e: &ExtendTags) -> SeriesKey {
+        let mut canon = Canon::default();
+        v.to_key(canon.build(v, e), e)
+    }
+
+    fn matches(v: &KeyView<'_>, k: &SeriesKey, e: &ExtendTags) -> bool {
+        let mut canon = Canon::default();
+        v.matches(k, canon.build(v, e))
+    }
+
     #[test]
     fn tag_order_and_repeats_do_not_change_the_key() {
         let e = ExtendTags::default();
         let a = view("x", "a:1,b:2,c", &e);
         let b = view("x", "c,b:2,a:1,a:1,", &e);
         assert_eq!(a.hash, b.hash);
-        assert!(b.matches(&a.to_key(&e), &e));
-        assert_eq!(a.to_key(&e), b.to_key(&e));
+        assert!(matches(&b, &key(&a, &e), &e));
+        assert_eq!(key(&a, &e), key(&b, &e));
     }
 
     #[test]
     fn name_type_scope_and_tags_each_change_the_key() {
         let e = ExtendTags::default();
         let base = view("x", "a", &e);
-        let key = base.to_key(&e);
+        let k = key(&base, &e);
         let others = [
             view("y", "a", &e),
             view("x", "b", &e),
@@ -361,7 +395,7 @@ mod tests {
         ];
         for other in others {
             assert_ne!(other.hash, base.hash, "{other:?}");
-            assert!(!other.matches(&key, &e), "{other:?}");
+            assert!(!matches(&other, &k, &e), "{other:?}");
         }
     }
 
@@ -370,7 +404,7 @@ mod tests {
         let e = ExtendTags::default();
         let v = view("x", "veneurlocalonly,veneurglobalonly,a", &e);
         assert_eq!(v.scope, Scope::Local);
-        assert_eq!(v.to_key(&e).tags.all(), &["a".into()] as &[Box<str>]);
+        assert_eq!(key(&v, &e).tags.joined(), "a");
         assert_eq!(view("x", "veneurglobalonly", &e).scope, Scope::Global);
         assert_eq!(view("x", "veneurlocalonlyish", &e).scope, Scope::Mixed);
     }
@@ -379,10 +413,10 @@ mod tests {
     fn extend_tags_are_added_and_override_packet_tags_with_the_same_key() {
         let e = ExtendTags::new(&["env:prod".to_string(), "implicit".to_string()]);
         let v = view("x", "env:dev,route:/a", &e);
-        let key = v.to_key(&e);
-        let tags: Vec<&str> = key.tags.all().iter().map(|t| &**t).collect();
+        let k = key(&v, &e);
+        let tags: Vec<&str> = k.tags.iter().collect();
         assert_eq!(tags, vec!["env:prod", "implicit", "route:/a"]);
-        assert!(v.matches(&key, &e));
+        assert!(matches(&v, &k, &e));
         assert_eq!(view("x", "route:/a", &e).hash, v.hash);
     }
 
@@ -396,8 +430,8 @@ mod tests {
         let b = view("x", &repeated, &e);
         assert_eq!((a.tag_count, b.tag_count), (100, 100));
         assert_eq!(a.hash, b.hash);
-        assert_eq!(b.to_key(&e).tags.len(), 100);
-        assert!(b.matches(&a.to_key(&e), &e));
+        assert_eq!(key(&b, &e).tags.len(), 100);
+        assert!(matches(&b, &key(&a, &e), &e));
     }
 
     #[test]
@@ -411,7 +445,7 @@ mod tests {
             Scope::Mixed,
             TagSet::from_tags(["y:1", "z:1"]),
         );
-        assert!(!local.matches(&imported, &e));
+        assert!(!matches(&local, &imported, &e));
     }
 
     #[test]
@@ -419,7 +453,7 @@ mod tests {
         let e = ExtendTags::new(&["env:prod".to_string()]);
         for tags in ["", "a", "b:2,a:1,a:1", "env:dev,veneurglobalonly,x"] {
             let v = view("metric.name", tags, &e);
-            assert_eq!(v.to_key(&e).hash(), v.hash, "{tags:?}");
+            assert_eq!(key(&v, &e).hash(), v.hash, "{tags:?}");
         }
     }
 

@@ -9,4 +9,4 @@ pub mod shard;
 pub use histogram::{Histogram, Stats};
 pub use key::{ExtendTags, KeyView, Scope, SeriesKey, TagSet};
 pub use set::Set;
-pub use shard::{emit, Dropped, EmitConfig, EmitCounts, Entry, ShardState, Value};
+pub use shard::{emit, Dropped, EmitConfig, EmitCounts, Entry, Interval, ShardState, Value};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use super::histogram::Histogram;
-use super::key::{ExtendTags, KeyView, Scope, SeriesKey, TagSet};
+use super::key::{text_hash, Canon, ExtendTags, KeyView, Scope, SeriesKey, TagSet};
 use super::set::Set;
 use crate::config::{percentile_suffix, Aggregate};
 use crate::protocol::{Message, Metric, MetricKind, MetricValue, Tags};
@@ -42,23 +42,88 @@ pub enum Dropped {
     Unparsable,
 }
 
-/// Everything a shard aggregated in one interval.
+/// How a slot is found from a line's text (see [`ShardState`]).
+#[derive(Debug, Clone)]
+enum SlotText {
+    /// Not registered by text: imported, and no line of it has arrived yet.
+    None,
+    /// Lines whose tag block is the key's canonical tag text.
+    Canonical,
+    /// Lines whose tag block is this text (unsorted, repeated, scope or extended tags).
+    Alias(Box<str>),
+}
+
+/// A series kept by a shard, with its value for the current interval.
+#[derive(Debug, Clone)]
+struct Slot {
+    hash: u64,
+    text_hash: u64,
+    text: SlotText,
+    key: SeriesKey,
+    value: Value,
+    /// Whether the series received anything this interval (only those are flushed).
+    touched: bool,
+}
+
+impl Slot {
+    #[inline]
+    fn text_matches(&self, name: &str, kind: MetricKind, raw_tags: &str) -> bool {
+        self.key.kind == kind
+            && *self.key.name == *name
+            && match &self.text {
+                SlotText::Canonical => self.key.tags.joined() == raw_tags,
+                SlotText::Alias(text) => **text == *raw_tags,
+                SlotText::None => false,
+            }
+    }
+}
+
+/// One shard's series and this interval's checks, events and timestamped points.
+///
+/// Series are kept across intervals in a dense vector of slots, found through two indexes of slot numbers: by
+/// key hash (the canonical identity: name, type, scope and sorted tags) and by text hash (name, type and tag block
+/// exactly as written on the line that created the series). A known series is found from its line's text alone,
+/// without walking, hashing or sorting its tags; only a new series, or a known one written differently, takes the
+/// canonical path. At each flush the values of the series touched in the interval are taken out and reset in
+/// place, and series idle for a whole interval are removed, so a steady set of series allocates nothing, interval
+/// after interval.
 #[derive(Debug, Default)]
 pub struct ShardState {
-    pub series: HashTable<Entry>,
-    pub checks: HashMap<(Box<str>, Arc<TagSet>), CheckRun>,
-    pub events: Vec<sink::Event>,
+    slots: Vec<Slot>,
+    by_key: HashTable<u32>,
+    by_text: HashTable<u32>,
+    canon: Canon,
+    checks: HashMap<(Box<str>, TagSet), CheckRun>,
+    events: Vec<sink::Event>,
     /// Counters and gauges with their own `|T` timestamp: passed through unaggregated.
+    timestamped: Vec<Series>,
+}
+
+/// What a shard aggregated in one interval, taken out at flush.
+#[derive(Debug, Default)]
+pub struct Interval {
+    pub series: Vec<Entry>,
+    pub checks: Vec<CheckRun>,
+    pub events: Vec<sink::Event>,
     pub timestamped: Vec<Series>,
 }
 
 impl ShardState {
+    /// Series currently kept (touched this interval or the one before).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// Aggregates one parsed message.
     pub fn add_message(&mut self, msg: Message<'_>, extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
         match msg {
-            Message::Metric(m) => self.add_metric(&m, extend),
+            Message::Metric(m) => self.add_metric(&m, None, extend),
             Message::ServiceCheck(c) => {
-                let tags = Arc::new(canonical_tags(c.tags, extend));
+                let tags = canonical_tags(c.tags, extend);
                 let hostname = c.hostname.filter(|h| !h.is_empty()).or(tags.host()).map(str::to_string);
                 let run = CheckRun {
                     name: c.name.to_string(),
@@ -72,7 +137,7 @@ impl ShardState {
                 Ok(())
             }
             Message::Event(e) => {
-                let tags = Arc::new(canonical_tags(e.tags, extend));
+                let tags = canonical_tags(e.tags, extend);
                 let hostname = e.hostname.filter(|h| !h.is_empty()).or(tags.host()).map(str::to_string);
                 self.events.push(sink::Event {
                     title: e.title().into_owned(),
@@ -90,21 +155,49 @@ impl ShardState {
         }
     }
 
-    /// Aggregates one metric. A known series allocates nothing.
+    /// Aggregates one metric. `view` is the line's key view if the caller already computed it (to route the
+    /// line); it is computed here only if the series is not found by its text. A known series allocates nothing.
     #[inline]
-    pub fn add_metric(&mut self, m: &Metric<'_>, extend: &ExtendTags) -> Result<(), Dropped> {
-        let view = KeyView::new(m.name, m.kind, m.tags, extend);
-        self.add_metric_with(m, &view, extend)
-    }
-
-    /// Aggregates one metric whose key view the caller already computed.
-    #[inline]
-    pub fn add_metric_with(&mut self, m: &Metric<'_>, view: &KeyView<'_>, extend: &ExtendTags) -> Result<(), Dropped> {
+    pub fn add_metric(
+        &mut self,
+        m: &Metric<'_>,
+        view: Option<&KeyView<'_>>,
+        extend: &ExtendTags,
+    ) -> Result<(), Dropped> {
         if let Some(ts) = m.timestamp {
+            let own;
+            let view = match view {
+                Some(v) => v,
+                None => {
+                    own = KeyView::new(m.name, m.kind, m.tags, extend);
+                    &own
+                }
+            };
             return self.add_timestamped(m, ts, view, extend);
         }
-        let entry = self.entry(view, extend);
-        match (&mut entry.value, m.value) {
+        let raw_tags = m.tags.raw();
+        let th = text_hash(m.name, m.kind, raw_tags);
+        let slots = &self.slots;
+        let found = self
+            .by_text
+            .find(th, |&i| {
+                let s = &slots[i as usize];
+                s.text_hash == th && s.text_matches(m.name, m.kind, raw_tags)
+            })
+            .copied();
+        let i = match found {
+            Some(i) => i as usize,
+            None => match view {
+                Some(v) => self.slot_for(v, th, extend),
+                None => {
+                    let v = KeyView::new(m.name, m.kind, m.tags, extend);
+                    self.slot_for(&v, th, extend)
+                }
+            },
+        };
+        let slot = &mut self.slots[i];
+        slot.touched = true;
+        match (&mut slot.value, m.value) {
             (Value::Counter(sum), MetricValue::Numbers(values)) => {
                 if values.len() == 1 {
                     *sum += values.first() / m.sample_rate;
@@ -131,23 +224,87 @@ impl ShardState {
         Ok(())
     }
 
-    /// The entry for a series, created empty if new.
-    #[inline]
-    pub fn entry(&mut self, view: &KeyView<'_>, extend: &ExtendTags) -> &mut Entry {
+    /// The slot of a series not found by its text: found by its canonical key (and then also registered by this
+    /// text if it has none), or created.
+    fn slot_for(&mut self, view: &KeyView<'_>, th: u64, extend: &ExtendTags) -> usize {
+        let canonical = self.canon.build(view, extend);
         let hash = view.hash;
-        match self
-            .series
-            .entry(hash, |e| e.hash == hash && view.matches(&e.key, extend), |e| e.hash)
-        {
-            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
-            hashbrown::hash_table::Entry::Vacant(v) => v
-                .insert(Entry {
-                    hash,
-                    key: view.to_key(extend),
-                    value: empty_value(view.kind),
-                })
-                .into_mut(),
+        let slots = &self.slots;
+        let found = self
+            .by_key
+            .find(hash, |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && view.matches(&s.key, canonical)
+            })
+            .copied();
+        let raw_tags = view.tags.raw();
+        let text = || {
+            if raw_tags == canonical {
+                SlotText::Canonical
+            } else {
+                SlotText::Alias(raw_tags.into())
+            }
+        };
+        if let Some(i) = found {
+            let slot = &mut self.slots[i as usize];
+            if matches!(slot.text, SlotText::None) {
+                slot.text = text();
+                slot.text_hash = th;
+                let slots = &self.slots;
+                self.by_text.insert_unique(th, i, |&j| slots[j as usize].text_hash);
+            }
+            return i as usize;
         }
+        let key = view.to_key(canonical, extend);
+        let text = text();
+        self.insert(Slot {
+            hash,
+            text_hash: th,
+            text,
+            value: empty_value(key.kind),
+            key,
+            touched: false,
+        })
+    }
+
+    /// Adds a new slot to the vector and its indexes.
+    fn insert(&mut self, slot: Slot) -> usize {
+        let i = self.slots.len();
+        let (hash, th, by_text) = (slot.hash, slot.text_hash, !matches!(slot.text, SlotText::None));
+        self.slots.push(slot);
+        let slots = &self.slots;
+        self.by_key.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
+        if by_text {
+            self.by_text
+                .insert_unique(th, i as u32, |&j| slots[j as usize].text_hash);
+        }
+        i
+    }
+
+    /// Removes slot `i`: the last slot takes its place.
+    fn remove(&mut self, i: usize) {
+        let last = self.slots.len() - 1;
+        let slot = &self.slots[i];
+        if let Ok(e) = self.by_key.find_entry(slot.hash, |&j| j as usize == i) {
+            e.remove();
+        }
+        if !matches!(slot.text, SlotText::None) {
+            if let Ok(e) = self.by_text.find_entry(slot.text_hash, |&j| j as usize == i) {
+                e.remove();
+            }
+        }
+        if i != last {
+            let moved = &self.slots[last];
+            if let Some(j) = self.by_key.find_mut(moved.hash, |&j| j as usize == last) {
+                *j = i as u32;
+            }
+            if !matches!(moved.text, SlotText::None) {
+                if let Some(j) = self.by_text.find_mut(moved.text_hash, |&j| j as usize == last) {
+                    *j = i as u32;
+                }
+            }
+        }
+        self.slots.swap_remove(i);
     }
 
     fn add_timestamped(
@@ -170,9 +327,9 @@ impl ShardState {
             SeriesKind::Counter => values.iter().sum(),
             SeriesKind::Gauge => values.iter().last().unwrap_or(0.0),
         };
-        let key = view.to_key(extend);
+        let key = view.to_key(self.canon.build(view, extend), extend);
         self.timestamped.push(Series {
-            name: m.name.to_string(),
+            name: key.name,
             tags: key.tags,
             value,
             kind,
@@ -186,12 +343,28 @@ impl ShardState {
     pub fn import(&mut self, entries: Vec<Entry>) {
         for incoming in entries {
             let hash = incoming.hash;
-            let existing = self.series.find_mut(hash, |e| e.hash == hash && e.key == incoming.key);
-            let Some(existing) = existing else {
-                self.series.insert_unique(hash, incoming, |e| e.hash);
+            let slots = &self.slots;
+            let found = self
+                .by_key
+                .find(hash, |&i| {
+                    let s = &slots[i as usize];
+                    s.hash == hash && s.key == incoming.key
+                })
+                .copied();
+            let Some(i) = found else {
+                self.insert(Slot {
+                    hash,
+                    text_hash: 0,
+                    text: SlotText::None,
+                    key: incoming.key,
+                    value: incoming.value,
+                    touched: true,
+                });
                 continue;
             };
-            match (&mut existing.value, incoming.value) {
+            let slot = &mut self.slots[i as usize];
+            slot.touched = true;
+            match (&mut slot.value, incoming.value) {
                 (Value::Counter(a), Value::Counter(b)) => *a += b,
                 (Value::Gauge(a), Value::Gauge(b)) => *a = b,
                 (Value::Histogram(a), Value::Histogram(mut b)) => {
@@ -203,6 +376,45 @@ impl ShardState {
                 // Same key means same kind, so the values always match.
                 _ => {}
             }
+        }
+    }
+
+    /// Ends the interval: takes out the values of the series touched in it (resetting them in place), removes the
+    /// series that were not, and takes the checks, events and timestamped points.
+    pub fn take_interval(&mut self) -> Interval {
+        let mut series = Vec::with_capacity(self.slots.len());
+        let mut i = 0;
+        while i < self.slots.len() {
+            let slot = &mut self.slots[i];
+            if !slot.touched {
+                self.remove(i);
+                continue;
+            }
+            slot.touched = false;
+            let value = match &mut slot.value {
+                Value::Counter(v) => Value::Counter(std::mem::take(v)),
+                Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
+                other => std::mem::replace(other, empty_value(slot.key.kind)),
+            };
+            series.push(Entry {
+                hash: slot.hash,
+                key: slot.key.clone(),
+                value,
+            });
+            i += 1;
+        }
+        // Give memory back after a burst of series.
+        if self.slots.capacity() > 1024 && self.slots.len() < self.slots.capacity() / 4 {
+            self.slots.shrink_to(self.slots.len() * 2);
+            let slots = &self.slots;
+            self.by_key.shrink_to(slots.len(), |&j| slots[j as usize].hash);
+            self.by_text.shrink_to(slots.len(), |&j| slots[j as usize].text_hash);
+        }
+        Interval {
+            series,
+            checks: std::mem::take(&mut self.checks).into_values().collect(),
+            events: std::mem::take(&mut self.events),
+            timestamped: std::mem::take(&mut self.timestamped),
         }
     }
 }
@@ -220,6 +432,7 @@ fn empty_value(kind: MetricKind) -> Value {
 }
 
 fn canonical_tags(tags: Tags<'_>, extend: &ExtendTags) -> TagSet {
+    // Service checks and events: tags are not part of a series key, so no scratch space is kept for them.
     TagSet::from_tags(
         tags.iter()
             .filter(|t| !extend.tags().iter().any(|e| e.split(':').next() == t.split(':').next()))
@@ -263,14 +476,14 @@ pub struct EmitCounts {
 /// Turns a shard's interval into output series, checks and events; in local mode, the entries to forward are
 /// pushed to `forward`.
 pub fn emit(
-    state: ShardState,
+    state: Interval,
     cfg: &EmitConfig,
     timestamp: i64,
     out: &mut sink::Flush,
     forward: &mut Vec<Entry>,
 ) -> EmitCounts {
     let mut counts = EmitCounts::default();
-    let ShardState {
+    let Interval {
         series,
         checks,
         events,
@@ -279,14 +492,14 @@ pub fn emit(
     counts.timestamped = timestamped.len() as u64;
     out.series.extend(timestamped);
     counts.checks = checks.len() as u64;
-    out.checks.extend(checks.into_values());
+    out.checks.extend(checks);
     counts.events = events.len() as u64;
     out.events.extend(events);
 
     for mut entry in series {
         let scope = entry.key.scope;
         let forward_this = cfg.is_local && scope != Scope::Local;
-        let point = |name: String, value: f64, kind: SeriesKind, tags: &Arc<TagSet>| Series {
+        let point = |name: Arc<str>, value: f64, kind: SeriesKind, tags: &TagSet| Series {
             name,
             tags: tags.clone(),
             value,
@@ -300,21 +513,13 @@ pub fn emit(
             }
             Value::Counter(v) => {
                 counts.counters += 1;
-                out.series.push(point(
-                    entry.key.name.to_string(),
-                    *v,
-                    SeriesKind::Counter,
-                    &entry.key.tags,
-                ));
+                out.series
+                    .push(point(entry.key.name.clone(), *v, SeriesKind::Counter, &entry.key.tags));
             }
             Value::Gauge(v) => {
                 counts.gauges += 1;
-                out.series.push(point(
-                    entry.key.name.to_string(),
-                    *v,
-                    SeriesKind::Gauge,
-                    &entry.key.tags,
-                ));
+                out.series
+                    .push(point(entry.key.name.clone(), *v, SeriesKind::Gauge, &entry.key.tags));
             }
             Value::Histogram(h) => {
                 counts.histograms += 1;
@@ -340,7 +545,7 @@ pub fn emit(
                         };
                         if value.is_finite() {
                             out.series
-                                .push(point(format!("{name}.{}", agg.suffix()), value, kind, tags));
+                                .push(point(format!("{name}.{}", agg.suffix()).into(), value, kind, tags));
                         }
                     }
                 }
@@ -353,7 +558,7 @@ pub fn emit(
                 for (q, suffix) in &cfg.percentiles {
                     if let Some(v) = h.quantile(*q) {
                         out.series
-                            .push(point(format!("{name}.{suffix}"), v, SeriesKind::Gauge, tags));
+                            .push(point(format!("{name}.{suffix}").into(), v, SeriesKind::Gauge, tags));
                     }
                 }
             }
@@ -365,7 +570,7 @@ pub fn emit(
                     continue;
                 }
                 out.series.push(point(
-                    entry.key.name.to_string(),
+                    entry.key.name.clone(),
                     s.estimate(),
                     SeriesKind::Gauge,
                     &entry.key.tags,

@@ -38,6 +38,8 @@ pub enum ImportError {
     BadDigest,
     #[error("a set has another precision than 14, or malformed registers")]
     BadSet,
+    #[error("a tag contains a comma (tags are split on commas on the wire, so none can hold one)")]
+    BadTag,
 }
 
 impl ImportError {
@@ -50,6 +52,7 @@ impl ImportError {
             ImportError::NonFinite => "non_finite",
             ImportError::BadDigest => "bad_digest",
             ImportError::BadSet => "bad_set",
+            ImportError::BadTag => "bad_tag",
         }
     }
 }
@@ -116,7 +119,7 @@ pub fn encode(entry: &mut Entry) -> proto::Metric {
     };
     proto::Metric {
         name: entry.key.name.to_string(),
-        tags: entry.key.tags.all().iter().map(|t| t.to_string()).collect(),
+        tags: entry.key.tags.iter().map(str::to_string).collect(),
         r#type: kind_to_proto(entry.key.kind) as i32,
         scope: match entry.key.scope {
             Scope::Mixed => proto::Scope::Mixed,
@@ -150,6 +153,9 @@ pub fn decode(m: proto::Metric) -> Result<Entry, ImportError> {
         (MetricKind::Set, Some(V::Set(s))) => Value::Set(Box::new(decode_set(s)?)),
         _ => return Err(ImportError::TypeMismatch),
     };
+    if m.tags.iter().any(|t| t.contains(',')) {
+        return Err(ImportError::BadTag);
+    }
     let key = SeriesKey::new(&m.name, kind, scope, TagSet::from_tags(m.tags));
     Ok(Entry {
         hash: key.hash(),
@@ -232,10 +238,10 @@ mod tests {
         let mut state = ShardState::default();
         for line in crate::protocol::lines(lines.as_bytes()) {
             if let Ok(Message::Metric(m)) = parse_line(line) {
-                state.add_metric(&m, &extend).unwrap();
+                state.add_metric(&m, None, &extend).unwrap();
             }
         }
-        state.series.into_iter().collect()
+        state.take_interval().series
     }
 
     #[test]

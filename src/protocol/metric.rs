@@ -2,10 +2,8 @@
 
 use std::fmt;
 
-use memchr::memchr;
-
 use super::number::{parse_f64, parse_i64};
-use super::{fields, split_once_byte, ParseError, Tags};
+use super::{fields, split_short, ParseError, Tags};
 
 /// The smallest sample rate accepted: one sample standing for a billion.
 pub const MIN_SAMPLE_RATE: f64 = 1e-9;
@@ -143,7 +141,7 @@ impl<'a> Values<'a> {
             Some(_) => Err(ParseError::NonFiniteValue(p)),
             None => Err(ParseError::BadValue(p)),
         };
-        if memchr(b':', raw.as_bytes()).is_none() {
+        if !raw.as_bytes().contains(&b':') {
             return Ok(Values {
                 first: one(raw)?,
                 rest: "",
@@ -171,9 +169,9 @@ impl<'a> Values<'a> {
 
 #[inline]
 pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
-    let (head, rest) = split_once_byte(line, b'|');
+    let (head, rest) = split_short(line, b'|');
     let rest = rest.ok_or(ParseError::NoPipe)?;
-    let (name, raw_value) = split_once_byte(head, b':');
+    let (name, raw_value) = split_short(head, b':');
     let raw_value = raw_value.ok_or(ParseError::NoColon)?;
     if name.is_empty() {
         return Err(ParseError::EmptyName);
@@ -181,7 +179,7 @@ pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
     if raw_value.is_empty() {
         return Err(ParseError::EmptyValue);
     }
-    let (kind, optional) = split_once_byte(rest, b'|');
+    let (kind, optional) = split_short(rest, b'|');
     let kind = MetricKind::from_wire(kind).ok_or(ParseError::BadType(kind))?;
     let value = if kind == MetricKind::Set {
         MetricValue::SetMember(raw_value)

@@ -10,10 +10,52 @@
 /// whether to accept them.
 #[inline]
 pub fn parse_f64(s: &str) -> Option<f64> {
+    if let Some(v) = parse_short_decimal(s) {
+        return Some(v);
+    }
     if let Ok(v) = s.parse::<f64>() {
         return Some(v);
     }
     parse_f64_slow(s)
+}
+
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common case of the wire: `[-]digits[.digits]` with at most 15 digits in all. The digits form an integer
+/// below 2^53 and the divisor is an exact power of ten, so one division is correctly rounded (Clinger's fast
+/// path) and gives the same value as a full parse. Anything else returns `None` for the general parser.
+#[inline]
+fn parse_short_decimal(s: &str) -> Option<f64> {
+    let bytes = s.as_bytes();
+    let (negative, digits) = match bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut count = 0usize;
+    let mut fraction = None;
+    for (i, &b) in digits.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                count += 1;
+            }
+            b'.' if fraction.is_none() => fraction = Some(i),
+            _ => return None,
+        }
+    }
+    if count == 0 || count > 15 {
+        return None;
+    }
+    let scale = fraction.map_or(0, |dot| digits.len() - dot - 1);
+    let v = mantissa as f64 / POW10[scale];
+    Some(if negative { -v } else { v })
 }
 
 #[cold]
@@ -137,6 +179,40 @@ pub fn parse_i64(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn property_test_the_short_decimal_path_gives_exactly_what_a_full_parse_gives(
+            s in "-?[0-9]{0,16}(\\.[0-9]{0,16})?"
+        ) {
+            if let Some(fast) = parse_short_decimal(&s) {
+                let full: f64 = s.parse().expect("the fast path accepted what std refuses");
+                prop_assert_eq!(fast.to_bits(), full.to_bits(), "{:?}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn the_short_decimal_path_takes_the_common_shapes_and_leaves_the_rest() {
+        for s in ["0", "7", "-3", "12.5", "-0.001", "999999999999999", "5.", ".5", "-0"] {
+            assert_eq!(parse_short_decimal(s), s.parse().ok(), "{s:?}");
+        }
+        for s in [
+            "",
+            "-",
+            ".",
+            "1e3",
+            "+5",
+            "1_000",
+            "1.2.3",
+            "9999999999999999",
+            "0x1p4",
+            " 1",
+        ] {
+            assert_eq!(parse_short_decimal(s), None, "{s:?}");
+        }
+    }
 
     #[test]
     fn go_float_syntax_is_accepted_and_rust_only_syntax_is_not_widened() {

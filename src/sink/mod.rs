@@ -34,8 +34,8 @@ impl SeriesKind {
 /// One output point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    pub name: String,
-    pub tags: Arc<TagSet>,
+    pub name: Arc<str>,
+    pub tags: TagSet,
     pub value: f64,
     pub kind: SeriesKind,
     /// Unix seconds: the flush time, or the line's own `|T` timestamp.
@@ -57,7 +57,7 @@ pub struct CheckRun {
     pub timestamp: i64,
     /// `h:`, else the `host:` tag; `None` means the configured hostname.
     pub hostname: Option<String>,
-    pub tags: Arc<TagSet>,
+    pub tags: TagSet,
     pub message: String,
 }
 
@@ -73,7 +73,7 @@ pub struct Event {
     pub alert_type: AlertType,
     pub aggregation_key: Option<String>,
     pub source_type: Option<String>,
-    pub tags: Arc<TagSet>,
+    pub tags: TagSet,
 }
 
 /// Everything one flush produced.

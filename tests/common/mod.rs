@@ -69,7 +69,7 @@ impl CaptureSink {
     pub fn self_metric(&self, name: &str, tag: &str) -> f64 {
         self.series()
             .iter()
-            .filter(|s| s.name == name && (tag.is_empty() || s.tags.all().iter().any(|t| &**t == tag)))
+            .filter(|s| *s.name == *name && (tag.is_empty() || s.tags.contains(tag)))
             .map(|s| s.value)
             .sum()
     }
@@ -90,7 +90,7 @@ impl CaptureSink {
 pub fn series_id(s: &Series) -> String {
     let tags: Vec<&str> = s.tags.output().collect();
     if tags.is_empty() {
-        s.name.clone()
+        s.name.to_string()
     } else {
         format!("{}#{}", s.name, tags.join(","))
     }

@@ -346,8 +346,18 @@ impl Worker {
                     continue;
                 }
             };
+            if n == 1 {
+                // Nothing to route: the key is worked out only if the shard does not know the line's text.
+                self.add(msg, None, now);
+                continue;
+            }
             let (hash, view) = match &msg {
                 Message::Metric(m) => {
+                    // A series this shard knows by the line's text is its own: no need to walk the tags.
+                    if let Some(result) = self.state.add_known(m) {
+                        self.count_dropped(result);
+                        continue;
+                    }
                     let view = KeyView::new(m.name, m.kind, m.tags, &self.extend);
                     (view.hash, Some(view))
                 }
@@ -391,6 +401,10 @@ impl Worker {
             Message::Metric(m) => self.state.add_metric(&m, view, &self.extend),
             other => self.state.add_message(other, &self.extend, now),
         };
+        self.count_dropped(result);
+    }
+
+    fn count_dropped(&self, result: Result<(), Dropped>) {
         let reason = match result {
             Err(Dropped::TimestampOnUnsupportedType) => "reason:timestamp_on_unsupported_type",
             Err(Dropped::TooManyTimestamped) => "reason:too_many_timestamped",

@@ -175,18 +175,9 @@ impl ShardState {
             };
             return self.add_timestamped(m, ts, view, extend);
         }
-        let raw_tags = m.tags.raw();
-        let th = text_hash(m.name, m.kind, raw_tags);
-        let slots = &self.slots;
-        let found = self
-            .by_text
-            .find(th, |&i| {
-                let s = &slots[i as usize];
-                s.text_hash == th && s.text_matches(m.name, m.kind, raw_tags)
-            })
-            .copied();
-        let i = match found {
-            Some(i) => i as usize,
+        let th = text_hash(m.name, m.kind, m.tags.raw());
+        let i = match self.find_text(m, th) {
+            Some(i) => i,
             None => match view {
                 Some(v) => self.slot_for(v, th, extend),
                 None => {
@@ -195,6 +186,34 @@ impl ShardState {
                 }
             },
         };
+        self.add_to(i, m)
+    }
+
+    /// Aggregates a metric only if its series is known by the line's text (the cheap test a worker makes before
+    /// routing a line). `None` if it is not, or if the line has its own timestamp.
+    #[inline]
+    pub fn add_known(&mut self, m: &Metric<'_>) -> Option<Result<(), Dropped>> {
+        if m.timestamp.is_some() {
+            return None;
+        }
+        let i = self.find_text(m, text_hash(m.name, m.kind, m.tags.raw()))?;
+        Some(self.add_to(i, m))
+    }
+
+    #[inline]
+    fn find_text(&self, m: &Metric<'_>, th: u64) -> Option<usize> {
+        let raw_tags = m.tags.raw();
+        let slots = &self.slots;
+        self.by_text
+            .find(th, |&i| {
+                let s = &slots[i as usize];
+                s.text_hash == th && s.text_matches(m.name, m.kind, raw_tags)
+            })
+            .map(|&i| i as usize)
+    }
+
+    #[inline]
+    fn add_to(&mut self, i: usize, m: &Metric<'_>) -> Result<(), Dropped> {
         let slot = &mut self.slots[i];
         slot.touched = true;
         match (&mut slot.value, m.value) {

@@ -100,6 +100,7 @@ impl RecvBuffers {
 
 impl Reader {
     pub fn run(self) {
+        crate::pipeline::batch_scheduling();
         // One byte more than the limit per slot, so that a longer datagram is seen as such and never truncated.
         let mut bufs = RecvBuffers::new(self.max_packet + 1);
         let mut batch = self.ingest.batch(self.index);

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::number::{parse_f64, parse_i64};
-use super::{fields, split_short, ParseError, Tags};
+use super::{fields, find_either, split_short, ParseError, Tags};
 
 /// The smallest sample rate accepted: one sample standing for a billion.
 pub const MIN_SAMPLE_RATE: f64 = 1e-9;
@@ -169,10 +169,16 @@ impl<'a> Values<'a> {
 
 #[inline]
 pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
-    let (head, rest) = split_short(line, b'|');
-    let rest = rest.ok_or(ParseError::NoPipe)?;
-    let (name, raw_value) = split_short(head, b':');
-    let raw_value = raw_value.ok_or(ParseError::NoColon)?;
+    // The name ends at the first ':', which must come before the first '|'; the value runs to that '|'.
+    let bytes = line.as_bytes();
+    let colon = match find_either(bytes, b':', b'|') {
+        None => return Err(ParseError::NoPipe),
+        Some(i) if bytes[i] == b'|' => return Err(ParseError::NoColon),
+        Some(i) => i,
+    };
+    let pipe = colon + 1 + find_either(&bytes[colon + 1..], b'|', b'|').ok_or(ParseError::NoPipe)?;
+    // Both splits are at ASCII bytes, so on char boundaries.
+    let (name, raw_value, rest) = (&line[..colon], &line[colon + 1..pipe], &line[pipe + 1..]);
     if name.is_empty() {
         return Err(ParseError::EmptyName);
     }

@@ -53,8 +53,10 @@ fn parse_short_decimal(s: &str) -> Option<f64> {
     if count == 0 || count > 15 {
         return None;
     }
-    let scale = fraction.map_or(0, |dot| digits.len() - dot - 1);
-    let v = mantissa as f64 / POW10[scale];
+    let v = match fraction.map_or(0, |dot| digits.len() - dot - 1) {
+        0 => mantissa as f64,
+        scale => mantissa as f64 / POW10[scale],
+    };
     Some(if negative { -v } else { v })
 }
 

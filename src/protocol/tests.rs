@@ -477,3 +477,15 @@ proptest! {
         prop_assert_eq!(parsed.to_string(), line);
     }
 }
+
+proptest! {
+    #[test]
+    fn property_test_find_either_finds_the_first_of_two_bytes_like_a_plain_search(
+        s in proptest::collection::vec(prop_oneof![Just(b':'), Just(b'|'), Just(0u8), Just(0x80u8), any::<u8>()], 0..40),
+        a in prop_oneof![Just(b':'), any::<u8>()],
+        b in prop_oneof![Just(b'|'), any::<u8>()],
+    ) {
+        let expected = s.iter().position(|&c| c == a || c == b);
+        prop_assert_eq!(super::find_either(&s, a, b), expected);
+    }
+}

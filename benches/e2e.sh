@@ -46,6 +46,7 @@ run_scenario() {
 statsd_listen_addresses: ["udp://127.0.0.1:$PORT"]
 interval: $interval
 num_workers: 1
+num_readers: ${READERS:-1}
 read_buffer_size_bytes: 8388608
 metric_sinks: [{kind: console}]
 YAML

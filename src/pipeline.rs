@@ -10,7 +10,9 @@
 //! Raw batches are bounded per worker (a full worker makes its listener wait, and the kernel's socket buffer
 //! absorbs the burst); hand-overs between workers are not bounded, so two workers can never wait on each other.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::aggregate::{Dropped, Entry, ExtendTags, Interval, KeyView, ShardState};
+use crate::listen::Source;
 use crate::protocol::{self, Message};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
@@ -81,10 +84,60 @@ pub enum ShardMsg {
     Flush(oneshot::Sender<Interval>),
     /// Merge entries imported from another instance (global mode).
     Import(Vec<Entry>),
-    /// Answer once everything queued before this message has been processed.
+    /// Answer once everything queued before this message has been processed (and, once the server is stopping,
+    /// the worker's own sockets have been drained).
     Sync(oneshot::Sender<()>),
+    /// A datagram socket for this worker to read itself (`num_readers: 0`).
+    Attach(Box<Source>),
     /// Exit the thread.
     Stop,
+}
+
+/// Wakes a worker that sleeps in `poll(2)` on its own sockets: an eventfd, written only while the worker says it
+/// is parked, so that a busy worker costs its senders no system call.
+#[derive(Debug)]
+struct Waker {
+    parked: AtomicBool,
+    fd: OwnedFd,
+}
+
+impl Waker {
+    fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; a negative result is an error, checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        Ok(Waker {
+            parked: AtomicBool::new(false),
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Called by a sender after its message is queued.
+    fn wake(&self) {
+        // Pairs with the fence in `park`: either the worker sees the message, or this sees `parked`.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live local buffer to a descriptor owned by `self`.
+            let _ = unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+
+    fn park(&self) {
+        self.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Back from sleep: clears `parked` and any pending wake-up.
+    fn unpark(&self) {
+        self.parked.store(false, Ordering::Relaxed);
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer from a descriptor owned by `self`.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
 }
 
 /// A worker's inbox.
@@ -93,12 +146,15 @@ pub struct ShardSender {
     tx: mpsc::UnboundedSender<ShardMsg>,
     /// Raw batches queued and not yet processed.
     raw_queued: Arc<AtomicUsize>,
+    waker: Arc<Waker>,
 }
 
 impl ShardSender {
     /// Sends a control or hand-over message (never waits). False once the worker is gone.
     pub fn send(&self, msg: ShardMsg) -> bool {
-        self.tx.send(msg).is_ok()
+        let sent = self.tx.send(msg).is_ok();
+        self.waker.wake();
+        sent
     }
 
     fn has_room(&self) -> bool {
@@ -111,7 +167,7 @@ impl ShardSender {
 
     fn send_raw(&self, batch: Batch) -> bool {
         self.raw_queued.fetch_add(1, Ordering::AcqRel);
-        self.tx.send(ShardMsg::Raw(batch)).is_ok()
+        self.send(ShardMsg::Raw(batch))
     }
 }
 
@@ -127,6 +183,11 @@ impl Ingest {
     fn pick(&self) -> &ShardSender {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         &self.workers[i]
+    }
+
+    /// Gives a datagram socket to worker `i` (modulo the number of workers) to read itself.
+    pub fn attach(&self, i: usize, source: Source) -> bool {
+        self.workers[i % self.workers.len()].send(ShardMsg::Attach(Box::new(source)))
     }
 
     /// A new empty batch for `listener`, from the pool.
@@ -215,16 +276,19 @@ impl Pipeline {
             let sender = ShardSender {
                 tx,
                 raw_queued: Arc::default(),
+                waker: Arc::new(Waker::new().expect("creating a worker's eventfd")),
             };
-            receivers.push((rx, sender.raw_queued.clone()));
+            receivers.push((rx, sender.raw_queued.clone(), sender.waker.clone()));
             shards.push(sender);
         }
         let batch_pool = BufferPool::default();
         let line_pool = BufferPool::default();
         let mut threads = Vec::with_capacity(workers);
-        for (i, (rx, raw_queued)) in receivers.into_iter().enumerate() {
+        for (i, (rx, raw_queued, waker)) in receivers.into_iter().enumerate() {
             let worker = Worker {
                 index: i,
+                waker,
+                sources: Vec::new(),
                 shards: shards.clone(),
                 raw_queued,
                 extend: extend.clone(),
@@ -302,6 +366,9 @@ pub fn batch_scheduling() {
 
 struct Worker {
     index: usize,
+    waker: Arc<Waker>,
+    /// Datagram sockets this worker reads itself.
+    sources: Vec<Box<Source>>,
     shards: Vec<ShardSender>,
     raw_queued: Arc<AtomicUsize>,
     extend: Arc<ExtendTags>,
@@ -316,10 +383,108 @@ impl Worker {
         batch_scheduling();
         let n = self.shards.len();
         let mut out: Vec<Vec<u8>> = (0..n).map(|_| Vec::new()).collect();
-        while let Some(msg) = rx.blocking_recv() {
+        let mut polls: Vec<libc::pollfd> = Vec::new();
+        loop {
+            // Messages first: flushes and syncs are never kept waiting behind socket traffic.
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        if !self.handle(msg, &mut out) {
+                            return;
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
+            if self.sources.is_empty() {
+                match rx.blocking_recv() {
+                    Some(msg) => {
+                        if !self.handle(msg, &mut out) {
+                            return;
+                        }
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            if self.read_sources(&mut out) > 0 {
+                continue;
+            }
+            // Nothing queued anywhere: sleep until a socket is readable or a message comes (or 100 ms pass, to
+            // notice a stop).
+            self.waker.park();
+            if !rx.is_empty() {
+                self.waker.unpark();
+                continue;
+            }
+            polls.clear();
+            polls.push(libc::pollfd {
+                fd: self.waker.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            polls.extend(self.sources.iter().map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            // SAFETY: `polls` is a live array of `polls.len()` initialised pollfds; the descriptors stay open for
+            // the call (owned by `self`).
+            unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 100) };
+            self.waker.unpark();
+        }
+    }
+
+    /// Reads each own socket once (up to a `recvmmsg` batch) and aggregates what came. Sockets of a stopping
+    /// server are drained and dropped. Returns the number of datagrams read.
+    fn read_sources(&mut self, out: &mut [Vec<u8>]) -> usize {
+        if self.sources.iter().any(|s| s.stopping()) {
+            self.drain_stopped(out);
+        }
+        let now = unix_now();
+        let mut total = 0;
+        let mut sources = std::mem::take(&mut self.sources);
+        for source in &mut sources {
+            let mut lines = 0;
+            let n = source.read(|datagram| lines += self.lines(datagram, now, out));
+            if n > 0 {
+                source.stats.lines.fetch_add(lines, Ordering::Relaxed);
+                total += n;
+            }
+        }
+        self.sources = sources;
+        self.hand_over(out);
+        total
+    }
+
+    /// At stop: reads what is still queued in the sockets of stopped listeners, for at most a second (senders that
+    /// keep sending must not hold the shutdown), then closes them.
+    fn drain_stopped(&mut self, out: &mut [Vec<u8>]) {
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        let mut sources = std::mem::take(&mut self.sources);
+        let now = unix_now();
+        for source in sources.iter_mut().filter(|s| s.stopping()) {
+            while std::time::Instant::now() < until {
+                let mut lines = 0;
+                let n = source.read(|datagram| lines += self.lines(datagram, now, out));
+                source.stats.lines.fetch_add(lines, Ordering::Relaxed);
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        sources.retain(|s| !s.stopping());
+        self.sources = sources;
+        self.hand_over(out);
+    }
+
+    /// Handles one message; false to exit.
+    fn handle(&mut self, msg: ShardMsg, out: &mut [Vec<u8>]) -> bool {
+        {
             match msg {
                 ShardMsg::Raw(batch) => {
-                    self.raw(&batch, &mut out);
+                    self.raw(&batch, out);
                     self.batch_pool.put(batch.data);
                     self.raw_queued.fetch_sub(1, Ordering::AcqRel);
                 }
@@ -338,19 +503,52 @@ impl Worker {
                 }
                 ShardMsg::Import(entries) => self.state.import(entries),
                 ShardMsg::Sync(ack) => {
+                    if self.sources.iter().any(|s| s.stopping()) {
+                        self.drain_stopped(out);
+                    }
                     let _ = ack.send(());
                 }
-                ShardMsg::Stop => return,
+                ShardMsg::Attach(source) => self.sources.push(source),
+                ShardMsg::Stop => return false,
             }
         }
+        true
     }
 
     /// Parses a raw batch: own lines are aggregated now, others are handed to their shard's worker.
     fn raw(&mut self, batch: &Batch, out: &mut [Vec<u8>]) {
+        let lines = self.lines(&batch.data, unix_now(), out);
+        if let Some(stats) = self.telemetry.listeners.get(batch.listener) {
+            stats.lines.fetch_add(lines, Ordering::Relaxed);
+            if batch.packets > 0 {
+                stats.packets.fetch_add(batch.packets, Ordering::Relaxed);
+                // Each packet was followed by one separator newline.
+                stats.bytes.fetch_add(
+                    (batch.data.len() as u64).saturating_sub(batch.packets),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        self.hand_over(out);
+    }
+
+    /// Sends the lines gathered for other shards.
+    fn hand_over(&mut self, out: &mut [Vec<u8>]) {
+        for (shard, buf) in out.iter_mut().enumerate() {
+            if !buf.is_empty() {
+                let full = std::mem::take(buf);
+                self.shards[shard].send(ShardMsg::Lines(full));
+            }
+        }
+    }
+
+    /// Parses newline-separated lines: own lines are aggregated now, others are gathered in `out` for their
+    /// shard's worker. Returns the number of lines.
+    #[inline]
+    fn lines(&mut self, data: &[u8], now: i64, out: &mut [Vec<u8>]) -> u64 {
         let n = self.shards.len();
-        let now = unix_now();
         let mut lines = 0u64;
-        for line in protocol::lines(&batch.data) {
+        for line in protocol::lines(data) {
             lines += 1;
             let msg = match protocol::parse_line(line) {
                 Ok(msg) => msg,
@@ -390,23 +588,7 @@ impl Worker {
                 buf.push(b'\n');
             }
         }
-        if let Some(stats) = self.telemetry.listeners.get(batch.listener) {
-            stats.lines.fetch_add(lines, Ordering::Relaxed);
-            if batch.packets > 0 {
-                stats.packets.fetch_add(batch.packets, Ordering::Relaxed);
-                // Each packet was followed by one separator newline.
-                stats.bytes.fetch_add(
-                    (batch.data.len() as u64).saturating_sub(batch.packets),
-                    Ordering::Relaxed,
-                );
-            }
-        }
-        for (shard, buf) in out.iter_mut().enumerate() {
-            if !buf.is_empty() {
-                let full = std::mem::take(buf);
-                self.shards[shard].send(ShardMsg::Lines(full));
-            }
-        }
+        lines
     }
 
     #[inline]

@@ -144,6 +144,7 @@ pub async fn start_with_forwarder(
     config.validate()?;
     let opts = ListenOptions {
         num_readers: config.num_readers,
+        num_workers: config.num_workers,
         read_buffer_size: config.read_buffer_size_bytes,
         max_packet: config.metric_max_length,
         idle_timeout: config.tcp_idle_timeout,
@@ -251,6 +252,7 @@ pub async fn start_with_forwarder(
                     })
                     .await;
                 }
+                Running::Attached => {}
                 Running::Task(task) => {
                     // Connections drain for at most a second; this bound is a second line of defence.
                     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

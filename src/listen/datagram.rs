@@ -43,6 +43,11 @@ struct RecvBuffers {
     headers: Vec<libc::mmsghdr>,
 }
 
+// SAFETY: the raw pointers in `iovecs` and `headers` point only into `data` and `iovecs`, heap buffers owned by
+// this same value and never resized; moving the value to another thread moves their sole owner with them, and
+// nothing else holds these pointers.
+unsafe impl Send for RecvBuffers {}
+
 impl RecvBuffers {
     fn new(slot: usize) -> Box<Self> {
         let mut b = Box::new(RecvBuffers {
@@ -181,6 +186,82 @@ impl Reader {
         }
         batch.push_packet(datagram);
         batch.packets += 1;
+    }
+}
+
+/// A datagram socket read by a worker thread itself (`num_readers: 0`): no reader thread and no hand-over, so
+/// each datagram is parsed and aggregated by the thread that received it, while it is still in that core's cache.
+pub struct Source {
+    socket: Socket,
+    pub listener: usize,
+    pub stats: Arc<ListenerStats>,
+    max_packet: usize,
+    stop: Arc<AtomicBool>,
+    bufs: Box<RecvBuffers>,
+}
+
+impl Source {
+    pub(super) fn new(
+        socket: Socket,
+        listener: usize,
+        stats: Arc<ListenerStats>,
+        max_packet: usize,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Source {
+            socket,
+            listener,
+            stats,
+            // One byte more than the limit per slot, so that a longer datagram is seen as such.
+            bufs: RecvBuffers::new(max_packet + 1),
+            max_packet,
+            stop,
+        }
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Whether the server is stopping (the worker then drains this socket and drops it).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Reads what is queued, up to [`RECV_BATCH`] datagrams, without waiting, and hands each datagram that fits
+    /// `metric_max_length` to `each` (oversize ones are counted and dropped). Returns the number read.
+    pub fn read(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        let n = loop {
+            match self.bufs.recv(&self.socket, libc::MSG_DONTWAIT) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_transient(&e) => return 0,
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    ERROR_LOG.log(|| format!("{}: {e}", self.stats.name));
+                    return 0;
+                }
+            }
+        };
+        let mut bytes = 0;
+        for i in 0..n {
+            let datagram = self.bufs.datagram(i);
+            if datagram.len() > self.max_packet {
+                self.stats.oversize.fetch_add(1, Ordering::Relaxed);
+                OVERSIZE_LOG.log(|| {
+                    format!(
+                        "{}: a datagram longer than metric_max_length ({} bytes) was dropped whole",
+                        self.stats.name, self.max_packet
+                    )
+                });
+                continue;
+            }
+            bytes += datagram.len() as u64;
+            each(datagram);
+        }
+        self.stats.packets.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        n
     }
 }
 

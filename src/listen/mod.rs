@@ -6,6 +6,8 @@
 mod datagram;
 mod stream;
 
+pub use datagram::Source;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,14 +35,27 @@ pub struct ListenError {
 /// Settings shared by every listener.
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
+    /// Reader threads per datagram listener; 0: the workers read the sockets themselves (one each).
     pub num_readers: usize,
+    pub num_workers: usize,
     pub read_buffer_size: usize,
     pub max_packet: usize,
     pub idle_timeout: Duration,
 }
 
+impl ListenOptions {
+    /// Sockets per datagram listener: one per reader thread, or one per worker when workers read.
+    fn datagram_sockets(&self) -> usize {
+        if self.num_readers == 0 {
+            self.num_workers.max(1)
+        } else {
+            self.num_readers
+        }
+    }
+}
+
 enum Sockets {
-    /// UDP or unix datagram sockets: one reader thread each.
+    /// UDP or unix datagram sockets: one reader thread each, or one per worker.
     Datagram(Vec<Socket>),
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener, PathBuf),
@@ -61,9 +76,9 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
     };
     match address {
         ListenAddress::Udp(addr) => {
-            let mut sockets = Vec::with_capacity(opts.num_readers);
+            let mut sockets = Vec::with_capacity(opts.datagram_sockets());
             let mut bound = *addr;
-            for _ in 0..opts.num_readers {
+            for _ in 0..opts.datagram_sockets() {
                 let s = udp_socket(bound, opts).map_err(err)?;
                 if let Some(a) = s.local_addr().map_err(err)?.as_socket() {
                     bound = a;
@@ -82,7 +97,7 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
             let _ = SockRef::from(&sock).set_recv_buffer_size(opts.read_buffer_size);
             let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
             let mut sockets = vec![sock];
-            for _ in 1..opts.num_readers {
+            for _ in 1..opts.datagram_sockets() {
                 sockets.push(sockets[0].try_clone().map_err(err)?);
             }
             Ok(BoundListener {
@@ -114,7 +129,7 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
 
 fn udp_socket(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if opts.num_readers > 1 {
+    if opts.datagram_sockets() > 1 {
         s.set_reuse_port(true)?;
     }
     // The kernel may cap the size (net.core.rmem_max); a smaller buffer is not a reason to refuse to start.
@@ -146,6 +161,8 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 /// A running listener: reader threads or an accept task.
 pub enum Running {
     Threads(Vec<std::thread::JoinHandle<()>>),
+    /// Sockets handed to the workers, which drain them at stop (before answering the pipeline's sync).
+    Attached,
     Task(tokio::task::JoinHandle<()>),
 }
 
@@ -169,6 +186,14 @@ impl BoundListener {
         stop: Stop,
     ) -> io::Result<Running> {
         match self.sockets {
+            Sockets::Datagram(sockets) if opts.num_readers == 0 => {
+                // Socket i is read by worker i.
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let source = Source::new(socket, index, stats.clone(), opts.max_packet, stop.flag.clone());
+                    ingest.attach(i, source);
+                }
+                Ok(Running::Attached)
+            }
             Sockets::Datagram(sockets) => {
                 let mut threads = Vec::with_capacity(sockets.len());
                 for (i, socket) in sockets.into_iter().enumerate() {

@@ -368,7 +368,7 @@ struct Worker {
     index: usize,
     waker: Arc<Waker>,
     /// Datagram sockets this worker reads itself.
-    sources: Vec<Box<Source>>,
+    sources: Vec<Source>,
     shards: Vec<ShardSender>,
     raw_queued: Arc<AtomicUsize>,
     extend: Arc<ExtendTags>,
@@ -508,7 +508,7 @@ impl Worker {
                     }
                     let _ = ack.send(());
                 }
-                ShardMsg::Attach(source) => self.sources.push(source),
+                ShardMsg::Attach(source) => self.sources.push(*source),
                 ShardMsg::Stop => return false,
             }
         }

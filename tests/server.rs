@@ -94,12 +94,12 @@ fn listen_url(transport: Transport) -> String {
     }
 }
 
-/// Every metric type, with exact expectations, over one transport.
-async fn every_type_comes_out_exact_over(transport: Transport) {
+/// Every metric type, with exact expectations, over one transport, with `extra` configuration.
+async fn every_type_comes_out_exact_over(transport: Transport, extra: &str) {
     let url = listen_url(transport);
     let yaml = config(
         &[&url],
-        "aggregates: [min, max, count, sum, avg]\npercentiles: [0.5, 0.9, 0.99]\n",
+        &format!("aggregates: [min, max, count, sum, avg]\npercentiles: [0.5, 0.9, 0.99]\n{extra}"),
     );
     let (server, sink) = start(&yaml).await;
 
@@ -167,22 +167,56 @@ async fn every_type_comes_out_exact_over(transport: Transport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_comes_out_exact_over_udp() {
-    every_type_comes_out_exact_over(Transport::Udp).await;
+    every_type_comes_out_exact_over(Transport::Udp, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_comes_out_exact_over_tcp() {
-    every_type_comes_out_exact_over(Transport::Tcp).await;
+    every_type_comes_out_exact_over(Transport::Tcp, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_comes_out_exact_over_unixgram() {
-    every_type_comes_out_exact_over(Transport::Unixgram).await;
+    every_type_comes_out_exact_over(Transport::Unixgram, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_comes_out_exact_over_unix_stream() {
-    every_type_comes_out_exact_over(Transport::Unix).await;
+    every_type_comes_out_exact_over(Transport::Unix, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_comes_out_exact_over_udp_when_the_workers_read_their_own_sockets() {
+    every_type_comes_out_exact_over(Transport::Udp, "num_readers: 0\nnum_workers: 3\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_comes_out_exact_over_unixgram_when_the_workers_read_their_own_sockets() {
+    every_type_comes_out_exact_over(Transport::Unixgram, "num_readers: 0\nnum_workers: 2\n").await;
+}
+
+/// Lines already in the socket when the server is told to stop reach the final flush, whoever reads the socket.
+async fn lines_queued_at_stop_are_flushed(extra: &str) {
+    let (server, sink) = start(&config(&["udp://127.0.0.1:0"], extra)).await;
+    let addr = server.udp_address().unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let packet = "queued.at.stop:1|c|#a:b\n".repeat(50);
+    for _ in 0..100 {
+        sock.send_to(packet.as_bytes(), addr).unwrap();
+    }
+    // No wait: most of these are still in the socket's queue.
+    server.shutdown().await;
+    assert_eq!(sink.values()["queued.at.stop#a:b"], 5000.0, "{extra}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_queued_in_the_socket_at_stop_are_flushed_with_reader_threads() {
+    lines_queued_at_stop_are_flushed("num_readers: 2\nnum_workers: 2\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_queued_in_the_socket_at_stop_are_flushed_when_the_workers_read() {
+    lines_queued_at_stop_are_flushed("num_readers: 0\nnum_workers: 2\n").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -599,3 +599,136 @@ pub fn emit(
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse_line;
+
+    fn feed(state: &mut ShardState, extend: &ExtendTags, lines: &str) {
+        for line in crate::protocol::lines(lines.as_bytes()) {
+            match parse_line(line) {
+                Ok(Message::Metric(m)) => state.add_metric(&m, None, extend).unwrap(),
+                other => panic!("not a metric: {other:?}"),
+            }
+        }
+    }
+
+    fn values(interval: &Interval) -> Vec<(String, String, f64)> {
+        let mut v: Vec<_> = interval
+            .series
+            .iter()
+            .map(|e| {
+                let value = match &e.value {
+                    Value::Counter(v) | Value::Gauge(v) => *v,
+                    Value::Histogram(h) => h.stats.count,
+                    Value::Set(s) => s.estimate(),
+                };
+                (e.key.name.to_string(), e.key.tags.joined().to_string(), value)
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    }
+
+    #[test]
+    fn values_restart_each_interval_and_a_series_idle_for_an_interval_is_not_flushed_then_forgotten() {
+        let e = ExtendTags::default();
+        let mut state = ShardState::default();
+        feed(&mut state, &e, "a:2|c|#x:1\nb:5|g\nh:1|ms\nh:2|ms\ns:u1|s\n");
+        let first = state.take_interval();
+        assert_eq!(
+            values(&first),
+            vec![
+                ("a".into(), "x:1".into(), 2.0),
+                ("b".into(), "".into(), 5.0),
+                ("h".into(), "".into(), 2.0),
+                ("s".into(), "".into(), 1.0),
+            ]
+        );
+        // Only `a` and `h` get lines in the second interval: they start again from zero and empty.
+        feed(&mut state, &e, "a:3|c|#x:1\nh:7|ms\n");
+        assert_eq!(state.len(), 4, "idle series are kept for one interval");
+        let second = state.take_interval();
+        assert_eq!(
+            values(&second),
+            vec![("a".into(), "x:1".into(), 3.0), ("h".into(), "".into(), 1.0)]
+        );
+        assert_eq!(state.len(), 2, "series idle for a whole interval are removed");
+        // Nothing at all: nothing is flushed, and every series is gone.
+        assert!(state.take_interval().series.is_empty());
+        assert!(state.take_interval().series.is_empty());
+        assert_eq!(state.len(), 0);
+        // A removed series comes back as new.
+        feed(&mut state, &e, "b:9|g\n");
+        assert_eq!(values(&state.take_interval()), vec![("b".into(), "".into(), 9.0)]);
+    }
+
+    #[test]
+    fn one_series_written_with_its_tags_in_different_orders_and_repeats_is_aggregated_once() {
+        let e = ExtendTags::new(&["env:prod".to_string()]);
+        let mut state = ShardState::default();
+        for _ in 0..3 {
+            feed(
+                &mut state,
+                &e,
+                "r:1|c|#b:2,a:1\nr:1|c|#a:1,b:2\nr:1|c|#a:1,b:2,a:1,env:dev\nr:1|c|#env:prod,a:1,b:2\n",
+            );
+        }
+        assert_eq!(state.len(), 1);
+        assert_eq!(
+            values(&state.take_interval()),
+            vec![("r".into(), "a:1,b:2,env:prod".into(), 12.0)]
+        );
+    }
+
+    #[test]
+    fn removing_series_keeps_every_other_series_findable() {
+        let e = ExtendTags::default();
+        let mut state = ShardState::default();
+        let all: String = (0..500).map(|i| format!("m{i}:1|c|#t:{}\n", i % 7)).collect();
+        feed(&mut state, &e, &all);
+        state.take_interval();
+        // Every third series stays active; the others are removed at the next flush, moving slots around.
+        let some: String = (0..500)
+            .step_by(3)
+            .map(|i| format!("m{i}:1|c|#t:{}\n", i % 7))
+            .collect();
+        feed(&mut state, &e, &some);
+        state.take_interval();
+        assert_eq!(state.len(), 167);
+        feed(&mut state, &e, &some);
+        feed(&mut state, &e, &some);
+        assert_eq!(state.len(), 167, "no series was duplicated after the removals");
+        let third = state.take_interval();
+        assert_eq!(third.series.len(), 167);
+        assert!(values(&third).iter().all(|(_, _, v)| *v == 2.0));
+    }
+
+    #[test]
+    fn an_imported_series_is_the_same_series_as_lines_that_come_later() {
+        let e = ExtendTags::default();
+        let mut state = ShardState::default();
+        let key = SeriesKey::new(
+            "g",
+            MetricKind::Counter,
+            Scope::Global,
+            TagSet::from_tags(["b:2", "a:1"]),
+        );
+        state.import(vec![Entry {
+            hash: key.hash(),
+            key,
+            value: Value::Counter(10.0),
+        }]);
+        feed(
+            &mut state,
+            &e,
+            "g:1|c|#a:1,b:2,veneurglobalonly\ng:1|c|#a:1,b:2,veneurglobalonly\n",
+        );
+        assert_eq!(state.len(), 1);
+        assert_eq!(
+            values(&state.take_interval()),
+            vec![("g".into(), "a:1,b:2".into(), 12.0)]
+        );
+    }
+}

@@ -110,8 +110,14 @@ pub async fn start(yaml: &str) -> (RunningServer, Arc<CaptureSink>) {
 /// The YAML for a server listening on the given addresses with a capture sink only.
 pub fn config(listen: &[&str], extra: &str) -> String {
     let list: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();
+    // Two workers unless `extra` says otherwise.
+    let workers = if extra.contains("num_workers") {
+        ""
+    } else {
+        "num_workers: 2\n"
+    };
     format!(
-        "statsd_listen_addresses: [{}]\ninterval: 1h\nhostname: test-host\nnum_workers: 2\nmetric_sinks: []\n{extra}",
+        "statsd_listen_addresses: [{}]\ninterval: 1h\nhostname: test-host\n{workers}metric_sinks: []\n{extra}",
         list.join(", ")
     )
 }

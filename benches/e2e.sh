@@ -47,7 +47,7 @@ statsd_listen_addresses: ["udp://127.0.0.1:$PORT"]
 interval: $interval
 num_workers: 1
 num_readers: ${READERS:-1}
-read_buffer_size_bytes: 8388608
+read_buffer_size_bytes: 33554432
 metric_sinks: [{kind: console}]
 YAML
   local drops0; drops0=$(udp_drops)

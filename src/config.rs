@@ -76,11 +76,12 @@ pub struct Config {
     /// SO_REUSEPORT when more than one). A reader receives datagrams and hands them in batches to the workers,
     /// which parse them on other cores. `0`: no reader threads; each worker reads a socket of its own (one per
     /// worker, SO_REUSEPORT) and parses what it receives on the spot, which costs the least CPU per line (no
-    /// copy, no hand-over, no thread switch) but leaves all the parsing of one busy sending socket to one worker.
-    /// Default: `1`.
+    /// copy, no hand-over, no thread switch) but leaves all the parsing of one busy sending socket to one worker;
+    /// a unix datagram listener then has a single socket, read by the first worker. Default: `0`.
     pub num_readers: usize,
     /// SO_RCVBUF requested for UDP and unix datagram sockets, in bytes. Default: `2097152` (2 MiB). The kernel
-    /// caps it at `net.core.rmem_max`.
+    /// caps it at `net.core.rmem_max`; with CAP_NET_ADMIN the size is forced (SO_RCVBUFFORCE), otherwise a warning
+    /// names the sysctl. The buffer absorbs bursts while workers are busy.
     pub read_buffer_size_bytes: usize,
     /// Longest datagram, stream frame or TCP line accepted, in bytes. Longer ones are counted and dropped whole,
     /// never truncated. Default: `8192`.
@@ -111,7 +112,7 @@ impl Default for Config {
             percentiles: vec![0.5, 0.9, 0.99],
             aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
             num_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            num_readers: 1,
+            num_readers: 0,
             read_buffer_size_bytes: 2 * 1024 * 1024,
             metric_max_length: 8192,
             flush_on_shutdown: true,

@@ -186,13 +186,18 @@ async fn every_type_comes_out_exact_over_unix_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_comes_out_exact_over_udp_when_the_workers_read_their_own_sockets() {
+async fn every_type_comes_out_exact_over_udp_with_reader_threads() {
+    every_type_comes_out_exact_over(Transport::Udp, "num_readers: 2\nnum_workers: 3\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_comes_out_exact_over_udp_when_three_workers_read_their_own_sockets() {
     every_type_comes_out_exact_over(Transport::Udp, "num_readers: 0\nnum_workers: 3\n").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_comes_out_exact_over_unixgram_when_the_workers_read_their_own_sockets() {
-    every_type_comes_out_exact_over(Transport::Unixgram, "num_readers: 0\nnum_workers: 2\n").await;
+async fn every_type_comes_out_exact_over_unixgram_with_reader_threads() {
+    every_type_comes_out_exact_over(Transport::Unixgram, "num_readers: 2\nnum_workers: 2\n").await;
 }
 
 /// Lines already in the socket when the server is told to stop reach the final flush, whoever reads the socket.

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -94,10 +94,13 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
             remove_stale_socket(path).map_err(err)?;
             let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(err)?;
             allow_every_sender(path).map_err(err)?;
-            let _ = SockRef::from(&sock).set_recv_buffer_size(opts.read_buffer_size);
             let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
+            set_receive_buffer(&sock, opts.read_buffer_size);
             let mut sockets = vec![sock];
-            for _ in 1..opts.datagram_sockets() {
+            // Workers reading for themselves share one unix socket through worker 0: clones would all wake for
+            // every datagram (a unix socket has one queue, unlike SO_REUSEPORT UDP sockets).
+            let clones = if opts.num_readers == 0 { 1 } else { opts.num_readers };
+            for _ in 1..clones {
                 sockets.push(sockets[0].try_clone().map_err(err)?);
             }
             Ok(BoundListener {
@@ -132,10 +135,42 @@ fn udp_socket(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Socket> {
     if opts.datagram_sockets() > 1 {
         s.set_reuse_port(true)?;
     }
-    // The kernel may cap the size (net.core.rmem_max); a smaller buffer is not a reason to refuse to start.
-    let _ = s.set_recv_buffer_size(opts.read_buffer_size);
+    set_receive_buffer(&s, opts.read_buffer_size);
     s.bind(&addr.into())?;
     Ok(s)
+}
+
+/// Sets SO_RCVBUF to `bytes`. The kernel caps it at `net.core.rmem_max`; a process allowed to (CAP_NET_ADMIN)
+/// then sets it with SO_RCVBUFFORCE, since the operator asked for that size. Otherwise the smaller buffer is kept
+/// and a warning names the sysctl: it is not a reason to refuse to start.
+fn set_receive_buffer(s: &Socket, bytes: usize) {
+    let _ = s.set_recv_buffer_size(bytes);
+    // Linux reports twice the size set (the other half is its bookkeeping).
+    if s.recv_buffer_size().unwrap_or(0) >= bytes.saturating_mul(2) {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: passes a pointer to a live c_int and its size; the descriptor is owned by `s`.
+        let forced = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if forced == 0 {
+            return;
+        }
+    }
+    eprintln!(
+        "harrier: read_buffer_size_bytes is {bytes} but the kernel gave {} (raise net.core.rmem_max to allow it)",
+        s.recv_buffer_size().unwrap_or(0) / 2
+    );
 }
 
 /// Services on the host run as other users: like Veneur, the socket is made writable by everyone (0666).

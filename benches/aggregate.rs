@@ -160,7 +160,12 @@ fn hll(c: &mut Criterion) {
 }
 
 fn flush_encode(c: &mut Criterion) {
-    let series: Vec<Series> = (0..100_000)
+    flush_encode_n(c, 100_000, "encode_compress_100k_series");
+    flush_encode_n(c, 1_000_000, "encode_compress_1m_series");
+}
+
+fn flush_encode_n(c: &mut Criterion, n: usize, name: &str) {
+    let series: Vec<Series> = (0..n)
         .map(|i| Series {
             name: format!("svc.requests.count.{i}").into(),
             tags: TagSet::from_tags([
@@ -181,7 +186,7 @@ fn flush_encode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(series.len() as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    group.bench_function("encode_compress_100k_series", |b| {
+    group.bench_function(name, |b| {
         b.iter(|| {
             let (bodies, dropped) = build_bodies(black_box(&series), 25_000, "web-1", 10.0);
             assert_eq!(dropped, 0);

@@ -3,6 +3,10 @@
 #
 #   benches/e2e.sh [SCENARIO...]      scenarios: mixed100 counters10 max10 single singlemax million (default: all)
 #
+# Environment: ROUNDS=N runs each scenario N times (default 1): this VM's speed drifts between runs, so report the
+# range. READERS=N sets the server's num_readers (default 0: the worker reads the socket itself; 1: one reader
+# thread hands batches to the worker).
+#
 # For each scenario it reports, measured in the same run:
 #   - the server's CPU time per line (utime+stime from /proc/<pid>/stat, before and after the load);
 #   - the --discard receive floor's CPU time per line at the same offered load (a receiver that only recvmmsg's);
@@ -46,7 +50,7 @@ run_scenario() {
 statsd_listen_addresses: ["udp://127.0.0.1:$PORT"]
 interval: $interval
 num_workers: 1
-num_readers: ${READERS:-1}
+num_readers: ${READERS:-0}
 read_buffer_size_bytes: 33554432
 metric_sinks: [{kind: console}]
 YAML
@@ -102,6 +106,7 @@ PY
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(mixed100 counters10 max10 single singlemax million)
 for s in "${scenarios[@]}"; do
+ for _ in $(seq "${ROUNDS:-1}"); do
   case $s in
     mixed100)   run_scenario mixed100 60s 8 --rate 1000000 --lines-per-datagram 100 --series 10000 ;;
     counters10) run_scenario counters10 60s 8 --rate 1000000 --lines-per-datagram 10 --series 1000 --mix c=1 ;;
@@ -111,4 +116,5 @@ for s in "${scenarios[@]}"; do
     million)    run_scenario million 5s 12 --rate 1000000 --lines-per-datagram 50 --series 1000000 --mix c=1 ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
+ done
 done

@@ -131,9 +131,12 @@ impl Waker {
         fence(Ordering::SeqCst);
     }
 
-    /// Back from sleep: clears `parked` and any pending wake-up.
-    fn unpark(&self) {
+    /// Back from sleep: clears `parked`, and the pending wake-up if there is one (`woken`).
+    fn unpark(&self, woken: bool) {
         self.parked.store(false, Ordering::Relaxed);
+        if !woken {
+            return;
+        }
         let mut buf = [0u8; 8];
         // SAFETY: reads at most 8 bytes into a live local buffer from a descriptor owned by `self`.
         let _ = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -408,14 +411,17 @@ impl Worker {
                     None => return,
                 }
             }
-            if self.read_sources(&mut out) > 0 {
+            // A socket that filled a whole `recvmmsg` batch may hold more: read again (after the messages). One that
+            // did not is most likely empty now, so go to sleep rather than spend a system call to learn it: poll
+            // returns at once if more has come meanwhile.
+            if self.read_sources(&mut out) {
                 continue;
             }
             // Nothing queued anywhere: sleep until a socket is readable or a message comes (or 100 ms pass, to
             // notice a stop).
             self.waker.park();
             if !rx.is_empty() {
-                self.waker.unpark();
+                self.waker.unpark(false);
                 continue;
             }
             polls.clear();
@@ -432,30 +438,30 @@ impl Worker {
             // SAFETY: `polls` is a live array of `polls.len()` initialised pollfds; the descriptors stay open for
             // the call (owned by `self`).
             unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 100) };
-            self.waker.unpark();
+            self.waker.unpark(polls[0].revents & libc::POLLIN != 0);
         }
     }
 
     /// Reads each own socket once (up to a `recvmmsg` batch) and aggregates what came. Sockets of a stopping
-    /// server are drained and dropped. Returns the number of datagrams read.
-    fn read_sources(&mut self, out: &mut [Vec<u8>]) -> usize {
+    /// server are drained and dropped. Returns whether a socket filled a whole batch (and may hold more).
+    fn read_sources(&mut self, out: &mut [Vec<u8>]) -> bool {
         if self.sources.iter().any(|s| s.stopping()) {
             self.drain_stopped(out);
         }
         let now = unix_now();
-        let mut total = 0;
+        let mut more = false;
         let mut sources = std::mem::take(&mut self.sources);
         for source in &mut sources {
             let mut lines = 0;
             let n = source.read(|datagram| lines += self.lines(datagram, now, out));
             if n > 0 {
                 source.stats.lines.fetch_add(lines, Ordering::Relaxed);
-                total += n;
+                more |= n == Source::BATCH;
             }
         }
         self.sources = sources;
         self.hand_over(out);
-        total
+        more
     }
 
     /// At stop: reads what is still queued in the sockets of stopped listeners, for at most a second (senders that

@@ -201,6 +201,9 @@ pub struct Source {
 }
 
 impl Source {
+    /// Datagrams read per call of [`Source::read`] at most.
+    pub const BATCH: usize = RECV_BATCH;
+
     pub(super) fn new(
         socket: Socket,
         listener: usize,

@@ -292,7 +292,11 @@ pub(crate) fn fields(s: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let current = rest?;
-        let (field, after) = split_once_byte(current, b'|');
+        let (field, after) = match find_either(current.as_bytes(), b'|', b'|') {
+            // Splitting at an ASCII byte always lands on a char boundary.
+            Some(i) => (&current[..i], Some(&current[i + 1..])),
+            None => (current, None),
+        };
         rest = after;
         Some(field)
     })

@@ -8,11 +8,17 @@
 ///
 /// Non-finite results (`nan`, `inf`, and overflow such as `1e400`) are returned as such; the caller decides
 /// whether to accept them.
-#[inline]
+#[inline(always)]
 pub fn parse_f64(s: &str) -> Option<f64> {
     if let Some(v) = parse_short_decimal(s) {
         return Some(v);
     }
+    parse_f64_general(s)
+}
+
+/// Everything but the short decimal path, out of line.
+#[inline(never)]
+fn parse_f64_general(s: &str) -> Option<f64> {
     if let Ok(v) = s.parse::<f64>() {
         return Some(v);
     }
@@ -27,7 +33,7 @@ const POW10: [f64; 16] = [
 /// The common case of the wire: `[-]digits[.digits]` with at most 15 digits in all. The digits form an integer
 /// below 2^53 and the divisor is an exact power of ten, so one division is correctly rounded (Clinger's fast
 /// path) and gives the same value as a full parse. Anything else returns `None` for the general parser.
-#[inline]
+#[inline(always)]
 fn parse_short_decimal(s: &str) -> Option<f64> {
     let bytes = s.as_bytes();
     let (negative, digits) = match bytes.first()? {

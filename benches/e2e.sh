@@ -100,7 +100,23 @@ print(f"   server CPU per line: {server_ns:.0f} ns; floor (--discard) CPU per li
 print(f"   floor took in {floor_dgrams}/{floor_dgrams_sent} datagrams ({100*floor_ratio:.1f}%); server took in "
       f"{100 * lines_in / max(m['lines'], 1):.1f}% of lines sent")
 print(f"   peak RSS {rss/1024:.0f} MiB; flush build durations (ms): {', '.join(f'{x:.0f}' for x in flush_ms)}")
+with open(f"{work}/rounds", "a") as r:
+    r.write(f"{sticks} {lines_in} {fticks} {floor_lines_sent} {lost}\n")
 PY
+}
+
+# summary NAME: the totals over the rounds just run (CPU summed over rounds, so drift between rounds averages out).
+summary() {
+  python3 - "$1" "$WORK/rounds" "$HZ" <<'PY'
+import sys
+name, path, hz = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = [list(map(float, l.split())) for l in open(path)]
+s = sum(r[0] for r in rows) / hz * 1e9 / max(sum(r[1] for r in rows), 1)
+f = sum(r[2] for r in rows) / hz * 1e9 / max(sum(r[3] for r in rows), 1)
+print(f"== {name}: {len(rows)} round(s): server {s:.0f} ns/line, floor {f:.0f} ns/line, ratio {s / max(f, 1e-9):.2f}, "
+      f"lines lost {sum(r[4] for r in rows):.0f}")
+PY
+  rm -f "$WORK/rounds"
 }
 
 scenarios=("$@")
@@ -117,4 +133,5 @@ for s in "${scenarios[@]}"; do
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
  done
+ summary "$s"
 done

@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::aggregate::{Dropped, Entry, ExtendTags, Interval, KeyView, ShardState};
 use crate::listen::Source;
-use crate::protocol::{self, Message};
+use crate::protocol::{self, Message, ParseError};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
 /// Bytes of lines gathered before a batch is handed on.
@@ -549,52 +549,68 @@ impl Worker {
     }
 
     /// Parses newline-separated lines: own lines are aggregated now, others are gathered in `out` for their
-    /// shard's worker. Returns the number of lines.
+    /// shard's worker. Returns the number of lines. Valid UTF-8 data (the rule) is validated once as a whole;
+    /// otherwise line by line, so that only the bad lines are rejected.
     #[inline]
     fn lines(&mut self, data: &[u8], now: i64, out: &mut [Vec<u8>]) -> u64 {
-        let n = self.shards.len();
         let mut lines = 0u64;
-        for line in protocol::lines(data) {
-            lines += 1;
-            let msg = match protocol::parse_line(line) {
-                Ok(msg) => msg,
-                Err(e) => {
-                    self.telemetry.reject(&e);
-                    BAD_LINE_LOG.log(|| format!("{e}: {:?}", String::from_utf8_lossy(line)));
-                    continue;
+        match std::str::from_utf8(data) {
+            Ok(text) => {
+                for line in protocol::str_lines(text) {
+                    lines += 1;
+                    self.line(line.as_bytes(), protocol::parse_str(line), now, out);
                 }
-            };
-            if n == 1 {
-                // Nothing to route: the key is worked out only if the shard does not know the line's text.
-                self.add(msg, None, now);
-                continue;
             }
-            let (hash, view) = match &msg {
-                Message::Metric(m) => {
-                    // A series this shard knows by the line's text is its own: no need to walk the tags.
-                    if let Some(result) = self.state.add_known(m) {
-                        self.count_dropped(result);
-                        continue;
-                    }
-                    let view = KeyView::new(m.name, m.kind, m.tags, &self.extend);
-                    (view.hash, Some(view))
+            Err(_) => {
+                for line in protocol::lines(data) {
+                    lines += 1;
+                    self.line(line, protocol::parse_line(line), now, out);
                 }
-                Message::ServiceCheck(c) => (xxh3_64(c.name.as_bytes()), None),
-                Message::Event(e) => (xxh3_64(e.raw_title.as_bytes()), None),
-            };
-            let shard = Pipeline::shard_of(hash, n);
-            if shard == self.index {
-                self.add(msg, view.as_ref(), now);
-            } else {
-                let buf = &mut out[shard];
-                if buf.capacity() == 0 {
-                    *buf = self.line_pool.get();
-                }
-                buf.extend_from_slice(line);
-                buf.push(b'\n');
             }
         }
         lines
+    }
+
+    #[inline]
+    fn line<'a>(&mut self, line: &'a [u8], parsed: Result<Message<'a>, ParseError<'a>>, now: i64, out: &mut [Vec<u8>]) {
+        let n = self.shards.len();
+        let msg = match parsed {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.telemetry.reject(&e);
+                BAD_LINE_LOG.log(|| format!("{e}: {:?}", String::from_utf8_lossy(line)));
+                return;
+            }
+        };
+        if n == 1 {
+            // Nothing to route: the key is worked out only if the shard does not know the line's text.
+            self.add(msg, None, now);
+            return;
+        }
+        let (hash, view) = match &msg {
+            Message::Metric(m) => {
+                // A series this shard knows by the line's text is its own: no need to walk the tags.
+                if let Some(result) = self.state.add_known(m) {
+                    self.count_dropped(result);
+                    return;
+                }
+                let view = KeyView::new(m.name, m.kind, m.tags, &self.extend);
+                (view.hash, Some(view))
+            }
+            Message::ServiceCheck(c) => (xxh3_64(c.name.as_bytes()), None),
+            Message::Event(e) => (xxh3_64(e.raw_title.as_bytes()), None),
+        };
+        let shard = Pipeline::shard_of(hash, n);
+        if shard == self.index {
+            self.add(msg, view.as_ref(), now);
+        } else {
+            let buf = &mut out[shard];
+            if buf.capacity() == 0 {
+                *buf = self.line_pool.get();
+            }
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+        }
     }
 
     #[inline]

@@ -158,6 +158,23 @@ impl<'a> Iterator for Lines<'a> {
 #[inline]
 pub fn parse_line(line: &[u8]) -> Result<Message<'_>, ParseError<'_>> {
     let line = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
+    parse_str(line)
+}
+
+/// The lines of a packet already validated as UTF-8 as a whole (one validation instead of one per line), split
+/// like [`lines`].
+pub fn str_lines(packet: &str) -> impl Iterator<Item = &str> {
+    let base = packet.as_ptr() as usize;
+    // Lines end at '\n' or '\r' (ASCII), so each is a valid sub-string.
+    lines(packet.as_bytes()).map(move |l| {
+        let start = l.as_ptr() as usize - base;
+        &packet[start..start + l.len()]
+    })
+}
+
+/// [`parse_line`] for a line already known to be UTF-8.
+#[inline]
+pub fn parse_str(line: &str) -> Result<Message<'_>, ParseError<'_>> {
     if line.starts_with("_e{") {
         event::parse(line).map(Message::Event)
     } else if line.starts_with("_sc") {

@@ -489,3 +489,14 @@ proptest! {
         prop_assert_eq!(super::find_either(&s, a, b), expected);
     }
 }
+
+proptest! {
+    #[test]
+    fn property_test_lines_of_a_valid_utf8_packet_are_the_same_as_lines_of_its_bytes(
+        s in "([a-z:|#@,.0-9]{0,12}[\r\n]{0,2}){0,12}|\\PC{0,60}"
+    ) {
+        let from_str: Vec<&[u8]> = super::str_lines(&s).map(str::as_bytes).collect();
+        let from_bytes: Vec<&[u8]> = super::lines(s.as_bytes()).collect();
+        prop_assert_eq!(from_str, from_bytes);
+    }
+}

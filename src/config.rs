@@ -73,11 +73,13 @@ pub struct Config {
     /// Aggregation shards, each owning its own series. Default: the number of CPU cores.
     pub num_workers: usize,
     /// Reader threads per UDP or unix datagram listener, each with its own socket (UDP sockets are bound with
-    /// SO_REUSEPORT when more than one). A reader receives datagrams and hands them in batches to the workers,
-    /// which parse them on other cores. `0`: no reader threads; each worker reads a socket of its own (one per
-    /// worker, SO_REUSEPORT) and parses what it receives on the spot, which costs the least CPU per line (no
-    /// copy, no hand-over, no thread switch) but leaves all the parsing of one busy sending socket to one worker;
-    /// a unix datagram listener then has a single socket, read by the first worker. Default: `0`.
+    /// SO_REUSEPORT when more than one, which lets the kernel spread senders over them, but also lets another
+    /// process of the same user bind the port). A reader only receives, and hands datagrams in batches to the
+    /// workers round robin, so the parsing of even one busy sender is spread over every worker. `0`: no reader
+    /// thread; the listener's one socket is read by a worker, which parses what it receives on the spot (listeners
+    /// are spread over the workers): the least CPU per line (no copy, no hand-over, no thread switch), with one
+    /// worker receiving and parsing everything a listener gets (several million lines per second on one core).
+    /// Default: `0`.
     pub num_readers: usize,
     /// SO_RCVBUF requested for UDP and unix datagram sockets, in bytes. Default: `2097152` (2 MiB). The kernel
     /// caps it at `net.core.rmem_max`; with CAP_NET_ADMIN the size is forced (SO_RCVBUFFORCE), otherwise a warning

@@ -1,7 +1,9 @@
 //! The hot path between sockets and shards.
 //!
-//! Listeners fill pooled [`Batch`]es with raw, newline-separated packets and hand each batch to a worker (round
-//! robin). Each worker thread owns one shard's [`ShardState`] and parses the batches it is given: a line whose
+//! A datagram listener's socket is either read by a worker itself (`num_readers: 0`, the default: the worker
+//! sleeps in `poll(2)` on its sockets and an eventfd that wakes it for messages), or by reader threads that fill
+//! pooled [`Batch`]es with raw, newline-separated packets and hand each batch to a worker (round robin), as stream
+//! listeners always do. Each worker thread owns one shard's [`ShardState`] and parses what it receives: a line whose
 //! series belongs to its own shard is aggregated on the spot (parsed once, hashed once, no copy); a line owned by
 //! another shard is copied into that worker's outgoing buffer and handed over once per batch, so every series is
 //! aggregated by exactly one thread and no lock is shared on the hot path. With one worker nothing is ever handed

@@ -191,7 +191,7 @@ async fn every_type_comes_out_exact_over_udp_with_reader_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_comes_out_exact_over_udp_when_three_workers_read_their_own_sockets() {
+async fn every_type_comes_out_exact_over_udp_when_one_of_three_workers_reads_the_socket() {
     every_type_comes_out_exact_over(Transport::Udp, "num_readers: 0\nnum_workers: 3\n").await;
 }
 
@@ -459,4 +459,17 @@ async fn local_mode_emits_aggregates_but_not_percentiles_or_sets() {
     assert_eq!(v["local.u"], 1.0);
     assert!(!v.contains_key("g.c"), "{v:?}");
     assert_eq!(v["plain"], 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_second_server_cannot_take_a_udp_port_already_in_use() {
+    // The default read mode binds one socket without SO_REUSEPORT: a second instance fails to start instead of
+    // silently taking part of the traffic.
+    let (server, _sink) = start(&config(&["udp://127.0.0.1:0"], "num_workers: 4\n")).await;
+    let addr = server.udp_address().unwrap();
+    let yaml = config(&[&format!("udp://{addr}")], "num_workers: 4\n");
+    let second = harrier::config::Config::from_yaml_with_env(&yaml, "test", |_| None).unwrap();
+    let started = harrier::server::start(second, vec![]).await;
+    assert!(started.is_err(), "a second server bound {addr}");
+    server.shutdown().await;
 }

@@ -1,4 +1,5 @@
-//! Listeners: sockets → pooled batches of raw packets, handed to the parse workers. Nothing here parses.
+//! Listeners: sockets → pooled batches of raw packets, handed to the parse workers; or, for a datagram listener
+//! with `num_readers: 0`, its socket handed to a worker that reads it itself ([`Source`]). Nothing here parses.
 //!
 //! Binding happens before anything runs, so a bad address fails start-up with an error naming it, and a port
 //! of 0 is resolved to the port the OS chose (tests read it from [`BoundListener::address`]).
@@ -44,13 +45,11 @@ pub struct ListenOptions {
 }
 
 impl ListenOptions {
-    /// Sockets per datagram listener: one per reader thread, or one per worker when workers read.
+    /// Sockets per datagram listener: one per reader thread, or a single one when a worker reads it. Only
+    /// several sockets need SO_REUSEPORT, which would also let another process of the same user bind the port and
+    /// silently take part of the traffic; so the default (a worker reads) never sets it.
     fn datagram_sockets(&self) -> usize {
-        if self.num_readers == 0 {
-            self.num_workers.max(1)
-        } else {
-            self.num_readers
-        }
+        self.num_readers.max(1)
     }
 }
 
@@ -97,10 +96,7 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
             let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
             set_receive_buffer(&sock, opts.read_buffer_size);
             let mut sockets = vec![sock];
-            // Workers reading for themselves share one unix socket through worker 0: clones would all wake for
-            // every datagram (a unix socket has one queue, unlike SO_REUSEPORT UDP sockets).
-            let clones = if opts.num_readers == 0 { 1 } else { opts.num_readers };
-            for _ in 1..clones {
+            for _ in 1..opts.datagram_sockets() {
                 sockets.push(sockets[0].try_clone().map_err(err)?);
             }
             Ok(BoundListener {
@@ -222,10 +218,10 @@ impl BoundListener {
     ) -> io::Result<Running> {
         match self.sockets {
             Sockets::Datagram(sockets) if opts.num_readers == 0 => {
-                // Socket i is read by worker i.
-                for (i, socket) in sockets.into_iter().enumerate() {
+                // The listener's socket is read by one worker; several listeners spread over the workers.
+                for socket in sockets {
                     let source = Source::new(socket, index, stats.clone(), opts.max_packet, stop.flag.clone());
-                    ingest.attach(i, source);
+                    ingest.attach(index, source);
                 }
                 Ok(Running::Attached)
             }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::number::{parse_f64, parse_i64};
+use super::number::{parse_f64, parse_i64, parse_short_decimal};
 use super::{fields, find_either, split_short, ParseError, Tags};
 
 /// The smallest sample rate accepted: one sample standing for a billion.
@@ -141,6 +141,10 @@ impl<'a> Values<'a> {
             Some(_) => Err(ParseError::NonFiniteValue(p)),
             None => Err(ParseError::BadValue(p)),
         };
+        // The common case, a short decimal, needs no search for packed values: it has no ':' by definition.
+        if let Some(first) = parse_short_decimal(raw) {
+            return Ok(Values { first, rest: "", len: 1 });
+        }
         if !raw.as_bytes().contains(&b':') {
             return Ok(Values {
                 first: one(raw)?,

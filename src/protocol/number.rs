@@ -34,7 +34,7 @@ const POW10: [f64; 16] = [
 /// below 2^53 and the divisor is an exact power of ten, so one division is correctly rounded (Clinger's fast
 /// path) and gives the same value as a full parse. Anything else returns `None` for the general parser.
 #[inline(always)]
-fn parse_short_decimal(s: &str) -> Option<f64> {
+pub(crate) fn parse_short_decimal(s: &str) -> Option<f64> {
     let bytes = s.as_bytes();
     let (negative, digits) = match bytes.first()? {
         b'-' => (true, &bytes[1..]),

@@ -42,48 +42,26 @@ pub enum Dropped {
     Unparsable,
 }
 
-/// How a slot is found from a line's text (see [`ShardState`]).
-#[derive(Debug, Clone)]
-enum SlotText {
-    /// Not registered by text: imported, and no line of it has arrived yet.
-    None,
-    /// Lines whose tag block is the key's canonical tag text.
-    Canonical,
-    /// Lines whose tag block is this text (unsorted, repeated, scope or extended tags).
-    Alias(Box<str>),
-}
-
 /// A series kept by a shard, with its value for the current interval.
 #[derive(Debug, Clone)]
 struct Slot {
     hash: u64,
-    text_hash: u64,
-    text: SlotText,
+    /// [`text_hash`] of the line text this slot is found by, if `by_text` holds it.
+    text_hash: u128,
+    by_text: bool,
     key: SeriesKey,
     value: Value,
     /// Whether the series received anything this interval (only those are flushed).
     touched: bool,
 }
 
-impl Slot {
-    #[inline]
-    fn text_matches(&self, name: &str, kind: MetricKind, raw_tags: &str) -> bool {
-        self.key.kind == kind
-            && *self.key.name == *name
-            && match &self.text {
-                SlotText::Canonical => self.key.tags.joined() == raw_tags,
-                SlotText::Alias(text) => **text == *raw_tags,
-                SlotText::None => false,
-            }
-    }
-}
-
 /// One shard's series and this interval's checks, events and timestamped points.
 ///
 /// Series are kept across intervals in a dense vector of slots, found through two indexes of slot numbers: by
-/// key hash (the canonical identity: name, type, scope and sorted tags) and by text hash (name, type and tag block
-/// exactly as written on the line that created the series). A known series is found from its line's text alone,
-/// without walking, hashing or sorting its tags; only a new series, or a known one written differently, takes the
+/// key hash (the canonical identity: name, type, scope and sorted tags, compared in full) and by the 128-bit hash
+/// of the text of the line that created the series (name, type and tag block exactly as written, see
+/// [`text_hash`]). A known series is found from its line's text hash alone, without walking, sorting or comparing
+/// its tags; only a new series, or a known one written differently, takes the
 /// canonical path. At each flush the values of the series touched in the interval are taken out and reset in
 /// place, and series idle for a whole interval are removed, so a steady set of series allocates nothing, interval
 /// after interval.
@@ -201,13 +179,12 @@ impl ShardState {
     }
 
     #[inline]
-    fn find_text(&self, m: &Metric<'_>, th: u64) -> Option<usize> {
-        let raw_tags = m.tags.raw();
+    fn find_text(&self, m: &Metric<'_>, th: u128) -> Option<usize> {
         let slots = &self.slots;
         self.by_text
-            .find(th, |&i| {
+            .find(th as u64, |&i| {
                 let s = &slots[i as usize];
-                s.text_hash == th && s.text_matches(m.name, m.kind, raw_tags)
+                s.text_hash == th && s.key.kind == m.kind
             })
             .map(|&i| i as usize)
     }
@@ -245,7 +222,7 @@ impl ShardState {
 
     /// The slot of a series not found by its text: found by its canonical key (and then also registered by this
     /// text if it has none), or created.
-    fn slot_for(&mut self, view: &KeyView<'_>, th: u64, extend: &ExtendTags) -> usize {
+    fn slot_for(&mut self, view: &KeyView<'_>, th: u128, extend: &ExtendTags) -> usize {
         let canonical = self.canon.build(view, extend);
         let hash = view.hash;
         let slots = &self.slots;
@@ -256,30 +233,22 @@ impl ShardState {
                 s.hash == hash && view.matches(&s.key, canonical)
             })
             .copied();
-        let raw_tags = view.tags.raw();
-        let text = || {
-            if raw_tags == canonical {
-                SlotText::Canonical
-            } else {
-                SlotText::Alias(raw_tags.into())
-            }
-        };
         if let Some(i) = found {
             let slot = &mut self.slots[i as usize];
-            if matches!(slot.text, SlotText::None) {
-                slot.text = text();
+            if !slot.by_text {
+                slot.by_text = true;
                 slot.text_hash = th;
                 let slots = &self.slots;
-                self.by_text.insert_unique(th, i, |&j| slots[j as usize].text_hash);
+                self.by_text
+                    .insert_unique(th as u64, i, |&j| slots[j as usize].text_hash as u64);
             }
             return i as usize;
         }
         let key = view.to_key(canonical, extend);
-        let text = text();
         self.insert(Slot {
             hash,
             text_hash: th,
-            text,
+            by_text: true,
             value: empty_value(key.kind),
             key,
             touched: false,
@@ -289,13 +258,13 @@ impl ShardState {
     /// Adds a new slot to the vector and its indexes.
     fn insert(&mut self, slot: Slot) -> usize {
         let i = self.slots.len();
-        let (hash, th, by_text) = (slot.hash, slot.text_hash, !matches!(slot.text, SlotText::None));
+        let (hash, th, by_text) = (slot.hash, slot.text_hash, slot.by_text);
         self.slots.push(slot);
         let slots = &self.slots;
         self.by_key.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
         if by_text {
             self.by_text
-                .insert_unique(th, i as u32, |&j| slots[j as usize].text_hash);
+                .insert_unique(th as u64, i as u32, |&j| slots[j as usize].text_hash as u64);
         }
         i
     }
@@ -307,8 +276,8 @@ impl ShardState {
         if let Ok(e) = self.by_key.find_entry(slot.hash, |&j| j as usize == i) {
             e.remove();
         }
-        if !matches!(slot.text, SlotText::None) {
-            if let Ok(e) = self.by_text.find_entry(slot.text_hash, |&j| j as usize == i) {
+        if slot.by_text {
+            if let Ok(e) = self.by_text.find_entry(slot.text_hash as u64, |&j| j as usize == i) {
                 e.remove();
             }
         }
@@ -317,8 +286,8 @@ impl ShardState {
             if let Some(j) = self.by_key.find_mut(moved.hash, |&j| j as usize == last) {
                 *j = i as u32;
             }
-            if !matches!(moved.text, SlotText::None) {
-                if let Some(j) = self.by_text.find_mut(moved.text_hash, |&j| j as usize == last) {
+            if moved.by_text {
+                if let Some(j) = self.by_text.find_mut(moved.text_hash as u64, |&j| j as usize == last) {
                     *j = i as u32;
                 }
             }
@@ -374,7 +343,7 @@ impl ShardState {
                 self.insert(Slot {
                     hash,
                     text_hash: 0,
-                    text: SlotText::None,
+                    by_text: false,
                     key: incoming.key,
                     value: incoming.value,
                     touched: true,
@@ -427,7 +396,8 @@ impl ShardState {
             self.slots.shrink_to(self.slots.len() * 2);
             let slots = &self.slots;
             self.by_key.shrink_to(slots.len(), |&j| slots[j as usize].hash);
-            self.by_text.shrink_to(slots.len(), |&j| slots[j as usize].text_hash);
+            self.by_text
+                .shrink_to(slots.len(), |&j| slots[j as usize].text_hash as u64);
         }
         Interval {
             series,

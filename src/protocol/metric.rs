@@ -143,7 +143,11 @@ impl<'a> Values<'a> {
         };
         // The common case, a short decimal, needs no search for packed values: it has no ':' by definition.
         if let Some(first) = parse_short_decimal(raw) {
-            return Ok(Values { first, rest: "", len: 1 });
+            return Ok(Values {
+                first,
+                rest: "",
+                len: 1,
+            });
         }
         if !raw.as_bytes().contains(&b':') {
             return Ok(Values {

@@ -218,16 +218,18 @@ impl Canon {
     }
 }
 
-/// The 128-bit keyed hash of a line's text identity: name, type and tag block exactly as written. Lines with the
-/// same text are the same series, so a shard finds a known series by this hash alone, without walking, sorting or
-/// even comparing its tags. Two different texts share a hash with probability 2^-128 per pair (about 10^-27 for a
-/// million series), and the per-process random seed keeps a sender from crafting a collision; the Datadog agent
-/// identifies series by a 64-bit hash. Keys reached by the canonical path are compared in full.
+/// The 128-bit keyed hash of a line's text identity: its name and everything after its value (type, sample rate,
+/// tag block and any other field, exactly as written; see [`crate::protocol::LineView`]). Lines with the same text
+/// are the same series with the same type and sample rate, so a shard finds a known series by this hash alone,
+/// without parsing the rest of the line, or walking, sorting or even comparing its tags. Two different texts share
+/// a hash with probability 2^-128 per pair (about 10^-27 for a million series), and the per-process random seed
+/// keeps a sender from crafting a collision; the Datadog agent identifies series by a 64-bit hash. Keys reached by
+/// the canonical path are compared in full.
 #[inline]
-pub fn text_hash(name: &str, kind: MetricKind, raw_tags: &str) -> u128 {
+pub fn text_hash(name: &str, suffix: &str) -> u128 {
     let seed = key_seed();
-    let n = xxh3_128_with_seed(name.as_bytes(), seed ^ (kind as u64 + 1));
-    let t = xxh3_128_with_seed(raw_tags.as_bytes(), seed.rotate_left(32));
+    let n = xxh3_128_with_seed(name.as_bytes(), seed);
+    let t = xxh3_128_with_seed(suffix.as_bytes(), seed.rotate_left(32));
     n ^ t.rotate_left(64)
 }
 

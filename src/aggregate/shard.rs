@@ -9,7 +9,7 @@ use super::histogram::Histogram;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, Scope, SeriesKey, TagSet};
 use super::set::Set;
 use crate::config::{percentile_suffix, Aggregate};
-use crate::protocol::{Message, Metric, MetricKind, MetricValue, Tags};
+use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
 use crate::sink::{self, CheckRun, Series, SeriesKind};
 
 /// The aggregated value of a series.
@@ -49,6 +49,8 @@ struct Slot {
     /// [`text_hash`] of the line text this slot is found by, if `by_text` holds it.
     text_hash: u128,
     by_text: bool,
+    /// The sample rate written in that text.
+    text_rate: f64,
     key: SeriesKey,
     value: Value,
     /// Whether the series received anything this interval (only those are flushed).
@@ -153,53 +155,63 @@ impl ShardState {
             };
             return self.add_timestamped(m, ts, view, extend);
         }
-        let th = text_hash(m.name, m.kind, m.tags.raw());
-        let i = match self.find_text(m, th) {
+        let th = text_hash(m.name, m.suffix);
+        let i = match self.find_text(th) {
             Some(i) => i,
             None => match view {
-                Some(v) => self.slot_for(v, th, extend),
+                Some(v) => self.slot_for(v, th, m.sample_rate, extend),
                 None => {
                     let v = KeyView::new(m.name, m.kind, m.tags, extend);
-                    self.slot_for(&v, th, extend)
+                    self.slot_for(&v, th, m.sample_rate, extend)
                 }
             },
         };
-        self.add_to(i, m)
+        self.add_to(i, m.value, m.sample_rate)
     }
 
-    /// Aggregates a metric only if its series is known by the line's text (the cheap test a worker makes before
-    /// routing a line). `None` if it is not, or if the line has its own timestamp.
+    /// Aggregates a line cut at its value if this shard knows its series by the line's text (name and suffix, see
+    /// [`LineView`]): the type and sample rate are those of that text, and only the value is parsed. `None` if the
+    /// text is not known, or the value does not parse (the full parse then reports why).
     #[inline]
-    pub fn add_known(&mut self, m: &Metric<'_>) -> Option<Result<(), Dropped>> {
-        if m.timestamp.is_some() {
-            return None;
+    pub fn add_known_line(&mut self, line: &LineView<'_>) -> Option<Result<(), Dropped>> {
+        let i = self.find_text(text_hash(line.name, line.suffix))?;
+        let slot = &mut self.slots[i];
+        let rate = slot.text_rate;
+        // The common case inline: one short number for a counter or a gauge. (A set's member, a short number or
+        // not, is never read as one.)
+        if let (Value::Counter(_) | Value::Gauge(_), Some(v)) = (&slot.value, line.short_number()) {
+            slot.touched = true;
+            match &mut slot.value {
+                Value::Counter(sum) if rate == 1.0 => *sum += v,
+                Value::Counter(sum) => *sum += v / rate,
+                Value::Gauge(last) => *last = v,
+                _ => {}
+            }
+            return Some(Ok(()));
         }
-        let i = self.find_text(m, text_hash(m.name, m.kind, m.tags.raw()))?;
-        Some(self.add_to(i, m))
+        let value = parse_value(slot.key.kind, line.value).ok()?;
+        Some(self.add_to(i, value, rate))
     }
 
     #[inline]
-    fn find_text(&self, m: &Metric<'_>, th: u128) -> Option<usize> {
+    fn find_text(&self, th: u128) -> Option<usize> {
         let slots = &self.slots;
         self.by_text
-            .find(th as u64, |&i| {
-                let s = &slots[i as usize];
-                s.text_hash == th && s.key.kind == m.kind
-            })
+            .find(th as u64, |&i| slots[i as usize].text_hash == th)
             .map(|&i| i as usize)
     }
 
     #[inline]
-    fn add_to(&mut self, i: usize, m: &Metric<'_>) -> Result<(), Dropped> {
+    fn add_to(&mut self, i: usize, value: MetricValue<'_>, sample_rate: f64) -> Result<(), Dropped> {
         let slot = &mut self.slots[i];
         slot.touched = true;
-        match (&mut slot.value, m.value) {
+        match (&mut slot.value, value) {
             (Value::Counter(sum), MetricValue::Numbers(values)) => {
                 if values.len() == 1 {
-                    *sum += values.first() / m.sample_rate;
+                    *sum += values.first() / sample_rate;
                 } else {
                     for v in values.iter() {
-                        *sum += v / m.sample_rate;
+                        *sum += v / sample_rate;
                     }
                 }
             }
@@ -210,7 +222,7 @@ impl ShardState {
             }
             (Value::Histogram(h), MetricValue::Numbers(values)) => {
                 for v in values.iter() {
-                    h.add(v, m.sample_rate);
+                    h.add(v, sample_rate);
                 }
             }
             (Value::Set(s), MetricValue::SetMember(member)) => s.insert(member.as_bytes()),
@@ -222,7 +234,7 @@ impl ShardState {
 
     /// The slot of a series not found by its text: found by its canonical key (and then also registered by this
     /// text if it has none), or created.
-    fn slot_for(&mut self, view: &KeyView<'_>, th: u128, extend: &ExtendTags) -> usize {
+    fn slot_for(&mut self, view: &KeyView<'_>, th: u128, rate: f64, extend: &ExtendTags) -> usize {
         let canonical = self.canon.build(view, extend);
         let hash = view.hash;
         let slots = &self.slots;
@@ -238,6 +250,7 @@ impl ShardState {
             if !slot.by_text {
                 slot.by_text = true;
                 slot.text_hash = th;
+                slot.text_rate = rate;
                 let slots = &self.slots;
                 self.by_text
                     .insert_unique(th as u64, i, |&j| slots[j as usize].text_hash as u64);
@@ -249,6 +262,7 @@ impl ShardState {
             hash,
             text_hash: th,
             by_text: true,
+            text_rate: rate,
             value: empty_value(key.kind),
             key,
             touched: false,
@@ -344,6 +358,7 @@ impl ShardState {
                     hash,
                     text_hash: 0,
                     by_text: false,
+                    text_rate: 1.0,
                     key: incoming.key,
                     value: incoming.value,
                     touched: true,
@@ -584,6 +599,26 @@ mod tests {
         }
     }
 
+    /// As a worker does: a line whose text the shard knows is aggregated from its value alone, any other is parsed
+    /// in full. Returns how many lines took the first way.
+    fn feed_known_first(state: &mut ShardState, extend: &ExtendTags, lines: &str) -> usize {
+        let mut known = 0;
+        for line in crate::protocol::str_lines(lines) {
+            if let Some(view) = crate::protocol::split_metric(line) {
+                if let Some(result) = state.add_known_line(&view) {
+                    result.unwrap();
+                    known += 1;
+                    continue;
+                }
+            }
+            match parse_line(line.as_bytes()) {
+                Ok(Message::Metric(m)) => state.add_metric(&m, None, extend).unwrap(),
+                other => panic!("not a metric: {other:?}"),
+            }
+        }
+        known
+    }
+
     fn values(interval: &Interval) -> Vec<(String, String, f64)> {
         let mut v: Vec<_> = interval
             .series
@@ -700,5 +735,94 @@ mod tests {
             values(&state.take_interval()),
             vec![("g".into(), "a:1,b:2".into(), 12.0)]
         );
+    }
+
+    #[test]
+    fn a_line_known_by_its_text_is_aggregated_with_the_type_and_sample_rate_of_that_text() {
+        let e = ExtendTags::default();
+        let mut state = ShardState::default();
+        let lines = "x:1|c|@0.5|#a:1\nx:1|c|#a:1\nx:4|g|#a:1\nu:5|s\nt:1:2:3|ms\n";
+        assert_eq!(feed_known_first(&mut state, &e, lines), 0, "every text is new");
+        assert_eq!(
+            feed_known_first(&mut state, &e, lines),
+            4,
+            "the first line of a series text is known again"
+        );
+        // `x:1|c|#a:1` is the counter `x{a:1}` written another way (its rate): the same series, found by its key.
+        assert_eq!(
+            feed_known_first(&mut state, &e, "x:3|c|@0.5|#a:1\nx:7|g|#a:1\nu:6|s\nu:5|s\nt:4|ms\n"),
+            5
+        );
+        assert_eq!(state.len(), 4);
+        assert_eq!(
+            values(&state.take_interval()),
+            vec![
+                // Counter: 1/0.5 + 1 + 1/0.5 + 1 + 3/0.5 = 12; gauge: the last value; set members 5 and 6 (a
+                // member that looks like a number is still a member); timer: 3 + 3 + 1 samples.
+                ("t".into(), "".into(), 7.0),
+                ("u".into(), "".into(), 2.0),
+                ("x".into(), "a:1".into(), 7.0),
+                ("x".into(), "a:1".into(), 12.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_known_text_with_a_bad_value_is_left_to_the_full_parse_and_a_timestamped_line_is_never_known() {
+        let e = ExtendTags::default();
+        let mut state = ShardState::default();
+        feed(&mut state, &e, "x:1|c|#a:1\n");
+        let bad = crate::protocol::split_metric("x:abc|c|#a:1").unwrap();
+        assert!(state.add_known_line(&bad).is_none());
+        assert!(matches!(
+            parse_line(b"x:abc|c|#a:1"),
+            Err(crate::protocol::ParseError::BadValue("abc"))
+        ));
+        let stamped = "x:1|c|#a:1|T1700000000";
+        feed(&mut state, &e, stamped);
+        let view = crate::protocol::split_metric(stamped).unwrap();
+        assert!(state.add_known_line(&view).is_none(), "its text is not registered");
+        feed(&mut state, &e, stamped);
+        let interval = state.take_interval();
+        assert_eq!(interval.timestamped.len(), 2);
+        assert_eq!(values(&interval), vec![("x".into(), "a:1".into(), 1.0)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn property_test_lines_found_by_their_text_aggregate_exactly_as_fully_parsed_lines(
+            lines in proptest::collection::vec(
+                (
+                    0usize..3,
+                    0usize..4,
+                    proptest::collection::vec(0u32..50, 1..3),
+                    0usize..3,
+                    0usize..4,
+                ),
+                1..60,
+            ),
+        ) {
+            let tag_blocks = ["", "|#a:1,b:2", "|#b:2,a:1", "|#a:1|c:container"];
+            let text: String = lines
+                .iter()
+                .map(|(name, kind, values, rate, tags)| {
+                    let kind = ["c", "g", "ms", "s"][*kind];
+                    let value = if kind == "s" {
+                        values[0].to_string()
+                    } else {
+                        values.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+                    };
+                    let rate = ["", "|@0.5", "|@0.25"][*rate];
+                    format!("m{name}:{value}|{kind}{rate}{}\n", tag_blocks[*tags])
+                })
+                .collect();
+            let e = ExtendTags::default();
+            let (mut full, mut fast) = (ShardState::default(), ShardState::default());
+            for _ in 0..2 {
+                feed(&mut full, &e, &text);
+                feed_known_first(&mut fast, &e, &text);
+            }
+            proptest::prop_assert_eq!(values(&full.take_interval()), values(&fast.take_interval()));
+        }
     }
 }

@@ -80,6 +80,64 @@ pub struct Metric<'a> {
     pub tags: Tags<'a>,
     /// `|T<unix seconds>`: the point is not aggregated into the interval.
     pub timestamp: Option<i64>,
+    /// Everything after the value's `|`: the type and the optional fields exactly as written (`c|@0.5|#a:b`).
+    /// With the name, the line's identity as text (see [`LineView`]).
+    pub suffix: &'a str,
+}
+
+/// A metric line cut at its value, and nothing more: the name, the raw value and the text after the value's `|`.
+///
+/// Lines of a series are usually written the same way every time, so `name` and `suffix` identify the series of
+/// a line that was once fully parsed: an aggregation shard that already knows this exact text knows its type,
+/// sample rate and series, and needs only the value (see `ShardState::add_known_line`). Nothing but the value is
+/// looked at or validated here; a line whose text is not known takes the full [`parse`](super::parse_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineView<'a> {
+    pub name: &'a str,
+    /// The raw value (`12`, `1:2:3`, a set member).
+    pub value: &'a str,
+    /// As [`Metric::suffix`].
+    pub suffix: &'a str,
+}
+
+impl LineView<'_> {
+    /// The value as a number if it is one short decimal (`[-]digits[.digits]`, at most 15 digits: the common
+    /// case), parsed exactly as the full parse would; `None` for anything else, including a set's member.
+    #[inline(always)]
+    pub fn short_number(&self) -> Option<f64> {
+        parse_short_decimal(self.value)
+    }
+}
+
+/// Cuts a line into a [`LineView`]: `None` if it has no `name:value|` prefix (an event or a service check has
+/// none, or a name that no metric line can have, so their text is never known).
+#[inline]
+pub fn split_metric(line: &str) -> Option<LineView<'_>> {
+    let bytes = line.as_bytes();
+    let colon = find_either(bytes, b':', b'|')?;
+    if bytes[colon] != b':' {
+        return None;
+    }
+    let pipe = colon + 1 + find_either(&bytes[colon + 1..], b'|', b'|')?;
+    // Both cuts are at ASCII bytes, so on char boundaries.
+    Some(LineView {
+        name: &line[..colon],
+        value: &line[colon + 1..pipe],
+        suffix: &line[pipe + 1..],
+    })
+}
+
+/// Parses the raw value of a metric of type `kind`: a set's member as it is, numbers validated.
+#[inline]
+pub fn parse_value(kind: MetricKind, raw: &str) -> Result<MetricValue<'_>, ParseError<'_>> {
+    if raw.is_empty() {
+        return Err(ParseError::EmptyValue);
+    }
+    Ok(if kind == MetricKind::Set {
+        MetricValue::SetMember(raw)
+    } else {
+        MetricValue::Numbers(Values::parse(raw)?)
+    })
 }
 
 /// The value part of a metric line.
@@ -195,11 +253,7 @@ pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
     }
     let (kind, optional) = split_short(rest, b'|');
     let kind = MetricKind::from_wire(kind).ok_or(ParseError::BadType(kind))?;
-    let value = if kind == MetricKind::Set {
-        MetricValue::SetMember(raw_value)
-    } else {
-        MetricValue::Numbers(Values::parse(raw_value)?)
-    };
+    let value = parse_value(kind, raw_value)?;
     let mut metric = Metric {
         name,
         kind,
@@ -207,6 +261,7 @@ pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
         sample_rate: 1.0,
         tags: Tags::default(),
         timestamp: None,
+        suffix: rest,
     };
     if let Some(optional) = optional {
         for field in fields(optional) {

@@ -17,7 +17,7 @@ use memchr::memchr;
 use thiserror::Error;
 
 pub use event::{AlertType, Event, Priority};
-pub use metric::{Metric, MetricKind, MetricValue, Values, MIN_SAMPLE_RATE};
+pub use metric::{parse_value, split_metric, LineView, Metric, MetricKind, MetricValue, Values, MIN_SAMPLE_RATE};
 pub use number::{parse_f64, parse_i64};
 pub use service_check::{CheckStatus, ServiceCheck};
 

@@ -1,13 +1,16 @@
 //! The hot path between sockets and shards.
 //!
 //! A datagram listener's socket is either read by a worker itself (`num_readers: 0`, the default: the worker
-//! sleeps in `poll(2)` on its sockets and an eventfd that wakes it for messages), or by reader threads that fill
+//! sleeps in `poll(2)` on its sockets and an eventfd that wakes it for messages, and under light traffic naps a
+//! millisecond between reads so that one wake-up reads many datagrams), or by reader threads that fill
 //! pooled [`Batch`]es with raw, newline-separated packets and hand each batch to a worker (round robin), as stream
 //! listeners always do. Each worker thread owns one shard's [`ShardState`] and parses what it receives: a line whose
 //! series belongs to its own shard is aggregated on the spot (parsed once, hashed once, no copy); a line owned by
 //! another shard is copied into that worker's outgoing buffer and handed over once per batch, so every series is
 //! aggregated by exactly one thread and no lock is shared on the hot path. With one worker nothing is ever handed
-//! over. Buffers travel back to their pools, so steady state allocates nothing per line.
+//! over. A line whose text (name and everything after the value) the worker's shard already knows is aggregated from
+//! its value alone, without the full parse. Buffers travel back to their pools, so steady state allocates nothing
+//! per line.
 //!
 //! Raw batches are bounded per worker (a full worker makes its listener wait, and the kernel's socket buffer
 //! absorbs the burst); hand-overs between workers are not bounded, so two workers can never wait on each other.

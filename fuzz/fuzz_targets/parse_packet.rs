@@ -1,4 +1,5 @@
-//! Any bytes, as one packet: parsing never panics, and whatever parses can be read in full.
+//! Any bytes, as one packet: parsing never panics, whatever parses can be read in full, and cutting a line at its
+//! value (what a shard does for a line whose text it knows) agrees with the full parse.
 #![no_main]
 
 use harrier::protocol::{self, Message, MetricValue};
@@ -30,6 +31,18 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => {
                 let _ = e.to_string();
             }
+        }
+    }
+    // The cut a shard uses for lines whose text it knows agrees with the full parse.
+    for line in protocol::lines(data) {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let view = protocol::split_metric(line);
+        if let Ok(Message::Metric(m)) = protocol::parse_str(line) {
+            let view = view.expect("a metric line has a name:value| prefix");
+            assert_eq!((view.name, view.suffix), (m.name, m.suffix));
+            assert_eq!(protocol::parse_value(m.kind, view.value), Ok(m.value));
         }
     }
 });

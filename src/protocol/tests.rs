@@ -428,6 +428,21 @@ proptest! {
                 _ => {}
             }
         }
+        // Cutting a line at its value agrees with the full parse on every line the full parse takes as a metric:
+        // same name and suffix (the text a shard knows it by), and the same value once the type is known.
+        for line in super::str_lines(&packet) {
+            let view = super::split_metric(line);
+            if let Ok(Message::Metric(m)) = super::parse_str(line) {
+                let view = view.expect("a metric line has a name:value| prefix");
+                prop_assert_eq!((view.name, view.suffix), (m.name, m.suffix));
+                prop_assert_eq!(super::parse_value(m.kind, view.value), Ok(m.value));
+                if let Some(v) = view.short_number() {
+                    if let MetricValue::Numbers(values) = m.value {
+                        prop_assert_eq!(v, values.first());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! per line.
 //!
 //! Raw batches are bounded per worker (a full worker makes its listener wait, and the kernel's socket buffer
-//! absorbs the burst); hand-overs between workers are not bounded, so two workers can never wait on each other.
+//! absorbs the burst). Hand-overs between workers never wait, so that two workers can never wait on each other:
+//! they are bounded in bytes per receiving worker ([`HANDOVER_MAX_BYTES`], over a second of a million lines per
+//! second), and what would exceed the bound is dropped and counted (`harrier.lines.dropped{reason:worker_behind}`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -36,6 +38,9 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 const QUEUE_DEPTH: usize = 256;
 /// Buffers kept in a pool; more are freed.
 const POOL_MAX: usize = 4096;
+/// Bytes of lines handed over to one worker and not yet processed, beyond which further hand-overs to it are
+/// dropped and counted: a worker that stops keeping up must not grow memory without bound.
+pub const HANDOVER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Newline-separated packets from one listener.
 #[derive(Debug, Default)]
@@ -154,6 +159,8 @@ pub struct ShardSender {
     tx: mpsc::UnboundedSender<ShardMsg>,
     /// Raw batches queued and not yet processed.
     raw_queued: Arc<AtomicUsize>,
+    /// Bytes of handed-over lines queued and not yet processed.
+    handover_bytes: Arc<AtomicUsize>,
     waker: Arc<Waker>,
 }
 
@@ -171,6 +178,19 @@ impl ShardSender {
 
     fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Hands lines over to this worker, unless that would put more than [`HANDOVER_MAX_BYTES`] in its queue: then
+    /// the lines come back, for the caller to count and drop.
+    fn send_lines(&self, lines: Vec<u8>) -> Result<(), Vec<u8>> {
+        let len = lines.len();
+        if self.handover_bytes.fetch_add(len, Ordering::AcqRel) + len > HANDOVER_MAX_BYTES {
+            self.handover_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(lines);
+        }
+        // If the worker is gone (shutdown), nothing takes these bytes off the count; it no longer matters.
+        self.send(ShardMsg::Lines(lines));
+        Ok(())
     }
 
     fn send_raw(&self, batch: Batch) -> bool {
@@ -273,6 +293,7 @@ pub struct Pipeline {
 }
 
 static BAD_LINE_LOG: LimitedLog = LimitedLog::new("rejected line");
+static BEHIND_LOG: LimitedLog = LimitedLog::new("worker behind");
 
 impl Pipeline {
     /// Starts `workers` worker threads, each owning one shard.
@@ -284,21 +305,28 @@ impl Pipeline {
             let sender = ShardSender {
                 tx,
                 raw_queued: Arc::default(),
+                handover_bytes: Arc::default(),
                 waker: Arc::new(Waker::new().expect("creating a worker's eventfd")),
             };
-            receivers.push((rx, sender.raw_queued.clone(), sender.waker.clone()));
+            receivers.push((
+                rx,
+                sender.raw_queued.clone(),
+                sender.handover_bytes.clone(),
+                sender.waker.clone(),
+            ));
             shards.push(sender);
         }
         let batch_pool = BufferPool::default();
         let line_pool = BufferPool::default();
         let mut threads = Vec::with_capacity(workers);
-        for (i, (rx, raw_queued, waker)) in receivers.into_iter().enumerate() {
+        for (i, (rx, raw_queued, handover_bytes, waker)) in receivers.into_iter().enumerate() {
             let worker = Worker {
                 index: i,
                 waker,
                 sources: Vec::new(),
                 shards: shards.clone(),
                 raw_queued,
+                handover_bytes,
                 extend: extend.clone(),
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
@@ -391,6 +419,7 @@ struct Worker {
     sources: Vec<Source>,
     shards: Vec<ShardSender>,
     raw_queued: Arc<AtomicUsize>,
+    handover_bytes: Arc<AtomicUsize>,
     extend: Arc<ExtendTags>,
     telemetry: Arc<Telemetry>,
     batch_pool: BufferPool,
@@ -533,6 +562,7 @@ impl Worker {
                     self.raw_queued.fetch_sub(1, Ordering::AcqRel);
                 }
                 ShardMsg::Lines(buf) => {
+                    self.handover_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
                     let now = unix_now();
                     for line in protocol::lines(&buf) {
                         // Lines handed over were validated by the worker that received them.
@@ -590,7 +620,18 @@ impl Worker {
         for (shard, buf) in out.iter_mut().enumerate() {
             if !buf.is_empty() {
                 let full = std::mem::take(buf);
-                self.shards[shard].send(ShardMsg::Lines(full));
+                if let Err(dropped) = self.shards[shard].send_lines(full) {
+                    let lines = memchr::memchr_iter(b'\n', &dropped).count() as u64;
+                    self.telemetry
+                        .count("harrier.lines.dropped", &["reason:worker_behind"], lines);
+                    BEHIND_LOG.log(|| {
+                        format!(
+                            "worker {shard} is behind by more than {HANDOVER_MAX_BYTES} bytes of lines handed \
+                             over to it; {lines} lines dropped"
+                        )
+                    });
+                    self.line_pool.put(dropped);
+                }
             }
         }
     }
@@ -683,5 +724,41 @@ impl Worker {
             _ => return,
         };
         self.telemetry.count("harrier.lines.dropped", &[reason], 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender() -> (ShardSender, mpsc::UnboundedReceiver<ShardMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = ShardSender {
+            tx,
+            raw_queued: Arc::default(),
+            handover_bytes: Arc::default(),
+            waker: Arc::new(Waker::new().unwrap()),
+        };
+        (sender, rx)
+    }
+
+    #[test]
+    fn hand_overs_to_a_worker_that_is_behind_are_refused_past_the_byte_bound_and_accepted_again_once_it_catches_up() {
+        let (to, mut inbox) = sender();
+        let chunk = HANDOVER_MAX_BYTES / 4;
+        for _ in 0..4 {
+            assert!(to.send_lines(vec![b'x'; chunk]).is_ok());
+        }
+        // The bound is reached: one more byte comes back, whole, to be counted and dropped.
+        let refused = to.send_lines(b"a:1|c\n".to_vec()).unwrap_err();
+        assert_eq!(refused, b"a:1|c\n");
+        assert_eq!(to.handover_bytes.load(Ordering::Acquire), HANDOVER_MAX_BYTES);
+        // The worker processes one buffer (as `Worker::handle` does): there is room again.
+        let Ok(ShardMsg::Lines(buf)) = inbox.try_recv() else {
+            panic!("the first hand-over is queued")
+        };
+        to.handover_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
+        assert!(to.send_lines(b"a:1|c\n".to_vec()).is_ok());
+        assert_eq!(to.handover_bytes.load(Ordering::Acquire), 3 * chunk + 6);
     }
 }

@@ -569,11 +569,8 @@ impl Worker {
                         let Ok(line) = std::str::from_utf8(line) else {
                             continue;
                         };
-                        if let Some(view) = protocol::split_metric(line) {
-                            if let Some(result) = self.state.add_known_line(&view) {
-                                self.count_dropped(result);
-                                continue;
-                            }
+                        if self.add_known(line) {
+                            continue;
                         }
                         if let Ok(msg) = protocol::parse_str(line) {
                             self.add(msg, None, now);
@@ -666,11 +663,8 @@ impl Worker {
     /// aggregated from its value alone; any other is parsed in full, then aggregated or handed over.
     #[inline]
     fn line(&mut self, line: &str, now: i64, out: &mut [Vec<u8>]) {
-        if let Some(view) = protocol::split_metric(line) {
-            if let Some(result) = self.state.add_known_line(&view) {
-                self.count_dropped(result);
-                return;
-            }
+        if self.add_known(line) {
+            return;
         }
         let msg = match protocol::parse_str(line) {
             Ok(msg) => msg,
@@ -701,6 +695,16 @@ impl Worker {
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
         }
+    }
+
+    /// Aggregates a line from its value alone if this shard knows its text; false if the line needs the full parse.
+    #[inline]
+    fn add_known(&mut self, line: &str) -> bool {
+        let Some(result) = protocol::split_metric(line).and_then(|view| self.state.add_known_line(&view)) else {
+            return false;
+        };
+        self.count_dropped(result);
+        true
     }
 
     fn reject(&self, line: &[u8], e: &ParseError<'_>) {

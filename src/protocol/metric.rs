@@ -113,14 +113,22 @@ impl LineView<'_> {
 /// none, or a name that no metric line can have, so their text is never known).
 #[inline]
 pub fn split_metric(line: &str) -> Option<LineView<'_>> {
+    cut(line).ok()
+}
+
+/// The cut shared by [`split_metric`] and the full parse: the name ends at the first ':', which must come before
+/// the first '|'; the value runs to the next '|'.
+#[inline(always)]
+fn cut(line: &str) -> Result<LineView<'_>, ParseError<'_>> {
     let bytes = line.as_bytes();
-    let colon = find_either(bytes, b':', b'|')?;
-    if bytes[colon] != b':' {
-        return None;
-    }
-    let pipe = colon + 1 + find_either(&bytes[colon + 1..], b'|', b'|')?;
+    let colon = match find_either(bytes, b':', b'|') {
+        None => return Err(ParseError::NoPipe),
+        Some(i) if bytes[i] == b'|' => return Err(ParseError::NoColon),
+        Some(i) => i,
+    };
+    let pipe = colon + 1 + find_either(&bytes[colon + 1..], b'|', b'|').ok_or(ParseError::NoPipe)?;
     // Both cuts are at ASCII bytes, so on char boundaries.
-    Some(LineView {
+    Ok(LineView {
         name: &line[..colon],
         value: &line[colon + 1..pipe],
         suffix: &line[pipe + 1..],
@@ -235,16 +243,11 @@ impl<'a> Values<'a> {
 
 #[inline]
 pub(super) fn parse(line: &str) -> Result<Metric<'_>, ParseError<'_>> {
-    // The name ends at the first ':', which must come before the first '|'; the value runs to that '|'.
-    let bytes = line.as_bytes();
-    let colon = match find_either(bytes, b':', b'|') {
-        None => return Err(ParseError::NoPipe),
-        Some(i) if bytes[i] == b'|' => return Err(ParseError::NoColon),
-        Some(i) => i,
-    };
-    let pipe = colon + 1 + find_either(&bytes[colon + 1..], b'|', b'|').ok_or(ParseError::NoPipe)?;
-    // Both splits are at ASCII bytes, so on char boundaries.
-    let (name, raw_value, rest) = (&line[..colon], &line[colon + 1..pipe], &line[pipe + 1..]);
+    let LineView {
+        name,
+        value: raw_value,
+        suffix: rest,
+    } = cut(line)?;
     if name.is_empty() {
         return Err(ParseError::EmptyName);
     }

@@ -55,6 +55,18 @@ pub struct Config {
     /// `host:port` of the global (or proxy) Harrier to forward sketches to. Setting it makes this a local
     /// instance. Default: empty (this instance is the root: it emits everything itself).
     pub forward_address: String,
+    /// Several globals, `["host:port", ...]`: each forwarded series goes to one of them, chosen by rendezvous
+    /// hashing of its series key, so every local picks the same global for the same series. Exclusive with
+    /// `forward_address` and `forward_discovery`. Default: `[]`.
+    pub forward_addresses: Vec<String>,
+    /// The globals from DNS: `{kind: dns_a | dns_srv, name, port (dns_a only), refresh: 30s, nameserver}`; see
+    /// [`DiscoveryConfig`]. Exclusive with `forward_address` and `forward_addresses`. Default: none.
+    pub forward_discovery: Option<DiscoveryConfig>,
+    /// Run as a proxy: receive the locals' forwarded streams on `grpc_address` and route each metric at once to
+    /// its owning global (`forward_addresses` or `forward_discovery`), without merging. A proxy has no
+    /// DogStatsD listeners (`statsd_listen_addresses` is ignored) and no default console sink: its self-metrics
+    /// go to `metric_sinks` if any are configured. Default: `false`.
+    pub proxy: bool,
     /// `host:port` on which to serve the gRPC import API (global and proxy tiers). Default: empty (no import
     /// server).
     pub grpc_address: String,
@@ -108,6 +120,9 @@ impl Default for Config {
             interval: Duration::from_secs(10),
             hostname: system_hostname(),
             forward_address: String::new(),
+            forward_addresses: Vec::new(),
+            forward_discovery: None,
+            proxy: false,
             grpc_address: String::new(),
             http_address: String::new(),
             extend_tags: Vec::new(),
@@ -142,6 +157,9 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("interval", EnvKind::Text),
     ("hostname", EnvKind::Text),
     ("forward_address", EnvKind::Text),
+    ("forward_addresses", EnvKind::List),
+    ("forward_discovery", EnvKind::Yaml),
+    ("proxy", EnvKind::Yaml),
     ("grpc_address", EnvKind::Text),
     ("http_address", EnvKind::Text),
     ("extend_tags", EnvKind::List),
@@ -501,19 +519,7 @@ impl Config {
                 parse_socket_addr(v).map_err(|reason| ConfigError::invalid(key, v, reason))?;
             }
         }
-        if !self.forward_address.is_empty() {
-            let host_port = strip_http_scheme(&self.forward_address);
-            if host_port
-                .rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-            {
-                return Err(ConfigError::invalid(
-                    "forward_address",
-                    &self.forward_address,
-                    "expected host:port, e.g. 127.0.0.1:8128",
-                ));
-            }
-        }
+        forward::validate(self)?;
         for tag in &self.extend_tags {
             if tag.is_empty() || tag.contains(',') {
                 return Err(ConfigError::invalid(
@@ -579,9 +585,15 @@ impl Config {
             .collect()
     }
 
-    /// True when `forward_address` is set: this instance forwards sketches instead of emitting percentiles.
+    /// True when this instance forwards sketches to a global tier (`forward_address`, `forward_addresses` or
+    /// `forward_discovery`) instead of emitting percentiles, and is not a proxy.
     pub fn is_local(&self) -> bool {
-        !self.forward_address.is_empty()
+        !self.proxy && self.forwards()
+    }
+
+    /// True when any forwarding target is configured.
+    pub fn forwards(&self) -> bool {
+        !self.forward_address.is_empty() || !self.forward_addresses.is_empty() || self.forward_discovery.is_some()
     }
 }
 
@@ -637,7 +649,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|e| format!("duration {s:?}: {e}"))
 }
 
-fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -659,6 +671,9 @@ pub fn system_hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+mod forward;
+pub use forward::{DiscoveryConfig, DiscoveryKind};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry};
-use crate::pipeline::{flush_shards, ShardSender};
+use crate::forward::ack::Acks;
+use crate::pipeline::{await_flush, flush_shards, request_flush, ShardSender};
 use crate::sink::{Flush, Sink, SinkOutcome};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
@@ -31,19 +32,33 @@ pub struct Flusher {
     pub interval: Duration,
     pub hostname: String,
     pub forwarder: Option<Arc<dyn Forward>>,
+    /// A global's acknowledgements: each flush takes the imports merged before it, and they are safe once every
+    /// sink is done with it.
+    pub acks: Option<Arc<Acks>>,
+}
+
+/// How long until the next multiple of `interval` since the Unix epoch (never zero).
+fn until_boundary(interval: Duration) -> Duration {
+    let ms = interval.as_millis().max(1) as u64;
+    let now = crate::telemetry::unix_now_ms();
+    Duration::from_millis(ms - now % ms)
 }
 
 impl Flusher {
-    /// Flushes every `interval` until `stop` is raised. Sink calls still running are left to finish (they are
-    /// bounded by one interval each).
+    /// Flushes at every multiple of `interval` on the wall clock (so that every instance's intervals line up, and
+    /// membership changes of the global tier apply at the same boundary everywhere) until `stop` is raised. Sink
+    /// calls still running are left to finish (they are bounded by one interval each).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut in_flight = JoinSet::new();
         loop {
+            // Never two flushes within half an interval, whatever the clock does.
+            let wait = match until_boundary(self.interval) {
+                w if w < self.interval / 2 => w + self.interval,
+                w => w,
+            };
             tokio::select! {
                 _ = crate::shutdown::stopped(&mut stop) => break,
-                _ = ticker.tick() => {
+                _ = tokio::time::sleep(wait) => {
                     self.flush_once(&mut in_flight).await;
                     while in_flight.try_join_next().is_some() {}
                 }
@@ -57,7 +72,16 @@ impl Flusher {
     pub async fn flush_once(&self, tasks: &mut JoinSet<()>) {
         let started = Instant::now();
         let timestamp = unix_now();
-        let states = flush_shards(&self.shards).await;
+        let states = match &self.acks {
+            Some(acks) => {
+                let (replies, id) = acks.begin_flush(|| request_flush(&self.shards));
+                (await_flush(replies).await, Some(id))
+            }
+            None => (flush_shards(&self.shards).await, None),
+        };
+        let (states, ack_id) = states;
+        // Marks this flush's imports safe once every sink is done with it (or the flush could not be built).
+        let ack = AckOnDrop(self.acks.clone().zip(ack_id));
         let emit_cfg = self.emit.clone();
         let hostname = self.hostname.clone();
         let interval = self.interval;
@@ -107,12 +131,13 @@ impl Flusher {
         }
 
         let out = Arc::new(out);
+        let mut sink_tasks = JoinSet::new();
         for sink in &self.sinks {
             let sink = sink.clone();
             let out = out.clone();
             let telemetry = self.telemetry.clone();
             let deadline = self.interval;
-            tasks.spawn(async move {
+            sink_tasks.spawn(async move {
                 let t0 = Instant::now();
                 let outcome = match tokio::time::timeout(deadline, sink.flush(out)).await {
                     Ok(outcome) => outcome,
@@ -130,6 +155,21 @@ impl Flusher {
                 };
                 telemetry.record_sink(sink.name(), sink.kind(), result, t0.elapsed());
             });
+        }
+        tasks.spawn(async move {
+            while sink_tasks.join_next().await.is_some() {}
+            drop(ack);
+        });
+    }
+}
+
+/// Reports a flush done to the acknowledgements when dropped.
+struct AckOnDrop(Option<(Arc<Acks>, u64)>);
+
+impl Drop for AckOnDrop {
+    fn drop(&mut self) {
+        if let Some((acks, id)) = self.0.take() {
+            acks.flushed(id);
         }
     }
 }

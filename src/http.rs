@@ -1,4 +1,4 @@
-//! A small HTTP/1.1 server for `GET /healthcheck` (200 `ok`) and `GET /version`.
+//! A small HTTP/1.1 server for `GET /healthcheck` (200 `ok`, or 503 when unhealthy) and `GET /version`.
 
 use std::time::Duration;
 
@@ -6,15 +6,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Whether this instance can do its job (`/healthcheck` answers 503 when not; a proxy with no reachable global).
+pub type Health = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Serves until `stop` is raised.
-pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, health: Health, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = crate::shutdown::stopped(&mut stop) => return,
             accepted = listener.accept() => {
                 if let Ok((conn, _)) = accepted {
+                    let healthy = health();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), respond(conn)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), respond(conn, healthy)).await;
                     });
                 }
             }
@@ -22,7 +26,7 @@ pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn respond(mut conn: tokio::net::TcpStream) -> std::io::Result<()> {
+async fn respond(mut conn: tokio::net::TcpStream, healthy: bool) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     // Read the request head (we need only its first line), at most 8 KiB.
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
@@ -35,7 +39,8 @@ async fn respond(mut conn: tokio::net::TcpStream) -> std::io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, body) = match (method, path) {
-        ("GET" | "HEAD", "/healthcheck") => ("200 OK", "ok\n".to_string()),
+        ("GET" | "HEAD", "/healthcheck") if healthy => ("200 OK", "ok\n".to_string()),
+        ("GET" | "HEAD", "/healthcheck") => ("503 Service Unavailable", "no reachable global\n".to_string()),
         ("GET" | "HEAD", "/version") => ("200 OK", format!("{}\n", crate::VERSION)),
         ("GET" | "HEAD", _) => ("404 Not Found", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),

@@ -269,6 +269,11 @@ impl Ingest {
 /// Asks every shard for its interval and returns the states. Lines a worker had received before the request are
 /// in its state (a worker's inbox is first in, first out).
 pub async fn flush_shards(shards: &[ShardSender]) -> Vec<Interval> {
+    await_flush(request_flush(shards)).await
+}
+
+/// Asks every shard to end its interval (the messages are queued behind everything sent to it before).
+pub fn request_flush(shards: &[ShardSender]) -> Vec<oneshot::Receiver<Interval>> {
     let mut replies = Vec::with_capacity(shards.len());
     for shard in shards {
         let (tx, rx) = oneshot::channel();
@@ -276,6 +281,11 @@ pub async fn flush_shards(shards: &[ShardSender]) -> Vec<Interval> {
             replies.push(rx);
         }
     }
+    replies
+}
+
+/// The intervals the shards send back.
+pub async fn await_flush(replies: Vec<oneshot::Receiver<Interval>>) -> Vec<Interval> {
     let mut states = Vec::with_capacity(replies.len());
     for rx in replies {
         if let Ok(state) = rx.await {

@@ -16,9 +16,11 @@ use tokio::task::JoinSet;
 use crate::aggregate::{EmitConfig, ExtendTags};
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
 use crate::flush::{Flusher, Forward};
-use crate::forward::client::Forwarder;
+use crate::forward::ack::Acks;
+use crate::forward::client::{Forwarder, Mode};
+use crate::forward::discovery;
 use crate::forward::proto::forward_server::ForwardServer;
-use crate::forward::server::ImportService;
+use crate::forward::server::{ImportService, ImportTarget};
 use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
@@ -150,8 +152,11 @@ pub async fn start_with_forwarder(
         idle_timeout: config.tcp_idle_timeout,
     };
     let mut bound = Vec::new();
-    for address in config.listen_addresses()? {
-        bound.push(listen::bind(&address, &opts)?);
+    // A proxy takes no DogStatsD: only forwarded streams.
+    if !config.proxy {
+        for address in config.listen_addresses()? {
+            bound.push(listen::bind(&address, &opts)?);
+        }
     }
     let addresses: Vec<ListenAddress> = bound.iter().map(|b| b.address.clone()).collect();
     let http_listener = bind_tcp(&config.http_address, |address, source| ServerError::Http {
@@ -174,7 +179,7 @@ pub async fn start_with_forwarder(
     let telemetry = Arc::new(Telemetry::new(stats.clone()));
     let mut sinks = sinks_from_config(&config, &telemetry)?;
     sinks.extend(extra_sinks);
-    if sinks.is_empty() {
+    if sinks.is_empty() && !config.proxy {
         sinks.push(Arc::new(ConsoleSink::new("console")));
     }
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
@@ -195,10 +200,44 @@ pub async fn start_with_forwarder(
             .map_err(|source| ServerError::Start { what, source })?;
         running.push(r);
     }
-    let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, stop_rx.clone())));
+    // The global tier, for a local or a proxy.
+    let router = if config.forwards() && forwarder.is_none() {
+        let members = match &config.forward_discovery {
+            Some(d) => discovery::start(d.clone(), telemetry.clone(), stop_rx.clone())
+                .await
+                .map_err(ServerError::Forward)?,
+            None if config.forward_addresses.is_empty() => discovery::fixed([config.forward_address.as_str()]),
+            None => discovery::fixed(&config.forward_addresses),
+        };
+        let mode = if config.proxy { Mode::Immediate } else { Mode::Interval };
+        Some(Forwarder::start(
+            members,
+            mode,
+            config.forward_max_intervals,
+            config.interval,
+            telemetry.clone(),
+        ))
+    } else {
+        None
+    };
+    let acks = Arc::new(Acks::new());
+    let health: crate::http::Health = match (&router, config.proxy) {
+        (Some(r), true) => {
+            let r = r.clone();
+            Arc::new(move || r.reachable() > 0)
+        }
+        _ => Arc::new(|| true),
+    };
+    let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, health, stop_rx.clone())));
+    // The import server outlives the final flush, so that senders hear that it is flushed.
+    let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
     let grpc_task = grpc_listener.map(|l| {
-        let service = ImportService::new(pipeline.shards.clone(), telemetry.clone(), stop_rx.clone());
-        let mut stop = stop_rx.clone();
+        let target = match (&router, config.proxy) {
+            (Some(r), true) => ImportTarget::Router(r.clone()),
+            _ => ImportTarget::Shards(pipeline.shards.clone()),
+        };
+        let service = ImportService::new(target, acks.clone(), telemetry.clone(), stop_rx.clone());
+        let mut stop = grpc_stop_rx;
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
             let served = tonic::transport::Server::builder()
@@ -212,17 +251,10 @@ pub async fn start_with_forwarder(
     });
     let forwarder = match forwarder {
         Some(f) => Some(f),
-        None if config.is_local() => Some(
-            Forwarder::start(
-                &config.forward_address,
-                config.forward_max_intervals,
-                config.interval,
-                telemetry.clone(),
-            )
-            .map_err(ServerError::Forward)? as Arc<dyn Forward>,
-        ),
+        None if config.is_local() => router.map(|r| r as Arc<dyn Forward>),
         None => None,
     };
+    let imports_acked = grpc_task.is_some() && !config.proxy;
 
     let flusher = Arc::new(Flusher {
         shards: pipeline.shards.clone(),
@@ -232,6 +264,7 @@ pub async fn start_with_forwarder(
         interval: config.interval,
         hostname: config.hostname.clone(),
         forwarder,
+        acks: imports_acked.then(|| acks.clone()),
     });
     let flush_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
     let flush_on_shutdown = config.flush_on_shutdown;
@@ -259,10 +292,6 @@ pub async fn start_with_forwarder(
                 }
             }
         }
-        // Imports in flight finish merging (bounded: a stream that never ends is cut off).
-        if let Some(t) = grpc_task {
-            let _ = tokio::time::timeout(interval, t).await;
-        }
         // 2. Every batch read reaches its shard.
         drop(ingest);
         pipeline.sync().await;
@@ -274,6 +303,13 @@ pub async fn start_with_forwarder(
             let _ = tokio::time::timeout(interval, async { while tasks.join_next().await.is_some() {} }).await;
         }
         drop(flusher);
+        // Senders waiting to hear what is flushed get their answer; then the import server stops (imports were
+        // refused since the stop began).
+        acks.close();
+        let _ = grpc_stop_tx.send(true);
+        if let Some(t) = grpc_task {
+            let _ = tokio::time::timeout(interval.max(Duration::from_secs(1)), t).await;
+        }
         // 4. Stop the workers.
         let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
         if let Some(t) = http_task {

@@ -53,6 +53,8 @@ pub struct Telemetry {
     flush_duration_ms: AtomicU64,
     /// Extra counters registered by later stages (forwarding, import): name and tags → value.
     extra: Mutex<BTreeMap<(String, Vec<String>), u64>>,
+    /// Gauges set by later stages (e.g. acknowledgements pending per destination): name and tags → last value.
+    gauges: Mutex<BTreeMap<(String, Vec<String>), f64>>,
 }
 
 impl Telemetry {
@@ -87,6 +89,20 @@ impl Telemetry {
         *extra
             .entry((name.to_string(), tags.iter().map(|t| t.to_string()).collect()))
             .or_default() += n;
+    }
+
+    /// Sets a named gauge (reported at every flush with its last value until set again).
+    pub fn gauge(&self, name: &str, tags: &[&str], value: f64) {
+        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        gauges.insert((name.to_string(), tags.iter().map(|t| t.to_string()).collect()), value);
+    }
+
+    /// The last value of a named gauge with exactly these tags.
+    pub fn peek_gauge(&self, name: &str, tags: &[&str]) -> Option<f64> {
+        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        gauges
+            .get(&(name.to_string(), tags.iter().map(|t| t.to_string()).collect()))
+            .copied()
     }
 
     /// The current value of a named counter (summed over its tags, or only those carrying `tag`), without
@@ -174,6 +190,12 @@ impl Telemetry {
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
             push(name, &tags, n as f64, SeriesKind::Counter);
         }
+        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for ((name, tags), v) in gauges {
+            let name = name.strip_prefix("harrier.").unwrap_or(&name);
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            push(name, &tags, v, SeriesKind::Gauge);
+        }
         out
     }
 }
@@ -224,4 +246,11 @@ pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -383,3 +383,38 @@ async fn a_three_level_tree_reports_at_the_root() {
     let m = middle_sink.values();
     assert!(m.keys().all(|k| !k.starts_with("tree.")), "{m:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_sample_of_zero_reaches_the_global_with_the_rest_of_its_digest() {
+    // Regression: a 0 made the reciprocal sum infinite, and the global refused the whole digest as bad_digest.
+    let (global, global_sink) = start(&global_yaml("127.0.0.1:0", "1h")).await;
+    let grpc = global.grpc_address.unwrap();
+    let (local, _) = start(&local_yaml(grpc, "1h", "")).await;
+    let addr = local.udp_address().unwrap();
+    let values: Vec<String> = ["0", "-0", "1", "2", "3", "0.000", "4"]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let mut lines = send_packed(addr, "cache.lookup", &values, "ms");
+    lines += send_packed(addr, "cache.all", &values, "ms|#veneurglobalonly");
+    wait_lines(&local, lines).await;
+    local.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(10), || global
+            .telemetry
+            .peek("harrier.import.metrics", "")
+            >= 2)
+        .await
+    );
+    global.shutdown().await;
+    assert_eq!(
+        global_sink.self_metric("harrier.import.errors", ""),
+        0.0,
+        "nothing refused"
+    );
+    let g = global_sink.values();
+    assert_eq!(g["cache.lookup.50percentile"], 1.0, "{g:?}");
+    assert_eq!(g["cache.all.count"], 7.0, "every sample counted at the global: {g:?}");
+    assert_eq!(g["cache.all.min"], 0.0);
+    assert_eq!(g["cache.all.max"], 4.0);
+}

@@ -43,8 +43,21 @@ pub struct Stats {
     pub count: f64,
     /// Sum of value × weight.
     pub sum: f64,
-    /// Sum of weight / value, for the harmonic mean.
+    /// Sum of weight / value, for the harmonic mean. Saturates at ±`f64::MAX`: a sample of 0 (or one so small
+    /// that its reciprocal overflows) adds `f64::MAX`, so the statistic stays finite on the wire and the harmonic
+    /// mean of samples that include 0 is reported as 0 (its limit).
     pub reciprocal_sum: f64,
+}
+
+/// `a + b`, saturated at ±`f64::MAX` instead of overflowing to infinity (neither operand may be NaN).
+#[inline]
+fn saturating_add(a: f64, b: f64) -> f64 {
+    let s = a + b;
+    if s.is_finite() {
+        s
+    } else {
+        s.clamp(-f64::MAX, f64::MAX)
+    }
 }
 
 impl Default for Stats {
@@ -65,16 +78,25 @@ impl Stats {
         self.min = self.min.min(value);
         self.max = self.max.max(value);
         self.count += weight;
-        self.sum += value * weight;
-        self.reciprocal_sum += weight / value;
+        self.sum = saturating_add(self.sum, value * weight);
+        let reciprocal = weight / value;
+        let reciprocal = if reciprocal.is_finite() {
+            reciprocal
+        } else if value == 0.0 {
+            // 0 and -0 alike: the harmonic mean of samples that include 0 is 0.
+            f64::MAX
+        } else {
+            reciprocal.clamp(-f64::MAX, f64::MAX)
+        };
+        self.reciprocal_sum = saturating_add(self.reciprocal_sum, reciprocal);
     }
 
     pub fn merge(&mut self, other: &Stats) {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.count += other.count;
-        self.sum += other.sum;
-        self.reciprocal_sum += other.reciprocal_sum;
+        self.sum = saturating_add(self.sum, other.sum);
+        self.reciprocal_sum = saturating_add(self.reciprocal_sum, other.reciprocal_sum);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,7 +107,11 @@ impl Stats {
         self.sum / self.count
     }
 
+    /// The harmonic mean; 0 when a sample was 0 (the reciprocal sum saturated).
     pub fn hmean(&self) -> f64 {
+        if self.reciprocal_sum.abs() == f64::MAX {
+            return 0.0;
+        }
         self.count / self.reciprocal_sum
     }
 }
@@ -258,6 +284,37 @@ mod tests {
         assert_eq!(h.stats.avg(), 3.0);
         let want_hmean = 5.0 / (1.0 + 0.5 + 1.0 / 3.0 + 0.25 + 0.2);
         assert!((h.stats.hmean() - want_hmean).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_zero_sample_keeps_every_statistic_finite_and_makes_the_harmonic_mean_zero() {
+        for zero in [0.0, -0.0, 1e-320, -1e-320] {
+            let mut h = Histogram::default();
+            for v in [2.0, zero, 4.0, zero] {
+                h.add(v, 1.0);
+            }
+            let s = h.stats;
+            assert!(
+                s.reciprocal_sum.is_finite(),
+                "{zero}: reciprocal sum {}",
+                s.reciprocal_sum
+            );
+            assert_eq!(s.count, 4.0);
+            assert_eq!(s.hmean(), 0.0, "{zero}");
+            let mut merged = Stats::default();
+            merged.merge(&s);
+            merged.merge(&s);
+            assert!(merged.reciprocal_sum.is_finite());
+            assert_eq!(merged.hmean(), 0.0);
+        }
+        let mut huge = Histogram::default();
+        huge.add(f64::MAX, 1.0);
+        huge.add(f64::MAX, 1.0);
+        assert_eq!(
+            huge.stats.sum,
+            f64::MAX,
+            "an overflowing sum saturates instead of becoming infinite"
+        );
     }
 
     #[test]

@@ -44,11 +44,48 @@ fn every_documented_key_is_accepted() {
             "percentiles" => "[0.5]",
             "aggregates" => "[min]",
             "flush_on_shutdown" => "false",
-            "metric_sinks" => "[]",
+            "metric_sinks" | "forward_addresses" => "[]",
+            "forward_discovery" => "{kind: dns_a, name: globals.test, port: 8128}",
+            "proxy" => "false",
             _ => "3",
         };
         parse(&format!("{key}: {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
     }
+}
+
+#[test]
+fn the_global_tier_is_given_one_way_only_and_each_way_is_checked() {
+    let err = parse("forward_address: a:1\nforward_addresses: [b:1]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward_address and forward_addresses"), "{err}");
+    let err = parse("forward_addresses: [b:1]\nforward_discovery: {kind: dns_a, name: x, port: 1}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward_addresses and forward_discovery"), "{err}");
+    let err = parse("forward_addresses: [b:1, nope]\n").unwrap_err().to_string();
+    assert!(err.contains("forward_addresses") && err.contains("nope"), "{err}");
+    let err = parse("forward_discovery: {kind: dns_a, name: x}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward_discovery.port"), "{err}");
+    let err = parse("forward_discovery: {kind: dns_srv, name: x, port: 3}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward_discovery.port"), "{err}");
+    let err = parse("proxy: true\nforward_addresses: [b:1]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("grpc_address"), "{err}");
+    let err = parse("proxy: true\ngrpc_address: 127.0.0.1:0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("proxy"), "{err}");
+    let c = parse("forward_discovery: {kind: dns_srv, name: _g._tcp.x, nameserver: \"127.0.0.1:53\"}\n").unwrap();
+    assert!(c.is_local());
+    assert_eq!(c.forward_discovery.unwrap().refresh, Duration::from_secs(30));
+    let c = parse("proxy: true\ngrpc_address: 127.0.0.1:0\nforward_addresses: [a:1, b:2]\n").unwrap();
+    assert!(!c.is_local() && c.forwards());
 }
 
 #[test]

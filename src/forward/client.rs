@@ -1,214 +1,641 @@
-//! The local side: streams each interval's forwardable entries to `forward_address`.
+//! The sending side: routes forwarded metrics to the global tier and keeps them until they are safe.
 //!
-//! One task owns the connection and a queue of unsent intervals. Each interval's entries are encoded once and
-//! sent as one stream tagged with an identity (`harrier-batch-id`), oldest first, retrying with backoff until one
-//! interval has passed; the global merges a batch at most once, so a retry after a lost answer counts nothing
-//! twice. What could not be sent stays queued and goes with the next interval's
-//! forward; an interval that has failed `forward_max_intervals` times is dropped and counted. Nothing here can
-//! block ingest or the flush: the flusher only hands entries over a bounded queue.
+//! One task owns every destination. A local hands it each interval's forwardable entries (a proxy, each stream it
+//! receives). The task encodes them, picks each series' owner by rendezvous hashing over the members in force (see
+//! [`super::route`]), and appends one batch per owner to that destination's queue. Destinations are sent to
+//! concurrently, each stream tagged with its batch id; a destination that cannot be reached gets its share of the
+//! interval routed to the next member in each series' order, and no new series until it answers again.
+//!
+//! A batch the destination merged stays queued until the destination acknowledges it (flushed to all of its
+//! sinks, or, through a proxy, acknowledged by every global). If the destination comes back as another
+//! incarnation, what the old one had not acknowledged is sent again; if it stays unreachable for
+//! `forward_max_intervals`, it goes to the next member in each series' order; with no member to take it, it is
+//! dropped and counted. Nothing here blocks ingest or the flush: the flusher only hands entries over a bounded
+//! queue.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use tonic::transport::{Channel, Endpoint};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::proto::forward_client::ForwardClient;
+use super::destination::{AckReport, Destination, Failure, State};
+use super::route::{route_hash, Members};
 use super::{encode, proto};
 use crate::aggregate::Entry;
 use crate::flush::Forward;
 use crate::telemetry::{LimitedLog, Telemetry};
 
+pub use super::destination::BATCH_ID_HEADER;
+
 static LOG: LimitedLog = LimitedLog::new("forward");
 
-/// Intervals waiting to be handed to the forwarding task before the flusher drops one.
-const QUEUE: usize = 4;
+/// Jobs waiting to be taken by the forwarding task before new ones are refused (a local hands one per interval;
+/// a proxy one per stream it receives).
+const QUEUE: usize = 1024;
 
-type Job = (Vec<Entry>, oneshot::Sender<()>);
+/// Called once every part of a job is safe (or given up).
+pub type Settle = Box<dyn FnOnce() + Send>;
 
-/// Forwards to one global (or proxy).
+struct Job {
+    metrics: Vec<proto::Metric>,
+    settle: Option<Settle>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// When membership changes take effect and when batches are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A local: one job per interval; members are read at each job (each flush is an interval boundary).
+    Interval,
+    /// A proxy: jobs are sent as they come; members change at wall-clock multiples of the interval.
+    Immediate,
+}
+
+/// Routes to the global tier and keeps what is not yet safe.
 pub struct Forwarder {
     jobs: mpsc::Sender<Job>,
     telemetry: Arc<Telemetry>,
+    reachable: Arc<AtomicUsize>,
 }
 
 impl Forwarder {
-    /// Starts the forwarding task. `address` is `host:port` (an `http://` prefix is accepted).
+    /// Starts the forwarding task over the members `members` gives (a fixed list, or discovery's latest).
     pub fn start(
-        address: &str,
+        members: watch::Receiver<Members>,
+        mode: Mode,
         max_intervals: u32,
         interval: Duration,
         telemetry: Arc<Telemetry>,
-    ) -> Result<Arc<Forwarder>, String> {
-        let host_port = crate::config::strip_http_scheme(address);
-        let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
-            .map_err(|e| format!("forward_address {address:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(1).min(interval))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+    ) -> Arc<Forwarder> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let reachable = Arc::new(AtomicUsize::new(0));
+        let sender_base =
+            xxhash_rust::xxh3::xxh3_64(format!("{}-{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes());
         let task = Task {
-            client: ForwardClient::new(channel),
+            mode,
+            members,
+            active: Members::default(),
+            applied_boundary: u64::MAX,
+            dests: HashMap::new(),
             max_intervals: max_intervals.max(1),
             interval,
             telemetry: telemetry.clone(),
-            queue: VecDeque::new(),
-            sender_id: xxhash_rust::xxh3::xxh3_64(
-                format!("{}-{:?}-{address}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
-            ),
-            seq: 0,
+            sender_base,
+            reports_tx,
+            origins: HashMap::new(),
+            next_origin: 0,
+            reachable: reachable.clone(),
         };
-        tokio::spawn(task.run(rx));
-        Ok(Arc::new(Forwarder { jobs: tx, telemetry }))
+        tokio::spawn(task.run(rx, reports));
+        Arc::new(Forwarder {
+            jobs: tx,
+            telemetry,
+            reachable,
+        })
+    }
+
+    /// A proxy's stream: routed at once; `settle` runs when every part is safe. False when the queue is full.
+    pub fn submit(&self, metrics: Vec<proto::Metric>, settle: Option<Settle>) -> bool {
+        self.jobs
+            .try_send(Job {
+                metrics,
+                settle,
+                done: None,
+            })
+            .is_ok()
+    }
+
+    /// Members in force that answered last time they were asked.
+    pub fn reachable(&self) -> usize {
+        self.reachable.load(Ordering::Relaxed)
     }
 }
 
 impl Forward for Forwarder {
-    fn forward(&self, entries: Vec<Entry>) -> tokio::task::JoinHandle<()> {
-        let (done_tx, done_rx) = oneshot::channel();
-        let n = entries.len() as u64;
-        if self.jobs.try_send((entries, done_tx)).is_err() && n > 0 {
-            self.telemetry
-                .count("harrier.forward.dropped", &["cause:queue_full"], n);
-            LOG.log(|| format!("{n} metrics dropped: the forwarding queue is full (the global is too slow)"));
-        }
+    fn forward(&self, mut entries: Vec<Entry>) -> tokio::task::JoinHandle<()> {
+        let jobs = self.jobs.clone();
+        let telemetry = self.telemetry.clone();
         tokio::spawn(async move {
+            let n = entries.len() as u64;
+            let metrics = tokio::task::spawn_blocking(move || entries.iter_mut().map(encode).collect::<Vec<_>>())
+                .await
+                .unwrap_or_default();
+            let (done_tx, done_rx) = oneshot::channel();
+            let job = Job {
+                metrics,
+                settle: None,
+                done: Some(done_tx),
+            };
+            // Called every interval, even with nothing new: each job is an interval boundary.
+            if jobs.try_send(job).is_err() {
+                if n > 0 {
+                    telemetry.count("harrier.forward.dropped", &["cause:queue_full"], n);
+                    LOG.log(|| format!("{n} metrics dropped: the forwarding queue is full (the global is too slow)"));
+                }
+                return;
+            }
             let _ = done_rx.await;
         })
     }
 }
 
-/// The metadata key carrying a batch's identity, so that a retried batch the global already merged is not merged
-/// twice.
-pub const BATCH_ID_HEADER: &str = "harrier-batch-id";
-
-/// One interval's encoded metrics, with its identity and failed attempts.
-struct Queued {
-    id: String,
-    metrics: Arc<Vec<proto::Metric>>,
-    failures: u32,
+struct Origin {
+    parts: usize,
+    settle: Settle,
 }
 
 struct Task {
-    client: ForwardClient<Channel>,
+    mode: Mode,
+    members: watch::Receiver<Members>,
+    /// The members in force.
+    active: Members,
+    /// The wall-clock interval at which `active` was taken (immediate mode).
+    applied_boundary: u64,
+    dests: HashMap<Arc<str>, Destination>,
     max_intervals: u32,
     interval: Duration,
     telemetry: Arc<Telemetry>,
-    /// Unsent intervals, oldest first.
-    queue: VecDeque<Queued>,
-    sender_id: u64,
-    seq: u64,
+    sender_base: u64,
+    reports_tx: mpsc::UnboundedSender<AckReport>,
+    origins: HashMap<u64, Origin>,
+    next_origin: u64,
+    reachable: Arc<AtomicUsize>,
+}
+
+fn dest_tag(addr: &str) -> String {
+    format!("destination:{addr}")
 }
 
 impl Task {
-    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some((mut entries, done)) = jobs.recv().await {
-            let encoded = tokio::task::spawn_blocking(move || entries.iter_mut().map(encode).collect::<Vec<_>>())
-                .await
-                .unwrap_or_default();
-            if !encoded.is_empty() {
-                self.seq += 1;
-                self.queue.push_back(Queued {
-                    id: format!("{:016x}-{}", self.sender_id, self.seq),
-                    metrics: Arc::new(encoded),
-                    failures: 0,
-                });
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut reports: mpsc::UnboundedReceiver<AckReport>) {
+        let mut tick =
+            tokio::time::interval((self.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(500)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut done = Vec::new();
+            tokio::select! {
+                biased;
+                job = jobs.recv() => {
+                    let Some(job) = job else { break };
+                    self.on_membership();
+                    done.extend(self.on_job(job));
+                    while let Ok(job) = jobs.try_recv() {
+                        done.extend(self.on_job(job));
+                    }
+                    self.expire();
+                    self.round().await;
+                }
+                Some(report) = reports.recv() => {
+                    self.on_report(report);
+                    while let Ok(r) = reports.try_recv() {
+                        self.on_report(r);
+                    }
+                    let now = Instant::now();
+                    if self.dests.values().any(|d| d.due(now)) {
+                        self.round().await;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.mode == Mode::Immediate {
+                        self.on_membership();
+                    }
+                    self.expire();
+                    let now = Instant::now();
+                    if self.dests.values().any(|d| d.due(now)) {
+                        self.round().await;
+                    }
+                }
             }
-            if !self.queue.is_empty() {
-                self.attempt().await;
+            for d in done {
+                let _ = d.send(());
             }
-            let _ = done.send(());
+            self.publish();
         }
     }
 
-    /// Sends one batch as one stream, tagged with its identity.
-    async fn send_one(&mut self, batch: &Queued, left: Duration) -> Result<proto::SendMetricsResponse, &'static str> {
-        let metrics = batch.metrics.clone();
-        let stream = tokio_stream::iter((0..metrics.len()).map(move |i| metrics[i].clone()));
-        let mut request = tonic::Request::new(stream);
-        if let Ok(v) = batch.id.parse() {
-            request.metadata_mut().insert(BATCH_ID_HEADER, v);
+    /// Takes the latest members: at each job for a local, at each wall-clock interval for a proxy.
+    fn on_membership(&mut self) {
+        if self.mode == Mode::Immediate {
+            let ms = self.interval.as_millis().max(1) as u64;
+            let now = crate::telemetry::unix_now_ms();
+            let boundary = now / ms;
+            if boundary == self.applied_boundary {
+                return;
+            }
+            self.applied_boundary = boundary;
         }
-        match tokio::time::timeout(left, self.client.send_metrics(request)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(match status.code() {
-                tonic::Code::Unavailable => "transient_unavailable",
-                tonic::Code::DeadlineExceeded => "deadline_exceeded",
-                // The global refuses this batch as it is: retrying cannot help, and it would hold newer ones.
-                tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted | tonic::Code::Unimplemented => "refused",
-                _ => "send",
-            }),
-            Err(_) => Err("deadline_exceeded"),
+        let latest = self.members.borrow().clone();
+        if latest != self.active {
+            LOG.log(|| format!("members now {:?}", latest.addrs()));
+            self.active = latest;
         }
     }
 
-    /// Sends the queued intervals oldest first, each as its own stream, retrying until one interval has passed.
-    async fn attempt(&mut self) {
-        let started = Instant::now();
-        let deadline = started + self.interval;
-        let mut backoff = Duration::from_millis(50);
-        let mut cause = "";
-        while let Some(batch) = self.queue.pop_front() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.queue.push_front(batch);
-                cause = "deadline_exceeded";
+    fn dest(&mut self, addr: &Arc<str>) -> Option<&mut Destination> {
+        if !self.dests.contains_key(addr) {
+            match Destination::new(addr.clone(), self.sender_base, self.interval, self.reports_tx.clone()) {
+                Ok(d) => {
+                    self.dests.insert(addr.clone(), d);
+                }
+                Err(e) => {
+                    LOG.log(|| e);
+                    return None;
+                }
+            }
+        }
+        self.dests.get_mut(addr)
+    }
+
+    /// Splits metrics by owner among the members in force (skipping `exclude` and destinations that are down,
+    /// unless every member is down) and queues one batch per owner. Returns the number of batches queued.
+    fn route(
+        &mut self,
+        metrics: Vec<proto::Metric>,
+        hashes: Vec<u64>,
+        born: Instant,
+        origin: Option<u64>,
+        exclude: Option<&str>,
+    ) -> usize {
+        let members = self.active.clone();
+        let usable: Vec<bool> = members
+            .addrs()
+            .iter()
+            .map(|a| Some(&**a) != exclude && self.dests.get(a).is_none_or(|d| !d.down))
+            .collect();
+        let fallback: Vec<bool> = members.addrs().iter().map(|a| Some(&**a) != exclude).collect();
+        let any_usable = usable.iter().any(|&u| u);
+        let mut parts: Vec<(Vec<proto::Metric>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); members.len()];
+        let mut unrouted = 0u64;
+        for (m, h) in metrics.into_iter().zip(hashes) {
+            let owner = if any_usable {
+                members.owner(h, |i| usable[i])
+            } else {
+                members.owner(h, |i| fallback[i])
+            };
+            match owner {
+                Some(i) => {
+                    parts[i].0.push(m);
+                    parts[i].1.push(h);
+                }
+                None => unrouted += 1,
+            }
+        }
+        if unrouted > 0 {
+            self.telemetry
+                .count("harrier.forward.dropped", &["cause:no_members"], unrouted);
+            LOG.log(|| format!("{unrouted} metrics dropped: no global to send them to"));
+        }
+        let mut queued = 0;
+        for (i, (ms, hs)) in parts.into_iter().enumerate() {
+            if ms.is_empty() {
+                continue;
+            }
+            let addr = members.addrs()[i].clone();
+            if let Some(d) = self.dest(&addr) {
+                d.push(ms, hs, born, origin);
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    fn on_job(&mut self, job: Job) -> Option<oneshot::Sender<()>> {
+        let hashes: Vec<u64> = job.metrics.iter().map(route_hash).collect();
+        let origin = job.settle.map(|settle| {
+            self.next_origin += 1;
+            self.origins.insert(self.next_origin, Origin { parts: 0, settle });
+            self.next_origin
+        });
+        let queued = if job.metrics.is_empty() {
+            0
+        } else {
+            self.route(job.metrics, hashes, Instant::now(), origin, None)
+        };
+        if let Some(o) = origin {
+            self.add_parts(o, queued as isize);
+        }
+        job.done
+    }
+
+    /// Adds to an origin's count of unsettled parts; settles it at zero.
+    fn add_parts(&mut self, origin: u64, delta: isize) {
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
+        o.parts = (o.parts as isize + delta).max(0) as usize;
+        if o.parts == 0 {
+            if let Some(o) = self.origins.remove(&origin) {
+                (o.settle)();
+            }
+        }
+    }
+
+    /// Sends what is due at every destination, concurrently, within one interval; routes the share of a destination
+    /// that cannot be reached to the next members and sends again.
+    async fn round(&mut self) {
+        let deadline = Instant::now() + self.interval.max(Duration::from_millis(200));
+        for _ in 0..8 {
+            let now = Instant::now();
+            let due: Vec<Arc<str>> = self
+                .dests
+                .values()
+                .filter(|d| d.due(now))
+                .map(|d| d.addr.clone())
+                .collect();
+            if due.is_empty() || now >= deadline {
                 break;
             }
-            match self.send_one(&batch, left).await {
+            let sends = due.iter().map(|a| {
+                let d = &self.dests[a];
+                let addr = a.clone();
+                let f = d.send_all(deadline);
+                async move { (addr, f.await) }
+            });
+            let results = futures_join_all(sends).await;
+            for (addr, outcomes) in results {
+                self.apply(&addr, outcomes);
+            }
+        }
+    }
+
+    fn apply(&mut self, addr: &Arc<str>, outcomes: Vec<(u64, Result<proto::SendMetricsResponse, Failure>)>) {
+        let tag = dest_tag(addr);
+        let mut reroute = false;
+        let mut settled = Vec::new();
+        let Some(d) = self.dests.get_mut(addr) else { return };
+        for (seq, result) in outcomes {
+            let Some(pos) = d.queue.iter().position(|b| b.seq == seq) else {
+                continue;
+            };
+            match result {
                 Ok(r) => {
+                    d.answered();
+                    if r.incarnation != 0 && d.incarnation != 0 && r.incarnation != d.incarnation {
+                        // A new incarnation: what the old one merged and had not acknowledged is gone.
+                        let mut resent = 0;
+                        for b in d.queue.iter_mut() {
+                            if matches!(b.state, State::Merged(i) if i != r.incarnation) {
+                                b.state = State::ToSend;
+                                resent += 1;
+                            }
+                        }
+                        self.telemetry.count("harrier.forward.resends", &[&tag], resent);
+                    }
+                    if r.incarnation != 0 {
+                        d.incarnation = r.incarnation;
+                    }
+                    let b = &mut d.queue[pos];
+                    let n = b.metrics.len() as u64;
                     self.telemetry
-                        .count("harrier.forward.metrics", &["result:sent"], r.accepted);
+                        .count("harrier.forward.metrics", &[&tag, "result:sent"], r.accepted.min(n));
+                    let bytes: usize = b.metrics.iter().map(prost::Message::encoded_len).sum();
+                    self.telemetry.count("harrier.forward.bytes", &[&tag], bytes as u64);
                     if r.rejected > 0 {
                         self.telemetry
-                            .count("harrier.forward.metrics", &["result:rejected"], r.rejected);
+                            .count("harrier.forward.metrics", &[&tag, "result:rejected"], r.rejected);
                     }
-                    backoff = Duration::from_millis(50);
+                    if r.incarnation == 0 {
+                        // A receiver without acknowledgements: merged is all it will ever say.
+                        settled.push(d.queue.remove(pos).and_then(|b| b.origin));
+                        continue;
+                    }
+                    b.state = State::Merged(r.incarnation);
                 }
-                Err(c) => {
+                Err(f) => {
                     self.telemetry
-                        .count("harrier.forward.errors", &[&format!("cause:{c}")], 1);
-                    self.queue.push_front(batch);
-                    cause = c;
-                    if Instant::now() + backoff >= deadline {
-                        break;
+                        .count("harrier.forward.errors", &[&tag, &format!("cause:{}", f.cause())], 1);
+                    match f {
+                        Failure::Refused => {
+                            let b = d.queue.remove(pos);
+                            let n = b.as_ref().map_or(0, |b| b.metrics.len() as u64);
+                            self.telemetry
+                                .count("harrier.forward.dropped", &[&tag, "cause:refused"], n);
+                            LOG.log(|| format!("{addr} refused a batch of {n} metrics; dropped"));
+                            settled.push(b.and_then(|b| b.origin));
+                        }
+                        Failure::Unreachable => {
+                            d.failed();
+                            reroute = true;
+                        }
+                        Failure::Timeout => d.failed(),
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
-        self.telemetry
-            .count("harrier.forward.duration_ms", &[], started.elapsed().as_millis() as u64);
-        if self.queue.is_empty() {
+        for o in settled.into_iter().flatten() {
+            self.add_parts(o, -1);
+        }
+        if reroute {
+            self.reroute_unsent(addr);
+        }
+    }
+
+    /// Routes every batch `addr` has to send (never merged by a living incarnation) to the next members.
+    fn reroute_unsent(&mut self, addr: &Arc<str>) {
+        let Some(d) = self.dests.get_mut(addr) else { return };
+        let (moving, staying): (Vec<_>, Vec<_>) = d.queue.drain(..).partition(|b| b.state == State::ToSend);
+        d.queue.extend(staying);
+        self.move_batches(addr, moving);
+    }
+
+    /// Routes batches taken from `from` to the next member of each of their series.
+    fn move_batches(&mut self, from: &Arc<str>, batches: Vec<super::destination::Batch>) {
+        if batches.is_empty() {
             return;
         }
-        // Keep what failed for the next interval, up to the bound.
-        let mut dropped = 0u64;
-        for q in self.queue.iter_mut() {
-            q.failures += 1;
-        }
-        while let Some(q) = self.queue.front() {
-            if q.failures < self.max_intervals {
-                break;
+        let others = self.active.addrs().iter().any(|a| a != from);
+        let tag = dest_tag(from);
+        for b in batches {
+            let n = b.metrics.len() as u64;
+            if !others {
+                // Nowhere else to go: keep it for `from`.
+                if let Some(d) = self.dests.get_mut(from) {
+                    let pos = d.queue.partition_point(|x| x.seq < b.seq);
+                    d.queue.insert(pos, b);
+                }
+                continue;
             }
-            dropped += q.metrics.len() as u64;
-            self.queue.pop_front();
+            self.telemetry.count("harrier.forward.reroutes", &[&tag], n);
+            let metrics = Arc::try_unwrap(b.metrics).unwrap_or_else(|m| (*m).clone());
+            let hashes = Arc::try_unwrap(b.hashes).unwrap_or_else(|h| (*h).clone());
+            let queued = self.route(metrics, hashes, b.born, b.origin, Some(from));
+            if let Some(o) = b.origin {
+                self.add_parts(o, queued as isize - 1);
+            }
         }
-        let kept: u64 = self.queue.iter().map(|q| q.metrics.len() as u64).sum();
-        if dropped > 0 {
-            self.telemetry
-                .count("harrier.forward.dropped", &["cause:too_many_intervals"], dropped);
-        }
-        LOG.log(|| {
-            format!(
-                "could not forward ({cause}); {kept} metrics kept for the next interval, {dropped} dropped after \
-                 forward_max_intervals={} failed attempts",
-                self.max_intervals
-            )
-        });
     }
+
+    fn on_report(&mut self, r: AckReport) {
+        let tag = dest_tag(&r.addr);
+        let Some(d) = self.dests.get_mut(&r.addr) else { return };
+        let Some((incarnation, flushed)) = r.answer else {
+            // Sends keep their own backoff; a failed probe only marks the destination down.
+            if !d.down {
+                d.failed();
+            }
+            return;
+        };
+        d.answered();
+        if d.incarnation != 0 && incarnation != d.incarnation {
+            let mut resent = 0;
+            for b in d.queue.iter_mut() {
+                if matches!(b.state, State::Merged(i) if i != incarnation) {
+                    b.state = State::ToSend;
+                    resent += 1;
+                }
+            }
+            if resent > 0 {
+                self.telemetry.count("harrier.forward.resends", &[&tag], resent);
+                LOG.log(|| {
+                    format!(
+                        "{} restarted; {resent} batches it had not flushed are sent again",
+                        r.addr
+                    )
+                });
+            }
+        }
+        d.incarnation = incarnation;
+        let mut settled = Vec::new();
+        d.queue.retain(|b| {
+            let safe = b.state == State::Merged(incarnation) && b.seq <= flushed;
+            if safe {
+                settled.push(b.origin);
+            }
+            !safe
+        });
+        self.telemetry
+            .count("harrier.forward.acknowledged", &[&tag], settled.len() as u64);
+        for o in settled.into_iter().flatten() {
+            self.add_parts(o, -1);
+        }
+    }
+
+    /// Batches older than `forward_max_intervals` at a destination that is down (or no longer a member) go to
+    /// the next members; with none to take them they are dropped. A merged batch still not acknowledged after
+    /// twice that long is let go (its destination is alive and has it).
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let max_age = self.interval * self.max_intervals;
+        let addrs: Vec<Arc<str>> = self.dests.keys().cloned().collect();
+        for addr in addrs {
+            let member = self.active.addrs().contains(&addr);
+            let tag = dest_tag(&addr);
+            let Some(d) = self.dests.get_mut(&addr) else { continue };
+            let stranded = d.down || !member;
+            let mut moving = Vec::new();
+            let mut dropped = 0u64;
+            let mut released = Vec::new();
+            let mut kept = std::collections::VecDeque::new();
+            for b in d.queue.drain(..) {
+                let age = now.saturating_duration_since(b.born);
+                let unsent_here = !member && b.state == State::ToSend;
+                if (stranded && age >= max_age) || unsent_here {
+                    moving.push(b);
+                } else if age >= max_age * 2 {
+                    if b.state == State::ToSend {
+                        dropped += b.metrics.len() as u64;
+                    }
+                    released.push(b.origin);
+                } else {
+                    kept.push_back(b);
+                }
+            }
+            d.queue = kept;
+            let empty = d.queue.is_empty();
+            if dropped > 0 {
+                self.telemetry
+                    .count("harrier.forward.dropped", &[&tag, "cause:too_many_intervals"], dropped);
+            }
+            for o in released.into_iter().flatten() {
+                self.add_parts(o, -1);
+            }
+            let others = self
+                .active
+                .addrs()
+                .iter()
+                .any(|a| *a != addr && self.dests.get(a).is_none_or(|d| !d.down));
+            if others {
+                self.move_batches(&addr, moving);
+            } else {
+                let n: u64 = moving.iter().map(|b| b.metrics.len() as u64).sum();
+                if n > 0 {
+                    self.telemetry
+                        .count("harrier.forward.dropped", &[&tag, "cause:too_many_intervals"], n);
+                    LOG.log(|| {
+                        format!(
+                            "{n} metrics for {addr} dropped after forward_max_intervals={} intervals with no \
+                             member to take them",
+                            self.max_intervals
+                        )
+                    });
+                }
+                for o in moving.into_iter().filter_map(|b| b.origin) {
+                    self.add_parts(o, -1);
+                }
+            }
+            if empty && !member {
+                if let Some(d) = self.dests.get(&addr) {
+                    if d.queue.is_empty() {
+                        self.dests.remove(&addr);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells each destination's acknowledgement task what to ask, and reports the gauges.
+    fn publish(&mut self) {
+        let mut reachable = 0;
+        for a in self.active.addrs() {
+            if self.dests.get(a).is_none_or(|d| !d.down) {
+                reachable += 1;
+            }
+        }
+        self.reachable.store(reachable, Ordering::Relaxed);
+        for d in self.dests.values() {
+            d.update_want();
+            let tag = dest_tag(&d.addr);
+            let pending = d.queue.iter().filter(|b| matches!(b.state, State::Merged(_))).count();
+            let unsent = d.queue.len() - pending;
+            self.telemetry
+                .gauge("harrier.forward.acknowledgements_pending", &[&tag], pending as f64);
+            self.telemetry
+                .gauge("harrier.forward.batches_unsent", &[&tag], unsent as f64);
+            self.telemetry
+                .gauge("harrier.forward.reachable", &[&tag], if d.down { 0.0 } else { 1.0 });
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs (in completion order).
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::with_capacity(set.len());
+    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot {
+                if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                    out.push(v);
+                    *slot = None;
+                }
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out
 }

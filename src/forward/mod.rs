@@ -1,8 +1,21 @@
-//! Forwarding between tiers over gRPC (`proto/harrier/forward/v1/forward.proto`): the local's client
-//! ([`client::Forwarder`]) streams the mergeable state of each interval; the global's import server
-//! ([`server::ImportService`]) merges it into the shards that own the series.
+//! Forwarding between tiers over gRPC (`proto/harrier/forward/v1/forward.proto`), in the order data flows:
+//!
+//! - [`route`]: which global owns a series (rendezvous hashing of the series key over the members);
+//! - [`discovery`]: who the members are (a fixed list, or DNS A/SRV records refreshed in the background);
+//! - [`client`]: the sender (a local, or a proxy's router): encodes, routes, sends to every destination and keeps
+//!   each batch until it is acknowledged, re-routing the share of a global that cannot be reached;
+//! - [`destination`]: one destination's channel, queue, backoff and acknowledgement poller;
+//! - [`server`]: the receiver (a global merges into its shards; a proxy hands to its router);
+//! - [`ack`]: the receiver's acknowledgement state: batches admitted once, safe when flushed (or routed and
+//!   acknowledged), and the watermark senders poll.
+//!
+//! This module holds the wire types and the conversion between entries and forwarded metrics.
 
+pub mod ack;
 pub mod client;
+pub mod destination;
+pub mod discovery;
+pub mod route;
 pub mod server;
 
 use tdigest::{Centroid, TDigest};

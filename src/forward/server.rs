@@ -1,15 +1,18 @@
-//! The global side: the gRPC import server. Each stream is read to its end and validated; then its metrics are
-//! merged into the shards that own their series (the same shards that aggregate DogStatsD received directly).
+//! The receiving side of forwarding: the gRPC import server of a global or a proxy. Each stream is read to its
+//! end; a global validates it and merges it into the shards that own its series (the same shards that aggregate
+//! DogStatsD received directly); a proxy hands it to its router. `Acknowledge` answers from [`Acks`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::ack::{parse_batch_id, Acks};
+use super::client::Forwarder;
 use super::decode;
 use super::proto::forward_server::Forward;
-use super::proto::{Metric, SendMetricsResponse};
+use super::proto::{AcknowledgeRequest, AcknowledgeResponse, Metric, SendMetricsResponse};
 use crate::aggregate::Entry;
 use crate::pipeline::{Pipeline, ShardMsg, ShardSender};
 use crate::telemetry::{LimitedLog, Telemetry};
@@ -19,78 +22,58 @@ static LOG: LimitedLog = LimitedLog::new("import");
 /// Most metrics accepted in one stream.
 const MAX_METRICS_PER_STREAM: u64 = 5_000_000;
 
-/// Senders remembered for de-duplication; past this, the table is cleared (a retry may then merge twice).
-const REMEMBERED_SENDERS: usize = 1_000_000;
 /// Import streams merged at the same time; more wait.
 const CONCURRENT_IMPORTS: usize = 64;
+/// The longest an `Acknowledge` call waits.
+const MAX_ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// Merges imported metrics into the shards.
+/// Where imported metrics go.
+pub enum ImportTarget {
+    /// A global: merged into the shards that own their series, and safe once flushed to every sink.
+    Shards(Vec<ShardSender>),
+    /// A proxy: routed at once to the owning globals, and safe once every one of them acknowledged.
+    Router(Arc<Forwarder>),
+}
+
+/// Merges (or routes) imported metrics.
 pub struct ImportService {
-    pub shards: Vec<ShardSender>,
+    pub target: ImportTarget,
     pub telemetry: Arc<Telemetry>,
     /// Raised at shutdown: streams still open are refused (the sender keeps their data).
     pub stop: watch::Receiver<bool>,
-    pub seen: Mutex<Seen>,
+    pub acks: Arc<Acks>,
     pub permits: Semaphore,
 }
 
 impl ImportService {
-    pub fn new(shards: Vec<ShardSender>, telemetry: Arc<Telemetry>, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(target: ImportTarget, acks: Arc<Acks>, telemetry: Arc<Telemetry>, stop: watch::Receiver<bool>) -> Self {
         ImportService {
-            shards,
+            target,
             telemetry,
             stop,
-            seen: Mutex::default(),
+            acks,
             permits: Semaphore::new(CONCURRENT_IMPORTS),
         }
     }
-}
 
-/// The last batch merged from each sender. A sender numbers its batches in order and sends them oldest first,
-/// stopping at the first failure, so a batch numbered at or below the last one merged is a retry of a batch the
-/// global already has.
-#[derive(Default)]
-pub struct Seen {
-    last: HashMap<u64, u64>,
-}
-
-impl Seen {
-    /// Parses `sender-seq` (both hex/decimal as the client writes them) and records it; false for a batch already
-    /// merged.
-    fn admit(&mut self, id: &str) -> bool {
-        let Some((sender, seq)) = id.split_once('-') else {
-            return true;
-        };
-        let (Ok(sender), Ok(seq)) = (u64::from_str_radix(sender, 16), seq.parse::<u64>()) else {
-            return true;
-        };
-        if self.last.len() >= REMEMBERED_SENDERS && !self.last.contains_key(&sender) {
-            self.last.clear();
-        }
-        let last = self.last.entry(sender).or_insert(0);
-        if seq <= *last {
-            return false;
-        }
-        *last = seq;
-        true
+    fn response(&self, accepted: u64, rejected: u64, duplicate: bool) -> Response<SendMetricsResponse> {
+        Response::new(SendMetricsResponse {
+            accepted,
+            rejected,
+            incarnation: self.acks.incarnation,
+            duplicate,
+        })
     }
-}
 
-#[tonic::async_trait]
-impl Forward for ImportService {
-    async fn send_metrics(&self, request: Request<Streaming<Metric>>) -> Result<Response<SendMetricsResponse>, Status> {
-        let batch_id = request
-            .metadata()
-            .get(super::client::BATCH_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut stream = request.into_inner();
+    /// A global's import: validated, then merged all or nothing, and a given batch only once.
+    async fn merge(
+        &self,
+        shards: &[ShardSender],
+        batch: Option<(u64, u64)>,
+        stream: &mut Streaming<Metric>,
+    ) -> Result<Response<SendMetricsResponse>, Status> {
         let mut stop = self.stop.clone();
-        let _permit = tokio::select! {
-            _ = crate::shutdown::stopped(&mut stop) => return Err(Status::unavailable("shutting down")),
-            p = self.permits.acquire() => p.map_err(|_| Status::unavailable("shutting down"))?,
-        };
-        let n = self.shards.len();
+        let n = shards.len();
         let mut per_shard: Vec<Vec<Entry>> = (0..n).map(|_| Vec::new()).collect();
         let (mut accepted, mut rejected) = (0u64, 0u64);
         loop {
@@ -102,6 +85,7 @@ impl Forward for ImportService {
             if accepted + rejected >= MAX_METRICS_PER_STREAM {
                 return Err(Status::resource_exhausted("too many metrics in one stream"));
             }
+            let name = m.name.clone();
             match decode(m) {
                 Ok(entry) => {
                     accepted += 1;
@@ -111,28 +95,100 @@ impl Forward for ImportService {
                     rejected += 1;
                     self.telemetry
                         .count("harrier.import.errors", &[&format!("reason:{}", e.reason())], 1);
-                    LOG.log(|| format!("refused an imported metric: {e}"));
+                    LOG.log(|| format!("refused an imported metric {name:?}: {e}"));
                 }
             }
         }
-        // Merge all or nothing, and a given batch only once.
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if *self.stop.borrow() {
             return Err(Status::unavailable("shutting down"));
         }
-        if let Some(id) = batch_id {
-            if !seen.admit(&id) {
-                self.telemetry.count("harrier.import.duplicates", &[], 1);
-                return Ok(Response::new(SendMetricsResponse { accepted, rejected }));
+        let admitted = self.acks.import(batch, || {
+            for (shard, entries) in per_shard.into_iter().enumerate() {
+                if !entries.is_empty() {
+                    shards[shard].send(ShardMsg::Import(entries));
+                }
             }
+        });
+        if !admitted {
+            self.telemetry.count("harrier.import.duplicates", &[], 1);
+            return Ok(self.response(accepted, rejected, true));
         }
-        for (shard, entries) in per_shard.into_iter().enumerate() {
-            if !entries.is_empty() {
-                self.shards[shard].send(ShardMsg::Import(entries));
-            }
-        }
-        drop(seen);
         self.telemetry.count("harrier.import.metrics", &[], accepted);
-        Ok(Response::new(SendMetricsResponse { accepted, rejected }))
+        Ok(self.response(accepted, rejected, false))
+    }
+
+    /// A proxy's import: read whole, then handed to the router at once; safe when every owner acknowledged it.
+    async fn route(
+        &self,
+        router: &Arc<Forwarder>,
+        batch: Option<(u64, u64)>,
+        stream: &mut Streaming<Metric>,
+    ) -> Result<Response<SendMetricsResponse>, Status> {
+        let mut stop = self.stop.clone();
+        let mut metrics = Vec::new();
+        loop {
+            let next = tokio::select! {
+                _ = crate::shutdown::stopped(&mut stop) => return Err(Status::unavailable("shutting down")),
+                m = stream.message() => m?,
+            };
+            let Some(m) = next else { break };
+            if metrics.len() as u64 >= MAX_METRICS_PER_STREAM {
+                return Err(Status::resource_exhausted("too many metrics in one stream"));
+            }
+            metrics.push(m);
+        }
+        let accepted = metrics.len() as u64;
+        let settle: Option<Box<dyn FnOnce() + Send>> = match batch {
+            Some((sender, seq)) => {
+                if !self.acks.admit(sender, seq) {
+                    self.telemetry.count("harrier.import.duplicates", &[], 1);
+                    return Ok(self.response(accepted, 0, true));
+                }
+                let acks = self.acks.clone();
+                Some(Box::new(move || acks.settle(sender, seq)))
+            }
+            None => None,
+        };
+        if !router.submit(metrics, settle) {
+            return Err(Status::unavailable("the proxy's routing queue is full"));
+        }
+        self.telemetry.count("harrier.import.metrics", &[], accepted);
+        Ok(self.response(accepted, 0, false))
+    }
+}
+
+#[tonic::async_trait]
+impl Forward for ImportService {
+    async fn send_metrics(&self, request: Request<Streaming<Metric>>) -> Result<Response<SendMetricsResponse>, Status> {
+        let batch = request
+            .metadata()
+            .get(super::client::BATCH_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_batch_id);
+        let mut stream = request.into_inner();
+        let mut stop = self.stop.clone();
+        let _permit = tokio::select! {
+            _ = crate::shutdown::stopped(&mut stop) => return Err(Status::unavailable("shutting down")),
+            p = self.permits.acquire() => p.map_err(|_| Status::unavailable("shutting down"))?,
+        };
+        match &self.target {
+            ImportTarget::Shards(shards) => self.merge(shards, batch, &mut stream).await,
+            ImportTarget::Router(router) => self.route(router, batch, &mut stream).await,
+        }
+    }
+
+    async fn acknowledge(&self, request: Request<AcknowledgeRequest>) -> Result<Response<AcknowledgeResponse>, Status> {
+        let r = request.into_inner();
+        let flushed_seq = if r.incarnation != self.acks.incarnation {
+            // A sender that does not know this incarnation learns of it at once.
+            self.acks.watermark(r.sender)
+        } else {
+            let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_ACK_WAIT);
+            self.acks.wait(r.sender, r.after_seq, wait).await
+        };
+        Ok(Response::new(AcknowledgeResponse {
+            incarnation: self.acks.incarnation,
+            flushed_seq,
+        }))
     }
 }

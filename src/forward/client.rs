@@ -108,7 +108,7 @@ impl Forwarder {
             .is_ok()
     }
 
-    /// Members in force that answered last time they were asked.
+    /// Members in force that have answered and did not fail since.
     pub fn reachable(&self) -> usize {
         self.reachable.load(Ordering::Relaxed)
     }
@@ -269,12 +269,22 @@ impl Task {
         let any_usable = usable.iter().any(|&u| u);
         let mut parts: Vec<(Vec<proto::Metric>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); members.len()];
         let mut unrouted = 0u64;
+        // Metrics routed past their first choice, by that first choice (a destination down, or `exclude`).
+        let some_skipped = usable.iter().zip(&fallback).any(|(u, f)| u != f) || exclude.is_some();
+        let mut skipped = vec![0u64; members.len()];
         for (m, h) in metrics.into_iter().zip(hashes) {
             let owner = if any_usable {
                 members.owner(h, |i| usable[i])
             } else {
                 members.owner(h, |i| fallback[i])
             };
+            if some_skipped && any_usable {
+                if let Some(first) = members.owner(h, |_| true) {
+                    if Some(first) != owner {
+                        skipped[first] += 1;
+                    }
+                }
+            }
             match owner {
                 Some(i) => {
                     parts[i].0.push(m);
@@ -287,6 +297,12 @@ impl Task {
             self.telemetry
                 .count("harrier.forward.dropped", &["cause:no_members"], unrouted);
             LOG.log(|| format!("{unrouted} metrics dropped: no global to send them to"));
+        }
+        for (i, n) in skipped.into_iter().enumerate() {
+            if n > 0 {
+                self.telemetry
+                    .count("harrier.forward.reroutes", &[&dest_tag(&members.addrs()[i])], n);
+            }
         }
         let mut queued = 0;
         for (i, (ms, hs)) in parts.into_iter().enumerate() {
@@ -447,9 +463,7 @@ impl Task {
             return;
         }
         let others = self.active.addrs().iter().any(|a| a != from);
-        let tag = dest_tag(from);
         for b in batches {
-            let n = b.metrics.len() as u64;
             if !others {
                 // Nowhere else to go: keep it for `from`.
                 if let Some(d) = self.dests.get_mut(from) {
@@ -458,7 +472,6 @@ impl Task {
                 }
                 continue;
             }
-            self.telemetry.count("harrier.forward.reroutes", &[&tag], n);
             let metrics = Arc::try_unwrap(b.metrics).unwrap_or_else(|m| (*m).clone());
             let hashes = Arc::try_unwrap(b.hashes).unwrap_or_else(|h| (*h).clone());
             let queued = self.route(metrics, hashes, b.born, b.origin, Some(from));
@@ -588,9 +601,10 @@ impl Task {
 
     /// Tells each destination's acknowledgement task what to ask, and reports the gauges.
     fn publish(&mut self) {
+        // Every member has a destination, so that each is probed and its reachability known before traffic.
         let mut reachable = 0;
-        for a in self.active.addrs() {
-            if self.dests.get(a).is_none_or(|d| !d.down) {
+        for a in self.active.addrs().to_vec() {
+            if self.dest(&a).is_some_and(|d| d.confirmed && !d.down) {
                 reachable += 1;
             }
         }

@@ -87,6 +87,8 @@ pub struct Destination {
     pub queue: VecDeque<Batch>,
     /// Set while the destination cannot be reached; no new batch is routed to it then.
     pub down: bool,
+    /// It has answered at least once.
+    pub confirmed: bool,
     retry_at: Instant,
     backoff: Duration,
     /// The incarnation that last answered (0: none yet).
@@ -133,6 +135,7 @@ impl Destination {
             next_seq: 1,
             queue: VecDeque::new(),
             down: false,
+            confirmed: false,
             retry_at: Instant::now(),
             backoff: FIRST_BACKOFF,
             incarnation: 0,
@@ -196,6 +199,7 @@ impl Destination {
     /// It answered: up again, backoff reset.
     pub fn answered(&mut self) {
         self.down = false;
+        self.confirmed = true;
         self.backoff = FIRST_BACKOFF;
     }
 
@@ -206,7 +210,8 @@ impl Destination {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Tells the acknowledgement task what to ask: wait for the oldest merged batch, or probe while down.
+    /// Tells the acknowledgement task what to ask: wait for the oldest merged batch, or probe while down (or
+    /// until it first answers).
     pub fn update_want(&self) {
         let oldest_merged = self
             .queue
@@ -220,7 +225,7 @@ impl Destination {
                 wait: !self.down,
                 incarnation: self.incarnation,
             }),
-            None if self.down => Some(Want {
+            None if self.down || !self.confirmed => Some(Want {
                 after: u64::MAX,
                 wait: false,
                 incarnation: 0,

@@ -1,6 +1,7 @@
 //! Shared helpers for tests that start the real server on 127.0.0.1 ports chosen by the OS.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod intake;
 
 use std::collections::HashMap;

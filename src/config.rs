@@ -80,7 +80,8 @@ pub struct Config {
     /// `<name>.99_9percentile`. Default: `[0.5, 0.9, 0.99]`.
     pub percentiles: Vec<f64>,
     /// Histogram and timer aggregates emitted from each instance's own samples: any of `min`, `max`, `median`,
-    /// `avg`, `count`, `sum`, `hmean`. Default: `[min, max, count]`.
+    /// `avg`, `count`, `sum`, `hmean` (the harmonic mean: 0 when a sample was 0; `sum` saturates at ±`f64::MAX`).
+    /// Default: `[min, max, count]`.
     pub aggregates: Vec<Aggregate>,
     /// Aggregation shards, each owning its own series. Default: the number of CPU cores.
     pub num_workers: usize,

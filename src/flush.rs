@@ -37,25 +37,23 @@ pub struct Flusher {
     pub acks: Option<Arc<Acks>>,
 }
 
-/// How long until the next multiple of `interval` since the Unix epoch (never zero).
-fn until_boundary(interval: Duration) -> Duration {
-    let ms = interval.as_millis().max(1) as u64;
-    let now = crate::telemetry::unix_now_ms();
-    Duration::from_millis(ms - now % ms)
-}
-
 impl Flusher {
     /// Flushes at every multiple of `interval` on the wall clock (so that every instance's intervals line up, and
     /// membership changes of the global tier apply at the same boundary everywhere) until `stop` is raised. Sink
     /// calls still running are left to finish (they are bounded by one interval each).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut in_flight = JoinSet::new();
+        let ms = self.interval.as_millis().max(1) as u64;
+        let mut last: Option<u64> = None;
         loop {
-            // Never two flushes within half an interval, whatever the clock does.
-            let wait = match until_boundary(self.interval) {
-                w if w < self.interval / 2 => w + self.interval,
-                w => w,
-            };
+            // The next boundary after the last one flushed: one flush per boundary, even if the wall clock and the
+            // timer disagree by a little.
+            let now = crate::telemetry::unix_now_ms();
+            let next = (now / ms + 1).max(last.map_or(0, |l| l + 1));
+            // A clock stepped back: start again from the clock.
+            let next = if next * ms > now + 2 * ms { now / ms + 1 } else { next };
+            let wait = Duration::from_millis(next * ms - now.min(next * ms));
+            last = Some(next);
             tokio::select! {
                 _ = crate::shutdown::stopped(&mut stop) => break,
                 _ = tokio::time::sleep(wait) => {

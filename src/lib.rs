@@ -14,6 +14,11 @@
 //! **global** Harrier, which merges the sketches of every host and emits true fleet-wide percentiles and
 //! unique counts.
 //!
+//! The global tier scales out: with several globals (a list, or DNS discovery), each forwarded series goes to one
+//! of them by rendezvous hashing of its series key, the same in every local, or a **proxy** routes the locals'
+//! streams the same way. Flushes are aligned to the wall clock, and a local keeps each forwarded batch until the
+//! global that merged it acknowledges it flushed, sending it again to a restarted global or to the next one.
+//!
 //! # Modules
 //!
 //! - [`config`]: the YAML configuration, environment overrides and validation.
@@ -22,10 +27,11 @@
 //! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
 //! - [`aggregate`]: series keys, t-digest histograms, HyperLogLog sets, shard state and its output.
 //! - [`flush`]: the interval loop that swaps shards and fans out to sinks and the forwarder.
-//! - [`forward`]: gRPC forwarding of sketches from locals to globals, and the import server.
+//! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
+//!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
 //! - [`sink`]: where flushes go (console, Datadog).
 //! - [`telemetry`]: self-metrics and rate-limited logging.
-//! - [`http`]: health and version endpoints.
+//! - [`http`]: health (503 on a proxy with no reachable global) and version endpoints.
 //! - [`server`]: wiring for a configuration, and the shutdown order.
 
 pub mod aggregate;

@@ -130,11 +130,42 @@ fn assert_exact(globals: &[Proc], series: usize, each: f64) {
     println!("{series} series, each counted exactly {each} times across globals");
 }
 
+fn proxy_yaml(grpc: &str, globals: &[String], max_intervals: u32) -> String {
+    format!(
+        "proxy: true\ninterval: 1s\nhostname: proxy\nnum_workers: 1\ngrpc_address: \"{grpc}\"\n\
+         forward_addresses: {}\nforward_max_intervals: {max_intervals}\nmetric_sinks: [{{kind: console}}]\n",
+        list(globals)
+    )
+}
+
+fn wait_proxy_settled(p: &Proc) {
+    wait_until(Duration::from_secs(40), "the proxy has everything acknowledged", || {
+        p.last_self("harrier.forward.acknowledgements_pending", "") == Some(0.0)
+            && p.last_self("harrier.forward.batches_unsent", "") == Some(0.0)
+    });
+}
+
 #[test]
 fn three_globals_share_the_series_of_three_locals_and_each_series_is_reported_by_exactly_one() {
+    share(false);
+}
+
+#[test]
+fn through_a_proxy_three_globals_share_the_series_and_each_series_is_reported_by_exactly_one() {
+    share(true);
+}
+
+fn share(through_proxy: bool) {
     let dir = temp_dir("share");
     let (mut globals, addrs) = start_globals(&dir, 3);
-    let forward = format!("forward_addresses: {}", list(&addrs));
+    let mut proxy = None;
+    let forward = if through_proxy {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        proxy = Some(Proc::start("proxy", &dir, &proxy_yaml(&grpc, &addrs, 6)));
+        format!("forward_address: \"{grpc}\"")
+    } else {
+        format!("forward_addresses: {}", list(&addrs))
+    };
     let mut locals: Vec<Proc> = (0..3)
         .map(|i| Proc::start(&format!("local{i}"), &dir, &local_yaml(&forward)))
         .collect();
@@ -177,6 +208,11 @@ fn three_globals_share_the_series_of_three_locals_and_each_series_is_reported_by
         l.stop();
     }
     std::thread::sleep(Duration::from_millis(1500));
+    if let Some(p) = proxy.as_mut() {
+        wait_proxy_settled(p);
+        p.stop();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     for g in globals.iter_mut() {
         g.stop();
     }
@@ -240,12 +276,7 @@ fn a_killed_global_loses_nothing(restart: bool, through_proxy: bool) {
     let mut proxy = None;
     let forward = if through_proxy {
         let grpc = format!("127.0.0.1:{}", free_port());
-        let yaml = format!(
-            "proxy: true\ninterval: 1s\nhostname: proxy\nnum_workers: 1\ngrpc_address: \"{grpc}\"\n\
-             forward_addresses: {}\nforward_max_intervals: {max_intervals}\nmetric_sinks: [{{kind: console}}]\n",
-            list(&addrs)
-        );
-        proxy = Some(Proc::start("proxy", &dir, &yaml));
+        proxy = Some(Proc::start("proxy", &dir, &proxy_yaml(&grpc, &addrs, max_intervals)));
         format!(
             "forward_address: \"{grpc}\"\nforward_max_intervals: {}",
             max_intervals * 2
@@ -273,10 +304,7 @@ fn a_killed_global_loses_nothing(restart: bool, through_proxy: bool) {
     println!("killed for {:?}", killed.elapsed());
     std::thread::sleep(Duration::from_millis(1500));
     if let Some(p) = &proxy {
-        wait_until(Duration::from_secs(40), "the proxy has everything acknowledged", || {
-            p.last_self("harrier.forward.acknowledgements_pending", "") == Some(0.0)
-                && p.last_self("harrier.forward.batches_unsent", "") == Some(0.0)
-        });
+        wait_proxy_settled(p);
     }
     wait_settled(&locals);
     for l in locals.iter_mut() {

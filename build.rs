@@ -1,5 +1,12 @@
 //! Generates the forwarding protocol's Rust types and gRPC service from `proto/` with a pure-Rust protobuf
 //! compiler (protox): no system `protoc` is needed.
+//!
+//! Two generations of the same file, the same package and service:
+//! - `$OUT_DIR/harrier.forward.v1.rs`: the full types, which a global decodes and validates;
+//! - `$OUT_DIR/view/harrier.forward.v1.rs`: the same wire format with a metric's `histogram` and `set` kept as
+//!   undecoded bytes (a length-delimited submessage and a `bytes` field are the same on the wire), which the
+//!   senders use: a proxy routes a metric by its name, type and tags without decoding (or re-encoding) its sketch.
+//!   Its `MetricBatch` is `crate::forward::wire::RawBatch`: each metric kept as its encoded bytes.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/harrier/forward/v1/forward.proto";
@@ -8,6 +15,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(descriptors)?;
+        .compile_fds(descriptors.clone())?;
+
+    let mut view = descriptors;
+    const TYPE_BYTES: i32 = 12;
+    let mut changed = 0;
+    for file in view.file.iter_mut() {
+        for message in file.message_type.iter_mut() {
+            if message.name.as_deref() != Some("Metric") {
+                continue;
+            }
+            for field in message.field.iter_mut() {
+                if matches!(field.name.as_deref(), Some("histogram" | "set")) {
+                    field.r#type = Some(TYPE_BYTES);
+                    field.type_name = None;
+                    changed += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        changed, 2,
+        "forward.proto's Metric must have `histogram` and `set` fields"
+    );
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("view");
+    std::fs::create_dir_all(&out)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .extern_path(".harrier.forward.v1.MetricBatch", "crate::forward::wire::RawBatch")
+        .out_dir(&out)
+        .compile_fds(view)?;
     Ok(())
 }

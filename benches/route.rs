@@ -1,14 +1,17 @@
 //! The proxy's work per forwarded metric, on one core: the routing decision alone (the series key's routing hash
-//! and the rendezvous choice over 3 globals), and the whole per-metric path of a proxy (decode the metric from
-//! its gRPC message, route it, encode it for the owning global).
+//! and the rendezvous choice over 3 globals), and the whole per-metric path of a proxy (take each metric of a
+//! received batch as its bytes, read its series key in place, route it, write it into the owning global's batch).
 //!
 //! `cargo bench --bench route`; read `elem/s` (metrics per second).
 
 use std::hint::black_box;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use harrier::forward::proto::{metric, Centroid, Histogram, Metric, MetricType, Scope};
 use harrier::forward::route::{route_hash, Members};
+use harrier::forward::wire::{route_key, RawBatch};
+use harrier::forward::{to_view, view};
 use prost::Message;
 
 /// 10,000 forwarded metrics of the shapes a local sends: global-only counters, and t-digests of 20 centroids,
@@ -57,9 +60,10 @@ fn metrics() -> Vec<Metric> {
 }
 
 fn route(c: &mut Criterion) {
-    let ms = metrics();
+    let full = metrics();
+    let encoded: Vec<Vec<u8>> = full.iter().map(Message::encode_to_vec).collect();
+    let ms: Vec<view::Metric> = full.into_iter().map(to_view).collect();
     let members = Members::new(["10.0.0.1:8128", "10.0.0.2:8128", "10.0.0.3:8128"]);
-    let encoded: Vec<Vec<u8>> = ms.iter().map(Message::encode_to_vec).collect();
     let mut g = c.benchmark_group("proxy_route");
     g.throughput(Throughput::Elements(ms.len() as u64));
     g.bench_function("route_only", |b| {
@@ -72,18 +76,30 @@ fn route(c: &mut Criterion) {
             black_box(load)
         })
     });
+    // What a proxy does per metric: take it from a received batch as its bytes, read its series key in place,
+    // route it, and write it into the owning global's batch.
+    let received = RawBatch {
+        metrics: encoded.iter().map(|b| Bytes::from(b.clone())).collect(),
+    }
+    .encode_to_vec();
+    let received = Bytes::from(received);
     g.bench_function("decode_route_encode", |b| {
-        let mut out: Vec<Vec<u8>> = vec![Vec::with_capacity(1 << 20); 3];
+        let mut out: Vec<Vec<u8>> = (0..3).map(|_| Vec::with_capacity(1 << 20)).collect();
         b.iter(|| {
             for o in out.iter_mut() {
                 o.clear();
             }
-            for bytes in &encoded {
-                let Ok(m) = Metric::decode(bytes.as_slice()) else {
-                    continue;
-                };
-                let owner = members.owner(route_hash(&m), |_| true).unwrap_or(0);
-                let _ = m.encode_length_delimited(&mut out[owner]);
+            let Ok(batch) = RawBatch::decode(received.clone()) else {
+                return 0;
+            };
+            let mut parts: Vec<RawBatch> = (0..3).map(|_| RawBatch::default()).collect();
+            for m in batch.metrics {
+                let Some(h) = route_key(&m) else { continue };
+                let owner = members.owner(h, |_| true).unwrap_or(0);
+                parts[owner].metrics.push(m);
+            }
+            for (p, o) in parts.iter().zip(out.iter_mut()) {
+                let _ = p.encode(o);
             }
             black_box(out.iter().map(Vec::len).sum::<usize>())
         })

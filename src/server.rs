@@ -20,7 +20,9 @@ use crate::forward::ack::Acks;
 use crate::forward::client::{Forwarder, Mode};
 use crate::forward::discovery;
 use crate::forward::proto::forward_server::ForwardServer;
-use crate::forward::server::{ImportService, ImportTarget};
+use crate::forward::proxy::ProxyService;
+use crate::forward::server::ImportService;
+use crate::forward::view::forward_server::ForwardServer as ViewServer;
 use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
@@ -232,18 +234,39 @@ pub async fn start_with_forwarder(
     // The import server outlives the final flush, so that senders hear that it is flushed.
     let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
     let grpc_task = grpc_listener.map(|l| {
-        let target = match (&router, config.proxy) {
-            (Some(r), true) => ImportTarget::Router(r.clone()),
-            _ => ImportTarget::Shards(pipeline.shards.clone()),
+        let limit = 64 * 1024 * 1024;
+        let router = match (&router, config.proxy) {
+            (Some(r), true) => Some(r.clone()),
+            _ => None,
         };
-        let service = ImportService::new(target, acks.clone(), telemetry.clone(), stop_rx.clone());
+        let global = ImportService::new(
+            pipeline.shards.clone(),
+            acks.clone(),
+            telemetry.clone(),
+            stop_rx.clone(),
+        );
+        let proxy = router.map(|r| ProxyService::new(r, acks.clone(), telemetry.clone(), stop_rx.clone()));
         let mut stop = grpc_stop_rx;
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-            let served = tonic::transport::Server::builder()
-                .add_service(ForwardServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
-                .serve_with_incoming_shutdown(incoming, async move { crate::shutdown::stopped(&mut stop).await })
-                .await;
+            let shutdown = async move { crate::shutdown::stopped(&mut stop).await };
+            let mut builder = tonic::transport::Server::builder();
+            let served = match proxy {
+                Some(p) => {
+                    let service = ViewServer::new(p).max_decoding_message_size(limit);
+                    builder
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+                None => {
+                    let service = ForwardServer::new(global).max_decoding_message_size(limit);
+                    builder
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+            };
             if let Err(e) = served {
                 eprintln!("harrier: gRPC import server stopped: {e}");
             }

@@ -135,6 +135,14 @@ impl Acks {
         Self::admit_locked(&mut self.lock(), sender, seq)
     }
 
+    /// A batch admitted by [`Acks::admit`] could not be taken after all: the sender will send it again.
+    pub fn forget(&self, sender: u64, seq: u64) {
+        if let Some(s) = self.lock().senders.get_mut(&sender) {
+            s.outstanding.remove(&seq);
+            s.admitted.remove(&seq);
+        }
+    }
+
     /// A batch admitted by [`Acks::admit`] is safe.
     pub fn settle(&self, sender: u64, seq: u64) {
         if let Some(s) = self.lock().senders.get_mut(&sender) {
@@ -189,6 +197,16 @@ impl Acks {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.changed.notify_waiters();
+    }
+
+    /// The answer to an `Acknowledge` call: at once for a sender that does not know this incarnation, else after
+    /// [`Acks::wait`] (at most 30 s).
+    pub async fn answer(&self, sender: u64, after: u64, wait_ms: u32, incarnation: u64) -> u64 {
+        if incarnation != self.incarnation {
+            return self.watermark(sender);
+        }
+        let wait = Duration::from_millis(u64::from(wait_ms)).min(Duration::from_secs(30));
+        self.wait(sender, after, wait).await
     }
 
     /// Waits until the sender's watermark exceeds `after`, `wait` passes, or [`Acks::close`]; returns the

@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::destination::{AckReport, Destination, Failure, State};
-use super::route::{route_hash, Members};
-use super::{encode, proto};
+use super::route::Members;
+use super::wire::route_key;
+use super::{encode, view as proto};
 use crate::aggregate::Entry;
 use crate::flush::Forward;
 use crate::telemetry::{LimitedLog, Telemetry};
+use bytes::Bytes;
 
 pub use super::destination::BATCH_ID_HEADER;
 
@@ -39,7 +41,8 @@ const QUEUE: usize = 1024;
 pub type Settle = Box<dyn FnOnce() + Send>;
 
 struct Job {
-    metrics: Vec<proto::Metric>,
+    /// Each an encoded `Metric`.
+    metrics: Vec<Bytes>,
     settle: Option<Settle>,
     done: Option<oneshot::Sender<()>>,
 }
@@ -98,7 +101,7 @@ impl Forwarder {
     }
 
     /// A proxy's stream: routed at once; `settle` runs when every part is safe. False when the queue is full.
-    pub fn submit(&self, metrics: Vec<proto::Metric>, settle: Option<Settle>) -> bool {
+    pub fn submit(&self, metrics: Vec<Bytes>, settle: Option<Settle>) -> bool {
         self.jobs
             .try_send(Job {
                 metrics,
@@ -120,9 +123,14 @@ impl Forward for Forwarder {
         let telemetry = self.telemetry.clone();
         tokio::spawn(async move {
             let n = entries.len() as u64;
-            let metrics = tokio::task::spawn_blocking(move || entries.iter_mut().map(encode).collect::<Vec<_>>())
-                .await
-                .unwrap_or_default();
+            let metrics = tokio::task::spawn_blocking(move || {
+                entries
+                    .iter_mut()
+                    .map(|e| Bytes::from(prost::Message::encode_to_vec(&encode(e))))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
             let (done_tx, done_rx) = oneshot::channel();
             let job = Job {
                 metrics,
@@ -253,7 +261,7 @@ impl Task {
     /// unless every member is down) and queues one batch per owner. Returns the number of batches queued.
     fn route(
         &mut self,
-        metrics: Vec<proto::Metric>,
+        metrics: Vec<Bytes>,
         hashes: Vec<u64>,
         born: Instant,
         origin: Option<u64>,
@@ -267,7 +275,7 @@ impl Task {
             .collect();
         let fallback: Vec<bool> = members.addrs().iter().map(|a| Some(&**a) != exclude).collect();
         let any_usable = usable.iter().any(|&u| u);
-        let mut parts: Vec<(Vec<proto::Metric>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); members.len()];
+        let mut parts: Vec<(Vec<Bytes>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); members.len()];
         let mut unrouted = 0u64;
         // Metrics routed past their first choice, by that first choice (a destination down, or `exclude`).
         let some_skipped = usable.iter().zip(&fallback).any(|(u, f)| u != f) || exclude.is_some();
@@ -318,8 +326,20 @@ impl Task {
         queued
     }
 
-    fn on_job(&mut self, job: Job) -> Option<oneshot::Sender<()>> {
-        let hashes: Vec<u64> = job.metrics.iter().map(route_hash).collect();
+    fn on_job(&mut self, mut job: Job) -> Option<oneshot::Sender<()>> {
+        let mut hashes = Vec::with_capacity(job.metrics.len());
+        let before = job.metrics.len();
+        job.metrics.retain(|m| match route_key(m) {
+            Some(h) => {
+                hashes.push(h);
+                true
+            }
+            None => false,
+        });
+        if job.metrics.len() < before {
+            let n = (before - job.metrics.len()) as u64;
+            self.telemetry.count("harrier.forward.dropped", &["cause:malformed"], n);
+        }
         let origin = job.settle.map(|settle| {
             self.next_origin += 1;
             self.origins.insert(self.next_origin, Origin { parts: 0, settle });
@@ -407,7 +427,7 @@ impl Task {
                     let n = b.metrics.len() as u64;
                     self.telemetry
                         .count("harrier.forward.metrics", &[&tag, "result:sent"], r.accepted.min(n));
-                    let bytes: usize = b.metrics.iter().map(prost::Message::encoded_len).sum();
+                    let bytes: usize = b.metrics.iter().map(Bytes::len).sum();
                     self.telemetry.count("harrier.forward.bytes", &[&tag], bytes as u64);
                     if r.rejected > 0 {
                         self.telemetry

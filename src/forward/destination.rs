@@ -7,14 +7,20 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
-use super::proto::forward_client::ForwardClient;
-use super::proto::{self, AcknowledgeRequest};
+use super::view::forward_client::ForwardClient;
+use super::view::{self as proto, AcknowledgeRequest};
+use super::wire::RawBatch;
+
+/// Most bytes of metrics in one gRPC message.
+const MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The metadata key carrying a batch's identity `<sender hex>-<seq>`, so that a retried batch the receiver
 /// already merged is not merged twice.
@@ -31,7 +37,8 @@ pub enum State {
 /// Part of one forwarded interval (or one proxied stream) routed to one destination.
 pub struct Batch {
     pub seq: u64,
-    pub metrics: Arc<Vec<proto::Metric>>,
+    /// Each an encoded `Metric`.
+    pub metrics: Arc<Vec<Bytes>>,
     /// Routing hashes, one per metric.
     pub hashes: Arc<Vec<u64>>,
     pub state: State,
@@ -95,6 +102,8 @@ pub struct Destination {
     pub incarnation: u64,
     want: watch::Sender<Option<Want>>,
     poller: tokio::task::JoinHandle<()>,
+    /// The receiver predates `SendMetricBatches`: one metric per message.
+    legacy: Arc<AtomicBool>,
 }
 
 impl Drop for Destination {
@@ -141,11 +150,12 @@ impl Destination {
             incarnation: 0,
             want,
             poller,
+            legacy: Arc::default(),
         })
     }
 
     /// Queues a new batch (numbered after every earlier one).
-    pub fn push(&mut self, metrics: Vec<proto::Metric>, hashes: Vec<u64>, born: Instant, origin: Option<u64>) {
+    pub fn push(&mut self, metrics: Vec<Bytes>, hashes: Vec<u64>, born: Instant, origin: Option<u64>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.push_back(Batch {
@@ -169,7 +179,7 @@ impl Destination {
         &self,
         deadline: Instant,
     ) -> impl Future<Output = Vec<(u64, Result<proto::SendMetricsResponse, Failure>)>> {
-        let batches: Vec<(u64, Arc<Vec<proto::Metric>>)> = self
+        let batches: Vec<(u64, Arc<Vec<Bytes>>)> = self
             .queue
             .iter()
             .filter(|b| b.state == State::ToSend)
@@ -177,6 +187,7 @@ impl Destination {
             .collect();
         let mut client = self.client.clone();
         let sender = self.sender;
+        let legacy = self.legacy.clone();
         async move {
             let mut out = Vec::with_capacity(batches.len());
             for (seq, metrics) in batches {
@@ -184,7 +195,7 @@ impl Destination {
                 let result = if left.is_zero() {
                     Err(Failure::Timeout)
                 } else {
-                    send_one(&mut client, sender, seq, metrics, left).await
+                    send_one(&mut client, sender, seq, metrics, left, &legacy).await
                 };
                 let failed = result.is_err();
                 out.push((seq, result));
@@ -240,19 +251,61 @@ impl Destination {
     }
 }
 
-async fn send_one(
-    client: &mut ForwardClient<Channel>,
-    sender: u64,
-    seq: u64,
-    metrics: Arc<Vec<proto::Metric>>,
-    left: Duration,
-) -> Result<proto::SendMetricsResponse, Failure> {
-    let stream = tokio_stream::iter((0..metrics.len()).map(move |i| metrics[i].clone()));
+/// Cuts a batch into messages of at most [`MESSAGE_BYTES`].
+fn messages(metrics: &[Bytes]) -> Vec<RawBatch> {
+    let mut out = Vec::new();
+    let mut current = RawBatch::default();
+    let mut bytes = 0;
+    for m in metrics {
+        if bytes + m.len() > MESSAGE_BYTES && !current.metrics.is_empty() {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += m.len() + 8;
+        current.metrics.push(m.clone());
+    }
+    if !current.metrics.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn batch_request<T>(stream: T, sender: u64, seq: u64) -> tonic::Request<T> {
     let mut request = tonic::Request::new(stream);
     if let Ok(v) = format!("{sender:016x}-{seq}").parse() {
         request.metadata_mut().insert(BATCH_ID_HEADER, v);
     }
-    match tokio::time::timeout(left, client.send_metrics(request)).await {
+    request
+}
+
+async fn send_one(
+    client: &mut ForwardClient<Channel>,
+    sender: u64,
+    seq: u64,
+    metrics: Arc<Vec<Bytes>>,
+    left: Duration,
+    legacy: &AtomicBool,
+) -> Result<proto::SendMetricsResponse, Failure> {
+    let sent = async {
+        if !legacy.load(Ordering::Relaxed) {
+            let stream = tokio_stream::iter(messages(&metrics));
+            match client.send_metric_batches(batch_request(stream, sender, seq)).await {
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    // A receiver older than batches: one metric per message from now on.
+                    legacy.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        let decoded: Vec<proto::Metric> = metrics
+            .iter()
+            .filter_map(|m| prost::Message::decode(m.clone()).ok())
+            .collect();
+        client
+            .send_metrics(batch_request(tokio_stream::iter(decoded), sender, seq))
+            .await
+    };
+    match tokio::time::timeout(left, sent).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(match status.code() {
             // The receiver refuses this batch as it is: retrying cannot help, and it would hold newer ones.

@@ -5,7 +5,9 @@
 //! - [`client`]: the sender (a local, or a proxy's router): encodes, routes, sends to every destination and keeps
 //!   each batch until it is acknowledged, re-routing the share of a global that cannot be reached;
 //! - [`destination`]: one destination's channel, queue, backoff and acknowledgement poller;
-//! - [`server`]: the receiver (a global merges into its shards; a proxy hands to its router);
+//! - [`server`]: a global's receiver, which merges into its shards;
+//! - [`proxy`]: a proxy's receiver, which hands each stream to its router (a [`client::Forwarder`]);
+//! - [`wire`]: metrics kept as their encoded bytes (what senders queue and a proxy routes without decoding);
 //! - [`ack`]: the receiver's acknowledgement state: batches admitted once, safe when flushed (or routed and
 //!   acknowledged), and the watermark senders poll.
 //!
@@ -15,8 +17,10 @@ pub mod ack;
 pub mod client;
 pub mod destination;
 pub mod discovery;
+pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod wire;
 
 use tdigest::{Centroid, TDigest};
 
@@ -29,6 +33,31 @@ use crate::protocol::MetricKind;
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("harrier.forward.v1");
+}
+
+/// The same protocol with a metric's sketch (`histogram`, `set`) kept as its undecoded bytes: what senders
+/// (locals and proxies) send, and what a proxy receives and routes without decoding a sketch.
+pub mod view {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/view/harrier.forward.v1.rs"));
+}
+
+/// A full metric as its view: the sketch is encoded once, into the bytes the wire carries.
+pub fn to_view(m: proto::Metric) -> view::Metric {
+    use prost::Message;
+    let value = m.value.map(|v| match v {
+        proto::metric::Value::Counter(c) => view::metric::Value::Counter(c),
+        proto::metric::Value::Gauge(g) => view::metric::Value::Gauge(g),
+        proto::metric::Value::Histogram(h) => view::metric::Value::Histogram(h.encode_to_vec().into()),
+        proto::metric::Value::Set(s) => view::metric::Value::Set(s.encode_to_vec().into()),
+    });
+    view::Metric {
+        name: m.name,
+        tags: m.tags,
+        r#type: m.r#type,
+        scope: m.scope,
+        value,
+    }
 }
 
 /// Most centroids accepted in one forwarded digest.
@@ -281,6 +310,22 @@ mod tests {
                 (Value::Set(a), Value::Set(b)) => assert_eq!(a.estimate(), b.estimate()),
                 _ => panic!("value kind changed"),
             }
+        }
+    }
+
+    #[test]
+    fn the_view_a_sender_sends_is_the_full_metric_on_the_wire() {
+        use prost::Message;
+        let mut original = entries("c:2.5|c|#a\ng:7|g\nh:1|h|#veneurglobalonly\nh:3|h|#veneurglobalonly\nsmall:a|s\n");
+        assert_eq!(original.len(), 4);
+        for e in original.iter_mut() {
+            let full = encode(e);
+            let view = to_view(full.clone());
+            let wire = view.encode_to_vec();
+            assert_eq!(wire, full.encode_to_vec(), "{}: same bytes", full.name);
+            assert_eq!(proto::Metric::decode(wire.as_slice()).unwrap(), full);
+            // And a proxy's decode + encode of the view keeps the bytes.
+            assert_eq!(view::Metric::decode(wire.as_slice()).unwrap().encode_to_vec(), wire);
         }
     }
 

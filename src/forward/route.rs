@@ -11,22 +11,40 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
-use super::proto;
+use super::view;
 
 /// The seed of routing hashes ("harrier-route"). Never change it: locals and proxies of different versions must
 /// agree on owners.
 const ROUTE_SEED: u64 = 0x6861_7272_6965_7272;
 
-/// The routing hash of a forwarded metric's series key.
-pub fn route_hash(m: &proto::Metric) -> u64 {
-    let mut h = Xxh3::with_seed(ROUTE_SEED);
-    h.update(m.name.as_bytes());
-    h.update(&[0xff, m.r#type as u8]);
-    for t in &m.tags {
-        h.update(&[0xff]);
-        h.update(t.as_bytes());
+/// The routing hash of a series key, fed in parts: name and type, then each tag in order.
+pub struct RouteHasher(Xxh3);
+
+impl RouteHasher {
+    pub fn new(name: &[u8], kind: i32) -> RouteHasher {
+        let mut h = Xxh3::with_seed(ROUTE_SEED);
+        h.update(name);
+        h.update(&[0xff, kind as u8]);
+        RouteHasher(h)
     }
-    h.digest()
+
+    pub fn tag(&mut self, tag: &[u8]) {
+        self.0.update(&[0xff]);
+        self.0.update(tag);
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0.digest()
+    }
+}
+
+/// The routing hash of a forwarded metric's series key.
+pub fn route_hash(m: &view::Metric) -> u64 {
+    let mut h = RouteHasher::new(m.name.as_bytes(), m.r#type);
+    for t in &m.tags {
+        h.tag(t.as_bytes());
+    }
+    h.finish()
 }
 
 /// A member's score for a key: a 64-bit finaliser (splitmix64's) of the two hashes.
@@ -95,7 +113,7 @@ mod tests {
 
     fn keys(n: u64) -> impl Iterator<Item = u64> {
         (0..n).map(|i| {
-            route_hash(&proto::Metric {
+            route_hash(&view::Metric {
                 name: format!("svc.metric.{}", i % 1000),
                 tags: vec![format!("host:h{}", i / 1000), "env:prod".into()],
                 r#type: 3,
@@ -146,15 +164,15 @@ mod tests {
     #[test]
     fn the_routing_hash_is_fixed_across_processes_and_versions() {
         // A change here re-shards every fleet during a rolling upgrade: keep these values.
-        let m = proto::Metric {
+        let m = view::Metric {
             name: "api.latency".into(),
             tags: vec!["route:charges".into()],
-            r#type: proto::MetricType::Timer as i32,
+            r#type: view::MetricType::Timer as i32,
             ..Default::default()
         };
         let h = route_hash(&m);
         assert_eq!(h, 628_601_515_348_797_356, "the routing hash changed");
-        assert_ne!(h, route_hash(&proto::Metric { r#type: 4, ..m.clone() }));
-        assert_ne!(h, route_hash(&proto::Metric { tags: vec![], ..m }));
+        assert_ne!(h, route_hash(&view::Metric { r#type: 4, ..m.clone() }));
+        assert_ne!(h, route_hash(&view::Metric { tags: vec![], ..m }));
     }
 }

@@ -135,7 +135,9 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             r#type: ty,
             scope: 2,
-            value: Some(view::metric::Value::Histogram(Bytes::from_static(&[0x19, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]))),
+            value: Some(view::metric::Value::Histogram(Bytes::from_static(&[
+                0x19, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f,
+            ]))),
         }
     }
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: the release server on core 0, harrier-load on core 1, over loopback UDP.
 #
-#   benches/e2e.sh [SCENARIO...]      scenarios: mixed100 counters10 max10 single singlemax million (default: all)
+#   benches/e2e.sh [SCENARIO...]      scenarios: mixed100 counters10 max10 single singlemax million
+#                                     mixed50k mixed50k10s million-mixed (default: all)
+#
+# The first six run a tuned configuration (num_workers: 1, a 32 MiB receive buffer, the console sink, a long
+# interval). The production-shaped ones (mixed50k, mixed50k10s, million-mixed) run the DEFAULT configuration plus a
+# Datadog sink posting to a local stand-in intake (harrier-load --intake, on core 1 with the sender), with flushes
+# inside the measured window; the intake only stores the bodies, which are decoded after the run.
 #
 # Environment: ROUNDS=N runs each scenario N times (default 1): this VM's speed drifts between runs, so report the
 # range. READERS=N sets the server's num_readers (default 0: the worker reads the socket itself; 1: one reader
@@ -105,6 +111,81 @@ with open(f"{work}/rounds", "a") as r:
 PY
 }
 
+# run_prod NAME INTERVAL DURATION LOADARGS...: the default configuration with a Datadog sink.
+run_prod() {
+  local name=$1 interval=$2 duration=$3; shift 3
+  echo "== $name (default config + datadog sink, interval $interval): harrier-load $* --duration $duration"
+  taskset -c 0 "$LOAD" --discard --listen "127.0.0.1:$PORT" --duration $((duration + 2)) >"$WORK/floor.out" 2>"$WORK/floor.err" &
+  local fpid=$!
+  sleep 0.5
+  local f0; f0=$(ticks $fpid)
+  taskset -c 1 "$LOAD" --target "127.0.0.1:$PORT" --duration "$duration" "$@" 2>"$WORK/floor-load.err"
+  sleep 0.3
+  local f1; f1=$(ticks $fpid)
+  wait $fpid || true
+  local floor_sent; floor_sent=$(grep -o 'sent [0-9]* lines in [0-9]* datagrams' "$WORK/floor-load.err" | awk '{print $2, $5}')
+
+  local iport=18080
+  rm -rf "$WORK/bodies"
+  taskset -c 1 "$LOAD" --intake "$WORK/bodies" --listen "127.0.0.1:$iport" --duration $((duration + 60)) 2>"$WORK/intake.err" &
+  local ipid=$!
+  cat >"$WORK/config.yaml" <<YAML
+statsd_listen_addresses: ["udp://127.0.0.1:$PORT"]
+interval: $interval
+metric_sinks: [{kind: datadog, config: {api_key: bench, api_hostname: "http://127.0.0.1:$iport"}}]
+YAML
+  local drops0; drops0=$(udp_drops)
+  taskset -c 0 "$BIN" --config "$WORK/config.yaml" >"$WORK/server.out" 2>"$WORK/server.err" &
+  local spid=$!
+  sleep 0.5
+  local s0; s0=$(ticks $spid)
+  taskset -c 1 "$LOAD" --target "127.0.0.1:$PORT" --duration "$duration" --manifest "$WORK/manifest.json" "$@" 2>"$WORK/server-load.err"
+  local s1; s1=$(ticks $spid)
+  local rss; rss=$(awk '/VmHWM/ {print $2}' "/proc/$spid/status")
+  kill -TERM $spid
+  wait $spid || true
+  local drops1; drops1=$(udp_drops)
+  kill $ipid 2>/dev/null || true
+  wait $ipid 2>/dev/null || true
+  python3 - "$WORK" "$HZ" "$((s1 - s0))" "$((f1 - f0))" "$floor_sent" "$rss" "$((drops1 - drops0))" <<'PY'
+import json, sys, os, zlib, collections
+work, hz, sticks, fticks, floor_sent, rss, drops = sys.argv[1:]
+hz, sticks, fticks, rss, drops = int(hz), int(sticks), int(fticks), int(rss), int(drops)
+floor_lines_sent, floor_dgrams_sent = (int(x) for x in floor_sent.split())
+m = json.load(open(f"{work}/manifest.json"))
+lines_in = 0.0
+counters = collections.defaultdict(float)
+flush_ms, sink_ms = [], []
+for f in os.listdir(f"{work}/bodies"):
+    if not f.endswith("api_v1_series"):
+        continue
+    body = json.loads(zlib.decompress(open(f"{work}/bodies/{f}", "rb").read()))
+    for s in body["series"]:
+        v = s["points"][0][1] * (s.get("interval") or 1 if s["type"] == "rate" else 1)
+        name, tags = s["metric"], ",".join(t for t in s.get("tags", []))
+        if name == "harrier.listener.lines":
+            lines_in += v
+        elif name == "harrier.flush.duration_ms":
+            flush_ms.append(v)
+        elif name == "harrier.sink.duration_ms":
+            sink_ms.append(v)
+        elif s["type"] == "rate" and name.startswith("load.") and not name.endswith(".count"):
+            counters[f"{name}|#{tags}" if tags else name] += v
+mismatched = sum(1 for k, v in m["counters"].items() if abs(counters.get(k, 0.0) - v) > 1e-6 * max(1, v))
+lost = m["lines"] - lines_in
+server_ns = sticks / hz * 1e9 / max(lines_in, 1)
+floor_ns = fticks / hz * 1e9 / max(floor_lines_sent, 1)
+print(f"   offered: {m['lines']} lines in {m['datagrams']} datagrams over {m['seconds']:.1f}s ({m['lines']/m['seconds']:.0f} lines/s)")
+print(f"   server:  {lines_in:.0f} lines taken in, {lost:.0f} lost; kernel UDP rcvbuf drops {drops}; "
+      f"counters matching the manifest: {len(m['counters']) - mismatched}/{len(m['counters'])}")
+print(f"   server CPU per line (flushes and Datadog encoding included): {server_ns:.0f} ns; floor {floor_ns:.0f} ns")
+print(f"   peak RSS {rss/1024:.0f} MiB; flush build (ms): {', '.join(f'{x:.0f}' for x in sorted(flush_ms))}; "
+      f"sink (ms): {', '.join(f'{x:.0f}' for x in sorted(sink_ms))}")
+with open(f"{work}/rounds", "a") as r:
+    r.write(f"{sticks} {lines_in} {fticks} {floor_lines_sent} {lost}\n")
+PY
+}
+
 # summary NAME: the totals over the rounds just run (CPU summed over rounds, so drift between rounds averages out).
 summary() {
   python3 - "$1" "$WORK/rounds" "$HZ" <<'PY'
@@ -120,7 +201,8 @@ PY
 }
 
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(mixed100 counters10 max10 single singlemax million)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(mixed100 counters10 max10 single singlemax million mixed50k mixed50k10s million-mixed)
+PROD_MIX=c=70,g=10,ms=10,h=5,s=5
 for s in "${scenarios[@]}"; do
  for _ in $(seq "${ROUNDS:-1}"); do
   case $s in
@@ -130,6 +212,9 @@ for s in "${scenarios[@]}"; do
     single)     run_scenario single 60s 8 --rate 150000 --lines-per-datagram 1 --series 1000 --mix c=1 ;;
     singlemax)  run_scenario singlemax 60s 8 --rate 0 --lines-per-datagram 1 --series 1000 --mix c=1 ;;
     million)    run_scenario million 5s 12 --rate 1000000 --lines-per-datagram 50 --series 1000000 --mix c=1 ;;
+    mixed50k)   run_prod mixed50k 2s 10 --rate 1000000 --lines-per-datagram 100 --names 10000 --mix $PROD_MIX ;;
+    mixed50k10s) run_prod mixed50k10s 10s 22 --rate 1000000 --lines-per-datagram 100 --names 10000 --mix $PROD_MIX ;;
+    million-mixed) run_prod million-mixed 10s 22 --rate 1000000 --lines-per-datagram 50 --series 1000000 --mix $PROD_MIX ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
  done

@@ -46,7 +46,9 @@ pub struct Config {
     /// Where DogStatsD is received: `udp://host:port`, `tcp://host:port`, `unixgram:///path` (datagrams) or
     /// `unix:///path` (stream of 4-byte little-endian length-prefixed frames). Default: `[udp://127.0.0.1:8125]`.
     pub statsd_listen_addresses: Vec<String>,
-    /// Flush interval. Default: `10s`. Accepts `500ms`, `10s`, `1m`, `1m30s`, or a number of seconds.
+    /// Flush interval. Default: `10s`. Accepts `500ms`, `10s`, `1m`, `1m30s`, or a number of seconds. Flushes
+    /// happen at multiples of it on the wall clock (so every instance's intervals line up; the first interval
+    /// after a start is shorter).
     #[serde(deserialize_with = "deserialize_duration")]
     pub interval: Duration,
     /// Host reported with every series that has no `host:` tag. Default: this machine's hostname. Empty means

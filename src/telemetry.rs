@@ -18,8 +18,11 @@ pub struct ListenerStats {
     /// Datagrams, stream frames or TCP reads taken in.
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
-    /// Lines found in what was taken in (counted by the parse stage).
+    /// Lines found in what was taken in (counted by the parse stage), since the start: never reset, so that it
+    /// can be watched (each flush reports the difference from the last one, see `lines_reported`).
     pub lines: AtomicU64,
+    /// `lines` as of the last report.
+    pub lines_reported: AtomicU64,
     /// Datagrams, frames or lines longer than `metric_max_length`, dropped whole.
     pub oversize: AtomicU64,
     /// Stream connections accepted.
@@ -134,7 +137,14 @@ impl Telemetry {
             let tags = [tag.as_str()];
             push("listener.packets", &tags, take(&l.packets), SeriesKind::Counter);
             push("listener.bytes", &tags, take(&l.bytes), SeriesKind::Counter);
-            push("listener.lines", &tags, take(&l.lines), SeriesKind::Counter);
+            let lines = l.lines.load(Ordering::Relaxed);
+            let before = l.lines_reported.swap(lines, Ordering::Relaxed);
+            push(
+                "listener.lines",
+                &tags,
+                lines.saturating_sub(before) as f64,
+                SeriesKind::Counter,
+            );
             push("listener.oversize", &tags, take(&l.oversize), SeriesKind::Counter);
             let connections = take(&l.connections);
             if connections > 0.0 {

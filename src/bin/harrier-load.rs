@@ -21,8 +21,14 @@ harrier-load: DogStatsD load generator (loopback only)
 
 SEND:    harrier-load [--target 127.0.0.1:8125] [--threads 1] [--rate LINES_PER_SEC|0] [--duration SECS]
                       [--lines-per-datagram 10] [--series 1000] [--tags 3] [--mix c=60,g=10,ms=20,s=10]
-                      [--manifest FILE] [--seed 1]
+                      [--names N] [--manifest FILE] [--seed 1]
+         --names N: N metric names, each sent with every type of --mix; each line picks the next name and a
+                    type by the --mix weights (series = name x type); timers get three decimals, sets draw
+                    from 100 members. Without it, each series has one type and --series says how many.
 RECEIVE: harrier-load --discard [--listen 127.0.0.1:8125] [--duration SECS]
+INTAKE:  harrier-load --intake DIR [--listen 127.0.0.1:8080] [--duration SECS]
+         an HTTP/1.1 server (keep-alive) that answers 202 to every request at once and stores each body, as
+         received, in DIR/<n>.<path with / as _>, to be decoded after the run (off the measured path)
 ";
 
 #[derive(Debug, Clone)]
@@ -39,6 +45,8 @@ struct Options {
     seed: u64,
     discard: bool,
     listen: SocketAddr,
+    names: usize,
+    intake: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -55,6 +63,8 @@ fn parse_options() -> Result<Options, String> {
         seed: 1,
         discard: false,
         listen: "127.0.0.1:8125".parse().unwrap_or_else(|_| unreachable!()),
+        names: 0,
+        intake: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -91,6 +101,8 @@ fn parse_options() -> Result<Options, String> {
                     .collect::<Result<_, String>>()?;
             }
             "--discard" => o.discard = true,
+            "--names" => o.names = num(value()?)? as usize,
+            "--intake" => o.intake = Some(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -116,7 +128,13 @@ fn main() {
             std::process::exit(if e.is_empty() { 0 } else { 2 });
         }
     };
-    let result = if opts.discard { discard(&opts) } else { send(&opts) };
+    let result = if opts.discard {
+        discard(&opts)
+    } else if let Some(dir) = &opts.intake {
+        intake(&opts, dir)
+    } else {
+        send(&opts)
+    };
     if let Err(e) = result {
         eprintln!("harrier-load: {e}");
         std::process::exit(1);
@@ -160,23 +178,48 @@ fn series_type(opts: &Options, series: usize) -> &str {
 }
 
 fn series_name(opts: &Options, series: usize) -> String {
-    let mut s = format!("load.{}.m{series}", series_type(opts, series));
+    // With --names, a series is name x type: the name is shared by the types, and so are its tags.
+    let (mut s, tag_seed) = if opts.names > 0 {
+        let name = series / opts.mix.len().max(1);
+        (format!("load.n{name}"), name)
+    } else {
+        (format!("load.{}.m{series}", series_type(opts, series)), series)
+    };
     if opts.tags > 0 {
         s.push_str("|#");
         for t in 0..opts.tags {
             if t > 0 {
                 s.push(',');
             }
-            let _ = write!(s, "tag{t}:value{}", (series + t * 7) % 97);
+            let _ = write!(s, "tag{t}:value{}", (tag_seed + t * 7) % 97);
         }
     }
     s
 }
 
+/// With --names: the series of a line (its name cycles; its type is drawn by the --mix weights) and its type.
+fn pick_named(opts: &Options, line_no: usize, rng: &mut Rng) -> (usize, String) {
+    let total: u32 = opts.mix.iter().map(|(_, w)| w).sum::<u32>().max(1);
+    let r = (rng.next() % u64::from(total)) as u32;
+    let mut acc = 0;
+    let mut k = 0;
+    for (i, (_, w)) in opts.mix.iter().enumerate() {
+        acc += w;
+        if r < acc {
+            k = i;
+            break;
+        }
+    }
+    let name = line_no % opts.names;
+    (name * opts.mix.len() + k, opts.mix[k].0.clone())
+}
+
 /// Builds the datagrams of one thread: every series appears, cyclically, in a pool of at least 256 datagrams.
 fn build_pool(opts: &Options, thread: usize) -> Vec<Datagram> {
     let mut rng = Rng(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (thread as u64 + 1));
-    let datagrams = opts.series.div_ceil(opts.lines_per_datagram).max(256);
+    // Every name (or series) appears, cyclically; with --names, several times each, so that each takes its types.
+    let lines_needed = if opts.names > 0 { opts.names * 16 } else { opts.series };
+    let datagrams = lines_needed.div_ceil(opts.lines_per_datagram).max(256);
     let mut line_no = thread * 7919;
     let mut pool = Vec::with_capacity(datagrams);
     for _ in 0..datagrams {
@@ -187,9 +230,14 @@ fn build_pool(opts: &Options, thread: usize) -> Vec<Datagram> {
             lines: 0,
         };
         for _ in 0..opts.lines_per_datagram {
-            let series = line_no % opts.series;
+            let (series, kind) = if opts.names > 0 {
+                pick_named(opts, line_no, &mut rng)
+            } else {
+                let series = line_no % opts.series;
+                (series, series_type(opts, series).to_string())
+            };
+            let kind = kind.as_str();
             line_no += 1;
-            let kind = series_type(opts, series);
             let name = series_name(opts, series);
             let (metric, rest) = name.split_once('|').map_or((name.as_str(), ""), |(m, r)| (m, r));
             let value = match kind {
@@ -199,10 +247,15 @@ fn build_pool(opts: &Options, thread: usize) -> Vec<Datagram> {
                     v.to_string()
                 }
                 "g" => (rng.next() % 10_000).to_string(),
+                "s" if opts.names > 0 => format!("member{}", rng.next() % 100),
                 "s" => format!("member{}", rng.next() % 100_000),
                 _ => {
                     d.samples.push((series as u32, 1));
-                    format!("{}.{}", rng.next() % 1000, rng.next() % 100)
+                    if opts.names > 0 {
+                        format!("{}.{:03}", rng.next() % 1000, rng.next() % 1000)
+                    } else {
+                        format!("{}.{}", rng.next() % 1000, rng.next() % 100)
+                    }
                 }
             };
             let _ = writeln!(
@@ -373,6 +426,76 @@ fn write_series_map<V: std::fmt::Display>(json: &mut String, opts: &Options, map
         let name = series_name(opts, *s as usize).replace('"', "\\\"");
         let _ = write!(json, "{sep}\"{name}\":{v}");
     }
+}
+
+/// A stand-in for the Datadog intake: answers 202 at once and stores each body for later decoding.
+fn intake(opts: &Options, dir: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+    let listener = std::net::TcpListener::bind(opts.listen).map_err(|e| format!("bind {}: {e}", opts.listen))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    while started.elapsed() < opts.duration {
+        let conn = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+        };
+        let _ = conn.set_nonblocking(false);
+        let (requests, dir) = (requests.clone(), dir.to_string());
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(match conn.try_clone() {
+                Ok(c) => c,
+                Err(_) => return,
+            });
+            let mut writer = conn;
+            loop {
+                let mut path = String::new();
+                let mut length = 0usize;
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if let Some(p) = line.split_whitespace().nth(1) {
+                    path = p.split('?').next().unwrap_or("").replace('/', "_");
+                }
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let n = requests.fetch_add(1, Ordering::Relaxed);
+                let _ = std::fs::write(format!("{dir}/{n}.{path}"), &body);
+                if writer
+                    .write_all(
+                        b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                    )
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    eprintln!("harrier-load --intake: {} requests", requests.load(Ordering::Relaxed));
+    Ok(())
 }
 
 /// Receives and counts datagrams with `recvmmsg`, nothing else: the receive floor of this machine.

@@ -1,12 +1,15 @@
 //! Aggregation: series keys, per-type state (t-digest histograms, HyperLogLog sets) and the shards that own
 //! them. See [`shard`] for the per-shard state and how an interval turns into output.
 
+pub mod emit;
 pub mod histogram;
 pub mod key;
 pub mod set;
 pub mod shard;
+pub mod text_index;
 
 pub use histogram::{Histogram, Stats};
 pub use key::{ExtendTags, KeyView, Scope, SeriesKey, TagSet};
 pub use set::Set;
-pub use shard::{emit, Dropped, EmitConfig, EmitCounts, Entry, Interval, ShardState, Value};
+pub use emit::{emit, EmitConfig, EmitCounts};
+pub use shard::{Dropped, Entry, Interval, ShardState, Value};

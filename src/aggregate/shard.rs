@@ -1,14 +1,12 @@
 //! One aggregation shard: the series whose key hashes to it, owned by one thread, with no lock.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 
 use super::histogram::Histogram;
-use super::key::{text_hash, Canon, ExtendTags, KeyView, Scope, SeriesKey, TagSet};
+use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
 use super::set::Set;
-use crate::config::{percentile_suffix, Aggregate};
 use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
 use crate::sink::{self, CheckRun, Series, SeriesKind};
 
@@ -444,150 +442,10 @@ fn canonical_tags(tags: Tags<'_>, extend: &ExtendTags) -> TagSet {
     )
 }
 
-/// How a flushed shard turns into output.
-#[derive(Debug, Clone)]
-pub struct EmitConfig {
-    /// `forward_address` is set: sketches and global-only series are forwarded instead of emitted.
-    pub is_local: bool,
-    pub aggregates: Vec<Aggregate>,
-    /// (quantile, name suffix)
-    pub percentiles: Vec<(f64, String)>,
-}
-
-impl EmitConfig {
-    pub fn new(is_local: bool, aggregates: &[Aggregate], percentiles: &[f64]) -> Self {
-        EmitConfig {
-            is_local,
-            aggregates: aggregates.to_vec(),
-            percentiles: percentiles.iter().map(|&p| (p, percentile_suffix(p))).collect(),
-        }
-    }
-}
-
-/// Counts of what one emission produced, for self-metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EmitCounts {
-    pub counters: u64,
-    pub gauges: u64,
-    pub histograms: u64,
-    pub sets: u64,
-    pub checks: u64,
-    pub events: u64,
-    pub timestamped: u64,
-    pub forwarded: u64,
-}
-
-/// Turns a shard's interval into output series, checks and events; in local mode, the entries to forward are
-/// pushed to `forward`.
-pub fn emit(
-    state: Interval,
-    cfg: &EmitConfig,
-    timestamp: i64,
-    out: &mut sink::Flush,
-    forward: &mut Vec<Entry>,
-) -> EmitCounts {
-    let mut counts = EmitCounts::default();
-    let Interval {
-        series,
-        checks,
-        events,
-        timestamped,
-    } = state;
-    counts.timestamped = timestamped.len() as u64;
-    out.series.extend(timestamped);
-    counts.checks = checks.len() as u64;
-    out.checks.extend(checks);
-    counts.events = events.len() as u64;
-    out.events.extend(events);
-
-    for mut entry in series {
-        let scope = entry.key.scope;
-        let forward_this = cfg.is_local && scope != Scope::Local;
-        let point = |name: Arc<str>, value: f64, kind: SeriesKind, tags: &TagSet| Series {
-            name,
-            tags: tags.clone(),
-            value,
-            kind,
-            timestamp,
-        };
-        match &mut entry.value {
-            Value::Counter(_) | Value::Gauge(_) if forward_this && scope == Scope::Global => {
-                counts.forwarded += 1;
-                forward.push(entry);
-            }
-            Value::Counter(v) => {
-                counts.counters += 1;
-                out.series
-                    .push(point(entry.key.name.clone(), *v, SeriesKind::Counter, &entry.key.tags));
-            }
-            Value::Gauge(v) => {
-                counts.gauges += 1;
-                out.series
-                    .push(point(entry.key.name.clone(), *v, SeriesKind::Gauge, &entry.key.tags));
-            }
-            Value::Histogram(h) => {
-                counts.histograms += 1;
-                let name = &entry.key.name;
-                let tags = &entry.key.tags;
-                // Aggregates: from this instance's own samples, except a global-only series, whose are reported
-                // by the global (from the forwarded stats merged into these).
-                let emit_aggregates = !(cfg.is_local && scope == Scope::Global);
-                if emit_aggregates && !h.stats.is_empty() {
-                    let stats = h.stats;
-                    for agg in &cfg.aggregates {
-                        let (value, kind) = match agg {
-                            Aggregate::Min => (stats.min, SeriesKind::Gauge),
-                            Aggregate::Max => (stats.max, SeriesKind::Gauge),
-                            Aggregate::Count => (stats.count, SeriesKind::Counter),
-                            Aggregate::Sum => (stats.sum, SeriesKind::Gauge),
-                            Aggregate::Avg => (stats.avg(), SeriesKind::Gauge),
-                            Aggregate::Hmean => (stats.hmean(), SeriesKind::Gauge),
-                            Aggregate::Median => match h.quantile(0.5) {
-                                Some(v) => (v, SeriesKind::Gauge),
-                                None => continue,
-                            },
-                        };
-                        if value.is_finite() {
-                            out.series
-                                .push(point(format!("{name}.{}", agg.suffix()).into(), value, kind, tags));
-                        }
-                    }
-                }
-                if forward_this {
-                    h.compress();
-                    counts.forwarded += 1;
-                    forward.push(entry);
-                    continue;
-                }
-                for (q, suffix) in &cfg.percentiles {
-                    if let Some(v) = h.quantile(*q) {
-                        out.series
-                            .push(point(format!("{name}.{suffix}").into(), v, SeriesKind::Gauge, tags));
-                    }
-                }
-            }
-            Value::Set(s) => {
-                counts.sets += 1;
-                if forward_this {
-                    counts.forwarded += 1;
-                    forward.push(entry);
-                    continue;
-                }
-                out.series.push(point(
-                    entry.key.name.clone(),
-                    s.estimate(),
-                    SeriesKind::Gauge,
-                    &entry.key.tags,
-                ));
-            }
-        }
-    }
-    counts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Scope;
     use crate::protocol::parse_line;
 
     fn feed(state: &mut ShardState, extend: &ExtendTags, lines: &str) {

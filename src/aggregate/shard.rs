@@ -7,6 +7,7 @@ use hashbrown::HashTable;
 use super::histogram::Histogram;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
 use super::set::Set;
+use super::text_index::{self, TextIndex};
 use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
 use crate::sink::{self, CheckRun, Series, SeriesKind};
 
@@ -40,17 +41,23 @@ pub enum Dropped {
     Unparsable,
 }
 
-/// A series kept by a shard, with its value for the current interval.
+/// A series kept by a shard: what identifies it (cold: touched by new series, imports and flushes).
 #[derive(Debug, Clone)]
 struct Slot {
     hash: u64,
     /// [`text_hash`] of the line text this slot is found by, if `by_text` holds it.
     text_hash: u128,
     by_text: bool,
-    /// The sample rate written in that text.
-    text_rate: f64,
     key: SeriesKey,
+}
+
+/// What a line of a known series touches: its value for the current interval, kept apart from its key (same
+/// index as its [`Slot`]) so that the series a shard aggregates per line fit in as few cache lines as possible.
+#[derive(Debug)]
+struct Hot {
     value: Value,
+    /// The sample rate written in the text this series is found by.
+    rate: f64,
     /// Whether the series received anything this interval (only those are flushed).
     touched: bool,
 }
@@ -68,8 +75,9 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct ShardState {
     slots: Vec<Slot>,
+    hot: Vec<Hot>,
     by_key: HashTable<u32>,
-    by_text: HashTable<u32>,
+    by_text: TextIndex,
     canon: Canon,
     checks: HashMap<(Box<str>, TagSet), CheckRun>,
     events: Vec<sink::Event>,
@@ -173,13 +181,35 @@ impl ShardState {
     #[inline]
     pub fn add_known_line(&mut self, line: &LineView<'_>) -> Option<Result<(), Dropped>> {
         let i = self.find_text(text_hash(line.name, line.suffix))?;
-        let slot = &mut self.slots[i];
-        let rate = slot.text_rate;
+        self.add_known_at(i, line)
+    }
+
+    /// Starts loading what a lookup of text hash `th` reads first (see [`ShardState::find_known`]).
+    #[inline(always)]
+    pub fn prefetch_text(&self, th: u128) {
+        self.by_text.prefetch(th);
+    }
+
+    /// The series of text hash `th`, if known, and starts loading its per-line state: a worker looks up a batch of
+    /// lines first, then aggregates them, so that their memory loads overlap.
+    #[inline]
+    pub fn find_known(&self, th: u128) -> Option<usize> {
+        let i = self.find_text(th)?;
+        text_index::prefetch(&self.hot[i]);
+        Some(i)
+    }
+
+    /// Aggregates a line cut at its value into series `i` (found by [`ShardState::find_known`] for this line's
+    /// text): only the value is parsed. `None` if it does not parse (the full parse then reports why).
+    #[inline]
+    pub fn add_known_at(&mut self, i: usize, line: &LineView<'_>) -> Option<Result<(), Dropped>> {
+        let hot = &mut self.hot[i];
+        let rate = hot.rate;
         // The common case inline: one short number for a counter or a gauge. (A set's member, a short number or
         // not, is never read as one.)
-        if let (Value::Counter(_) | Value::Gauge(_), Some(v)) = (&slot.value, line.short_number()) {
-            slot.touched = true;
-            match &mut slot.value {
+        if let (Value::Counter(_) | Value::Gauge(_), Some(v)) = (&hot.value, line.short_number()) {
+            hot.touched = true;
+            match &mut hot.value {
                 Value::Counter(sum) if rate == 1.0 => *sum += v,
                 Value::Counter(sum) => *sum += v / rate,
                 Value::Gauge(last) => *last = v,
@@ -187,23 +217,27 @@ impl ShardState {
             }
             return Some(Ok(()));
         }
-        let value = parse_value(slot.key.kind, line.value).ok()?;
+        let kind = match &hot.value {
+            Value::Counter(_) => MetricKind::Counter,
+            Value::Gauge(_) => MetricKind::Gauge,
+            Value::Set(_) => MetricKind::Set,
+            // Timers, histograms and distributions parse their values alike.
+            Value::Histogram(_) => MetricKind::Histogram,
+        };
+        let value = parse_value(kind, line.value).ok()?;
         Some(self.add_to(i, value, rate))
     }
 
     #[inline]
     fn find_text(&self, th: u128) -> Option<usize> {
-        let slots = &self.slots;
-        self.by_text
-            .find(th as u64, |&i| slots[i as usize].text_hash == th)
-            .map(|&i| i as usize)
+        self.by_text.get(th).map(|i| i as usize)
     }
 
     #[inline]
     fn add_to(&mut self, i: usize, value: MetricValue<'_>, sample_rate: f64) -> Result<(), Dropped> {
-        let slot = &mut self.slots[i];
-        slot.touched = true;
-        match (&mut slot.value, value) {
+        let hot = &mut self.hot[i];
+        hot.touched = true;
+        match (&mut hot.value, value) {
             (Value::Counter(sum), MetricValue::Numbers(values)) => {
                 if values.len() == 1 {
                     *sum += values.first() / sample_rate;
@@ -248,35 +282,38 @@ impl ShardState {
             if !slot.by_text {
                 slot.by_text = true;
                 slot.text_hash = th;
-                slot.text_rate = rate;
-                let slots = &self.slots;
-                self.by_text
-                    .insert_unique(th as u64, i, |&j| slots[j as usize].text_hash as u64);
+                self.hot[i as usize].rate = rate;
+                self.by_text.insert(th, i);
             }
             return i as usize;
         }
         let key = view.to_key(canonical, extend);
-        self.insert(Slot {
-            hash,
-            text_hash: th,
-            by_text: true,
-            text_rate: rate,
-            value: empty_value(key.kind),
-            key,
-            touched: false,
-        })
+        let value = empty_value(key.kind);
+        self.insert(
+            Slot {
+                hash,
+                text_hash: th,
+                by_text: true,
+                key,
+            },
+            Hot {
+                value,
+                rate,
+                touched: false,
+            },
+        )
     }
 
-    /// Adds a new slot to the vector and its indexes.
-    fn insert(&mut self, slot: Slot) -> usize {
+    /// Adds a new series to the vectors and their indexes.
+    fn insert(&mut self, slot: Slot, hot: Hot) -> usize {
         let i = self.slots.len();
         let (hash, th, by_text) = (slot.hash, slot.text_hash, slot.by_text);
         self.slots.push(slot);
+        self.hot.push(hot);
         let slots = &self.slots;
         self.by_key.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
         if by_text {
-            self.by_text
-                .insert_unique(th as u64, i as u32, |&j| slots[j as usize].text_hash as u64);
+            self.by_text.insert(th, i as u32);
         }
         i
     }
@@ -289,9 +326,7 @@ impl ShardState {
             e.remove();
         }
         if slot.by_text {
-            if let Ok(e) = self.by_text.find_entry(slot.text_hash as u64, |&j| j as usize == i) {
-                e.remove();
-            }
+            self.by_text.remove(slot.text_hash);
         }
         if i != last {
             let moved = &self.slots[last];
@@ -299,12 +334,11 @@ impl ShardState {
                 *j = i as u32;
             }
             if moved.by_text {
-                if let Some(j) = self.by_text.find_mut(moved.text_hash as u64, |&j| j as usize == last) {
-                    *j = i as u32;
-                }
+                self.by_text.set_slot(moved.text_hash, i as u32);
             }
         }
         self.slots.swap_remove(i);
+        self.hot.swap_remove(i);
     }
 
     fn add_timestamped(
@@ -352,20 +386,24 @@ impl ShardState {
                 })
                 .copied();
             let Some(i) = found else {
-                self.insert(Slot {
-                    hash,
-                    text_hash: 0,
-                    by_text: false,
-                    text_rate: 1.0,
-                    key: incoming.key,
-                    value: incoming.value,
-                    touched: true,
-                });
+                self.insert(
+                    Slot {
+                        hash,
+                        text_hash: 0,
+                        by_text: false,
+                        key: incoming.key,
+                    },
+                    Hot {
+                        value: incoming.value,
+                        rate: 1.0,
+                        touched: true,
+                    },
+                );
                 continue;
             };
-            let slot = &mut self.slots[i as usize];
-            slot.touched = true;
-            match (&mut slot.value, incoming.value) {
+            let hot = &mut self.hot[i as usize];
+            hot.touched = true;
+            match (&mut hot.value, incoming.value) {
                 (Value::Counter(a), Value::Counter(b)) => *a += b,
                 (Value::Gauge(a), Value::Gauge(b)) => *a = b,
                 (Value::Histogram(a), Value::Histogram(mut b)) => {
@@ -386,13 +424,14 @@ impl ShardState {
         let mut series = Vec::with_capacity(self.slots.len());
         let mut i = 0;
         while i < self.slots.len() {
-            let slot = &mut self.slots[i];
-            if !slot.touched {
+            let hot = &mut self.hot[i];
+            if !hot.touched {
                 self.remove(i);
                 continue;
             }
-            slot.touched = false;
-            let value = match &mut slot.value {
+            hot.touched = false;
+            let slot = &self.slots[i];
+            let value = match &mut hot.value {
                 Value::Counter(v) => Value::Counter(std::mem::take(v)),
                 Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
                 other => std::mem::replace(other, empty_value(slot.key.kind)),
@@ -407,10 +446,10 @@ impl ShardState {
         // Give memory back after a burst of series.
         if self.slots.capacity() > 1024 && self.slots.len() < self.slots.capacity() / 4 {
             self.slots.shrink_to(self.slots.len() * 2);
+            self.hot.shrink_to(self.slots.len() * 2);
             let slots = &self.slots;
             self.by_key.shrink_to(slots.len(), |&j| slots[j as usize].hash);
-            self.by_text
-                .shrink_to(slots.len(), |&j| slots[j as usize].text_hash as u64);
+            self.by_text.shrink();
         }
         Interval {
             series,

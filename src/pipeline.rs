@@ -700,6 +700,9 @@ impl Worker {
                     }
                 }
             }
+            for &i in found[..n].iter().filter(|&&i| i != usize::MAX) {
+                self.state.prefetch_value(i);
+            }
             for (&i, g) in found.iter().zip(&group[..n]) {
                 let Some((line, cut)) = *g else { continue };
                 if let (true, Some((view, _))) = (i != usize::MAX, cut) {

@@ -147,4 +147,3 @@ pub fn emit(
     }
     counts
 }
-

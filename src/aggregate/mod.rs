@@ -8,8 +8,8 @@ pub mod set;
 pub mod shard;
 pub mod text_index;
 
+pub use emit::{emit, EmitConfig, EmitCounts};
 pub use histogram::{Histogram, Stats};
 pub use key::{ExtendTags, KeyView, Scope, SeriesKey, TagSet};
 pub use set::Set;
-pub use emit::{emit, EmitConfig, EmitCounts};
 pub use shard::{Dropped, Entry, Interval, ShardState, Value};

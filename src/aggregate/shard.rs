@@ -199,6 +199,23 @@ impl ShardState {
         Some(i)
     }
 
+    /// Starts loading the state behind series `i`'s value (a histogram's buffers and statistics, a set's table),
+    /// once its per-line state has arrived.
+    #[inline(always)]
+    pub fn prefetch_value(&self, i: usize) {
+        match &self.hot[i].value {
+            Value::Histogram(h) => {
+                let p = &**h as *const Histogram as *const u8;
+                text_index::prefetch(p);
+                text_index::prefetch(p.wrapping_add(64));
+                text_index::prefetch(p.wrapping_add(128));
+                text_index::prefetch(p.wrapping_add(192));
+            }
+            Value::Set(s) => text_index::prefetch(&**s as *const Set),
+            _ => {}
+        }
+    }
+
     /// Aggregates a line cut at its value into series `i` (found by [`ShardState::find_known`] for this line's
     /// text): only the value is parsed. `None` if it does not parse (the full parse then reports why).
     #[inline]

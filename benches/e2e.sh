@@ -145,6 +145,7 @@ YAML
   kill -TERM $spid
   wait $spid || true
   local drops1; drops1=$(udp_drops)
+  grep -v "listening on\|stopping, with" "$WORK/server.err" | tail -3 | sed 's/^/   server stderr: /' || true
   kill $ipid 2>/dev/null || true
   wait $ipid 2>/dev/null || true
   python3 - "$WORK" "$HZ" "$((s1 - s0))" "$((f1 - f0))" "$floor_sent" "$rss" "$((drops1 - drops0))" <<'PY'

@@ -96,6 +96,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.num_workers.clamp(1, 4))
         .thread_name("harrier-io")
+        .on_thread_start(harrier::pipeline::background_priority)
         .enable_all()
         .build()
     {

@@ -17,7 +17,7 @@ fn an_empty_file_gives_a_local_udp_server_with_a_console_sink() {
     assert!(!c.is_local());
     assert!(c.flush_on_shutdown);
     assert_eq!(c.metric_max_length, 8192);
-    assert_eq!(c.read_buffer_size_bytes, 2 * 1024 * 1024);
+    assert_eq!(c.read_buffer_size_bytes, 16 * 1024 * 1024);
     assert_eq!(c.aggregates, vec![Aggregate::Min, Aggregate::Max, Aggregate::Count]);
 }
 

@@ -322,7 +322,20 @@ impl TagSet {
     /// Every tag, in order, including `host:` and `device:`.
     pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
         let joined = self.joined();
-        joined.split(',').filter(move |_| !joined.is_empty())
+        let mut rest = (!joined.is_empty()).then_some(joined);
+        std::iter::from_fn(move || {
+            let r = rest?;
+            match memchr::memchr(b',', r.as_bytes()) {
+                Some(i) => {
+                    rest = Some(&r[i + 1..]);
+                    Some(&r[..i])
+                }
+                None => {
+                    rest = None;
+                    Some(r)
+                }
+            }
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -93,13 +93,29 @@ pub fn write_series(out: &mut String, s: &Series, default_host: &str, interval_s
         // The intake takes whole seconds; a sub-second interval is reported as 1.
         let _ = write!(out, ",\"interval\":{}", (interval_secs.round() as i64).max(1));
     }
-    if let Some(host) = s.host(default_host) {
+    // One pass over the tags: `host:` and `device:` become fields, the rest the tag list.
+    let (mut host, mut device) = (None, None);
+    out.push_str(",\"tags\":[");
+    let mut first = true;
+    for t in s.tags.iter() {
+        if let Some(h) = t.strip_prefix("host:") {
+            host.get_or_insert(h);
+        } else if let Some(d) = t.strip_prefix("device:") {
+            device.get_or_insert(d);
+        } else {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            json_str(out, t);
+        }
+    }
+    out.push(']');
+    if let Some(host) = host.or((!default_host.is_empty()).then_some(default_host)) {
         out.push_str(",\"host\":");
         json_str(out, host);
     }
-    out.push_str(",\"tags\":");
-    json_tags(out, s.tags.output());
-    if let Some(device) = s.tags.device() {
+    if let Some(device) = device {
         out.push_str(",\"device\":");
         json_str(out, device);
     }

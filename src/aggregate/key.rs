@@ -228,17 +228,6 @@ impl Canon {
 #[inline]
 pub fn text_hash(name: &str, suffix: &str) -> u128 {
     let seed = key_seed();
-    // The usual line: name and suffix side by side on the stack, hashed in one call. A name never holds ':', so
-    // `name:suffix` is unambiguous; a longer text takes the two-call form (each text always takes the same form).
-    const SHORT: usize = 192;
-    if name.len() + 1 + suffix.len() <= SHORT {
-        let mut buf = [0u8; SHORT];
-        let (n, s) = (name.len(), suffix.len());
-        buf[..n].copy_from_slice(name.as_bytes());
-        buf[n] = b':';
-        buf[n + 1..n + 1 + s].copy_from_slice(suffix.as_bytes());
-        return xxh3_128_with_seed(&buf[..n + 1 + s], seed);
-    }
     let n = xxh3_128_with_seed(name.as_bytes(), seed);
     let t = xxh3_128_with_seed(suffix.as_bytes(), seed.rotate_left(32));
     n ^ t.rotate_left(64)

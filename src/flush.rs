@@ -39,8 +39,8 @@ pub struct Flusher {
 
 impl Flusher {
     /// Flushes at every multiple of `interval` on the wall clock (so that every instance's intervals line up, and
-    /// membership changes of the global tier apply at the same boundary everywhere) until `stop` is raised. Sink
-    /// calls still running are left to finish (they are bounded by one interval each).
+    /// membership changes of the global tier apply at the same boundary everywhere) until `stop` is raised; then
+    /// waits for the sink calls still running (each bounded by one interval).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut in_flight = JoinSet::new();
         let ms = self.interval.as_millis().max(1) as u64;
@@ -62,6 +62,10 @@ impl Flusher {
                 }
             }
         }
+        // The sinks of the last regular flush finish (each is bounded by one interval) before the final flush
+        // starts and the process exits: detached, they were cut off by the exit when a stop came right after a
+        // flush.
+        let _ = tokio::time::timeout(self.interval, async { while in_flight.join_next().await.is_some() {} }).await;
         in_flight.detach_all();
     }
 

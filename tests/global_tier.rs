@@ -397,6 +397,15 @@ fn a_proxy_answers_503_on_healthcheck_while_no_global_is_reachable() {
 
 #[test]
 fn discovery_by_dns_a_records_adds_and_removes_globals_and_keeps_the_last_list_when_dns_answers_nothing() {
+    discovery_by_dns_a(false);
+}
+
+#[test]
+fn through_a_proxy_discovery_by_dns_a_records_adds_and_removes_globals() {
+    discovery_by_dns_a(true);
+}
+
+fn discovery_by_dns_a(through_proxy: bool) {
     let dir = temp_dir("dns-a");
     let port = free_port();
     let mut globals: Vec<Proc> = (1..=4)
@@ -410,10 +419,23 @@ fn discovery_by_dns_a_records_adds_and_removes_globals_and_keeps_the_last_list_w
         .collect();
     let hosts = |ips: &[u8]| -> String { ips.iter().map(|i| format!("127.0.0.{i} globals.test\n")).collect() };
     let dns = Dns::start(&hosts(&[1, 2, 3]), &[]);
-    let forward = format!(
+    let discovery = format!(
         "forward_discovery: {{kind: dns_a, name: globals.test, port: {port}, refresh: 200ms, nameserver: \"{}\"}}",
         dns.nameserver()
     );
+    // The component that looks the globals up: each local, or the proxy in front of them.
+    let mut proxy = None;
+    let forward = if through_proxy {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let yaml = format!(
+            "proxy: true\ninterval: 1s\nhostname: proxy\nnum_workers: 1\ngrpc_address: \"{grpc}\"\n{discovery}\n\
+             metric_sinks: [{{kind: console}}]\n"
+        );
+        proxy = Some(Proc::start("proxy", &dir, &yaml));
+        format!("forward_address: \"{grpc}\"")
+    } else {
+        discovery
+    };
     let mut locals: Vec<Proc> = (0..2)
         .map(|i| Proc::start(&format!("local{i}"), &dir, &local_yaml(&forward)))
         .collect();
@@ -450,7 +472,14 @@ fn discovery_by_dns_a_records_adds_and_removes_globals_and_keeps_the_last_list_w
     let each = steady.finish();
     std::thread::sleep(Duration::from_millis(1500));
     wait_settled(&locals);
-    let errors: f64 = locals
+    if let Some(p) = &proxy {
+        wait_proxy_settled(p);
+    }
+    let lookers: Vec<&Proc> = match &proxy {
+        Some(p) => vec![p],
+        None => locals.iter().collect(),
+    };
+    let errors: f64 = lookers
         .iter()
         .map(|l| l.total_self("harrier.discovery.refreshes", "result:error"))
         .sum();
@@ -459,6 +488,10 @@ fn discovery_by_dns_a_records_adds_and_removes_globals_and_keeps_the_last_list_w
         l.stop();
     }
     std::thread::sleep(Duration::from_millis(1500));
+    if let Some(p) = proxy.as_mut() {
+        p.stop();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     for g in globals.iter_mut() {
         g.stop();
     }

@@ -157,18 +157,32 @@ fn through_a_proxy_three_globals_share_the_series_and_each_series_is_reported_by
 
 fn share(through_proxy: bool) {
     let dir = temp_dir("share");
-    let (mut globals, addrs) = start_globals(&dir, 3);
+    // 4 s intervals, and everything sent just after a boundary: each local's samples of the timer fall in one
+    // interval (split over two, their percentiles would be of halves, not of the union), even on a loaded machine.
+    let slow = |yaml: String| yaml.replace("interval: 1s", "interval: 4s");
+    let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let mut globals: Vec<Proc> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Proc::start(&format!("global{i}"), &dir, &slow(global_yaml(a))))
+        .collect();
     let mut proxy = None;
     let forward = if through_proxy {
         let grpc = format!("127.0.0.1:{}", free_port());
-        proxy = Some(Proc::start("proxy", &dir, &proxy_yaml(&grpc, &addrs, 6)));
+        proxy = Some(Proc::start("proxy", &dir, &slow(proxy_yaml(&grpc, &addrs, 6))));
         format!("forward_address: \"{grpc}\"")
     } else {
         format!("forward_addresses: {}", list(&addrs))
     };
     let mut locals: Vec<Proc> = (0..3)
-        .map(|i| Proc::start(&format!("local{i}"), &dir, &local_yaml(&forward)))
+        .map(|i| Proc::start(&format!("local{i}"), &dir, &slow(local_yaml(&forward))))
         .collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(4000 - now_ms % 4000 + 50));
+    let started = Instant::now();
 
     // 30,000 global-only counter series, a third from each local, plus series every local sends.
     let mut rng = Rng(0x5eed_0000_0000_0011);
@@ -202,7 +216,12 @@ fn share(through_proxy: bool) {
         lines.extend((from..to).map(|m| format!("fleet.users:u{m}|s")));
         send(udp, &lines);
     }
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        started.elapsed() < Duration::from_millis(3900),
+        "sending took {:?}, past the interval",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(5));
     wait_settled(&locals);
     for l in locals.iter_mut() {
         l.stop();

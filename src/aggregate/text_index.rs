@@ -72,22 +72,7 @@ impl TextIndex {
     /// The slot of text hash `h`.
     #[inline]
     pub fn get(&self, h: u128) -> Option<u32> {
-        if self.entries.is_empty() {
-            return None;
-        }
-        let (lo, hi) = parts(h);
-        let mask = self.mask();
-        let mut i = (lo as usize) & mask;
-        loop {
-            let e = &self.entries[i];
-            if e.slot == EMPTY {
-                return None;
-            }
-            if e.lo == lo && e.hi == hi {
-                return Some(e.slot);
-            }
-            i = (i + 1) & mask;
-        }
+        self.position(h).map(|i| self.entries[i].slot)
     }
 
     /// Adds `h` → `slot`; `h` must not be present.
@@ -115,6 +100,7 @@ impl TextIndex {
         }
     }
 
+    #[inline]
     fn position(&self, h: u128) -> Option<usize> {
         if self.entries.is_empty() {
             return None;

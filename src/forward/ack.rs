@@ -75,6 +75,14 @@ pub fn parse_batch_id(id: &str) -> Option<(u64, u64)> {
     Some((u64::from_str_radix(sender, 16).ok()?, seq.parse().ok()?))
 }
 
+/// The batch identity a sender put in a request's metadata, if any.
+pub fn batch_id(metadata: &tonic::metadata::MetadataMap) -> Option<(u64, u64)> {
+    metadata
+        .get(super::destination::BATCH_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_batch_id)
+}
+
 impl Acks {
     pub fn new() -> Acks {
         let t = std::time::SystemTime::now()

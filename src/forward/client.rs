@@ -409,19 +409,11 @@ impl Task {
             match result {
                 Ok(r) => {
                     d.answered();
-                    if r.incarnation != 0 && d.incarnation != 0 && r.incarnation != d.incarnation {
-                        // A new incarnation: what the old one merged and had not acknowledged is gone.
-                        let mut resent = 0;
-                        for b in d.queue.iter_mut() {
-                            if matches!(b.state, State::Merged(i) if i != r.incarnation) {
-                                b.state = State::ToSend;
-                                resent += 1;
-                            }
-                        }
-                        self.telemetry.count("harrier.forward.resends", &[&tag], resent);
-                    }
                     if r.incarnation != 0 {
-                        d.incarnation = r.incarnation;
+                        let resent = d.answered_as(r.incarnation);
+                        if resent > 0 {
+                            self.telemetry.count("harrier.forward.resends", &[&tag], resent);
+                        }
                     }
                     let b = &mut d.queue[pos];
                     let n = b.metrics.len() as u64;
@@ -512,25 +504,16 @@ impl Task {
             return;
         };
         d.answered();
-        if d.incarnation != 0 && incarnation != d.incarnation {
-            let mut resent = 0;
-            for b in d.queue.iter_mut() {
-                if matches!(b.state, State::Merged(i) if i != incarnation) {
-                    b.state = State::ToSend;
-                    resent += 1;
-                }
-            }
-            if resent > 0 {
-                self.telemetry.count("harrier.forward.resends", &[&tag], resent);
-                LOG.log(|| {
-                    format!(
-                        "{} restarted; {resent} batches it had not flushed are sent again",
-                        r.addr
-                    )
-                });
-            }
+        let resent = d.answered_as(incarnation);
+        if resent > 0 {
+            self.telemetry.count("harrier.forward.resends", &[&tag], resent);
+            LOG.log(|| {
+                format!(
+                    "{} restarted; {resent} batches it had not flushed are sent again",
+                    r.addr
+                )
+            });
         }
-        d.incarnation = incarnation;
         let mut settled = Vec::new();
         d.queue.retain(|b| {
             let safe = b.state == State::Merged(incarnation) && b.seq <= flushed;

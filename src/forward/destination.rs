@@ -207,6 +207,22 @@ impl Destination {
         }
     }
 
+    /// It answered as `incarnation`: what another incarnation merged and had not acknowledged is gone with it,
+    /// so it is to be sent again. Returns how many batches that is.
+    pub fn answered_as(&mut self, incarnation: u64) -> u64 {
+        let mut resent = 0;
+        if self.incarnation != 0 && incarnation != self.incarnation {
+            for b in self.queue.iter_mut() {
+                if matches!(b.state, State::Merged(i) if i != incarnation) {
+                    b.state = State::ToSend;
+                    resent += 1;
+                }
+            }
+        }
+        self.incarnation = incarnation;
+        resent
+    }
+
     /// It answered: up again, backoff reset.
     pub fn answered(&mut self) {
         self.down = false;

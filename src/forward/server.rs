@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::ack::{parse_batch_id, Acks};
+use super::ack::{batch_id, Acks};
 use super::decode;
 use super::proto::forward_server::Forward;
 use super::proto::{AcknowledgeRequest, AcknowledgeResponse, Metric, MetricBatch, SendMetricsResponse};
@@ -63,11 +63,7 @@ impl ImportService {
         &self,
         request: Request<Streaming<T>>,
     ) -> Result<Response<SendMetricsResponse>, Status> {
-        let batch = request
-            .metadata()
-            .get(super::client::BATCH_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_batch_id);
+        let batch = batch_id(request.metadata());
         let mut stream = request.into_inner();
         let mut stop = self.stop.clone();
         let _permit = tokio::select! {

@@ -6,9 +6,14 @@
 
 use tdigest::{Centroid, TDigest};
 
-/// Digest size (the t-digest's compression): at most this many centroids are kept. 200 keeps p99 within about
-/// 0.2% of rank after merging a hundred digests.
-pub const DIGEST_SIZE: usize = 200;
+/// Digest size (the t-digest's compression δ): the quadratic scale function is cut into this many units and a
+/// centroid spans at most one, so a digest keeps between δ and 2δ centroids (about 1.25 δ in practice: 370
+/// centroids, about 7.7 KB forwarded). 300 keeps the rank error of p50/p90/p99 merged from several hosts within
+/// 0.0011 (`cargo run --release --example accuracy`; 200 with the earlier bound computation gave 0.0025).
+pub const DIGEST_SIZE: usize = 300;
+/// Most centroids a digest can hold (the bound of the scale function), the cap given to `tdigest::TDigest` so
+/// that it never compresses our digests again with its own rule.
+pub const MAX_DIGEST_CENTROIDS: usize = 2 * DIGEST_SIZE;
 /// Samples buffered before they are folded into the digest.
 const BUFFER: usize = 512;
 
@@ -19,7 +24,7 @@ const BUFFER: usize = 512;
 /// nothing per sample. A `tdigest::TDigest` is built only when quantiles or the wire form are needed (at flush).
 #[derive(Debug, Clone)]
 pub struct Histogram {
-    /// Sorted by mean, at most about [`DIGEST_SIZE`].
+    /// Sorted by mean, at most [`MAX_DIGEST_CENTROIDS`].
     centroids: Vec<Centroid>,
     pending: Vec<Centroid>,
     scratch: Vec<Centroid>,
@@ -49,14 +54,30 @@ pub struct Stats {
     pub reciprocal_sum: f64,
 }
 
-/// `a + b`, saturated at ±`f64::MAX` instead of overflowing to infinity (neither operand may be NaN).
+/// `a + b`, saturated at ±`f64::MAX` instead of overflowing to infinity (neither operand may be NaN). Sums of
+/// accepted values (counters, a histogram's sum) use it, so that no sum a client can cause becomes infinite and
+/// is refused later (by a sink, or by the global's validation).
 #[inline]
-fn saturating_add(a: f64, b: f64) -> f64 {
+pub fn saturating_add(a: f64, b: f64) -> f64 {
     let s = a + b;
     if s.is_finite() {
         s
     } else {
         s.clamp(-f64::MAX, f64::MAX)
+    }
+}
+
+/// [`saturating_add`] for the reciprocal sum, whose saturation means "a sample was 0 (or its reciprocal
+/// overflowed)": once either operand is at ±`f64::MAX` the sum stays there, so that a later sample of the other
+/// sign (say -5e-324 after a 0) cannot cancel it back to a finite sum and an infinite harmonic mean.
+#[inline]
+fn sticky_add(a: f64, b: f64) -> f64 {
+    if a.abs() == f64::MAX {
+        a
+    } else if b.abs() == f64::MAX {
+        b
+    } else {
+        saturating_add(a, b)
     }
 }
 
@@ -88,7 +109,7 @@ impl Stats {
         } else {
             reciprocal.clamp(-f64::MAX, f64::MAX)
         };
-        self.reciprocal_sum = saturating_add(self.reciprocal_sum, reciprocal);
+        self.reciprocal_sum = sticky_add(self.reciprocal_sum, reciprocal);
     }
 
     pub fn merge(&mut self, other: &Stats) {
@@ -96,7 +117,7 @@ impl Stats {
         self.max = self.max.max(other.max);
         self.count += other.count;
         self.sum = saturating_add(self.sum, other.sum);
-        self.reciprocal_sum = saturating_add(self.reciprocal_sum, other.reciprocal_sum);
+        self.reciprocal_sum = sticky_add(self.reciprocal_sum, other.reciprocal_sum);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,14 +153,35 @@ impl Default for Histogram {
     }
 }
 
-/// The t-digest's quadratic scale: the quantile at which centroid `k` of `d` ends.
+/// The t-digest's quadratic scale: the quantile at scale position `k` of `d` (0 ≤ k ≤ d).
 fn k_to_q(k: f64, d: f64) -> f64 {
-    let r = k / d;
+    let r = (k / d).clamp(0.0, 1.0);
     if r >= 0.5 {
         let b = 1.0 - r;
         1.0 - 2.0 * b * b
     } else {
         2.0 * r * r
+    }
+}
+
+/// The mean moved towards `m` by the fraction `f` (0 < f ≤ 1), staying finite for any finite means: `m - mean`
+/// overflows when they are far apart (a digest holding both -1e308 and 1e308).
+#[inline]
+fn weighted_mean(mean: f64, m: f64, f: f64) -> f64 {
+    let next = mean + (m - mean) * f;
+    if next.is_finite() {
+        next
+    } else {
+        (mean * (1.0 - f) + m * f).clamp(-f64::MAX, f64::MAX)
+    }
+}
+
+/// The inverse of [`k_to_q`]: the scale position of quantile `q`.
+fn q_to_k(q: f64, d: f64) -> f64 {
+    if q < 0.5 {
+        d * (q / 2.0).sqrt()
+    } else {
+        d * (1.0 - ((1.0 - q).max(0.0) / 2.0).sqrt())
     }
 }
 
@@ -166,7 +208,7 @@ impl Histogram {
     #[inline]
     fn push(&mut self, mean: f64, weight: f64) {
         self.total += weight;
-        self.sum += mean * weight;
+        self.sum = saturating_add(self.sum, mean * weight);
         self.min = self.min.min(mean);
         self.max = self.max.max(mean);
         self.built = None;
@@ -185,7 +227,10 @@ impl Histogram {
         self.pending.sort_unstable_by(|a, b| a.mean().total_cmp(&b.mean()));
         let d = DIGEST_SIZE as f64;
         let total = self.total;
-        let limit = |k: f64| if k >= d { f64::INFINITY } else { k_to_q(k, d) * total };
+        // A centroid may grow while it spans at most one unit of the scale, counted from where it starts (the
+        // merging t-digest's rule). Counting units by centroids emitted instead lags behind where large merged
+        // centroids end, and squeezed everything past the last unit into one centroid.
+        let bound = |before: f64| k_to_q(q_to_k(before / total, d) + 1.0, d) * total;
         self.scratch.clear();
         let (mut i, mut j) = (0, 0);
         let mut next = || {
@@ -208,18 +253,16 @@ impl Histogram {
             }
         };
         if let Some((mut mean, mut weight)) = next() {
-            let mut k = 1.0;
-            let mut bound = limit(k);
-            let mut so_far = weight;
+            let mut before = 0.0;
+            let mut limit = bound(before);
             while let Some((m, w)) = next() {
-                so_far += w;
-                if so_far <= bound {
+                if before + weight + w <= limit {
                     weight += w;
-                    mean += (m - mean) * w / weight;
+                    mean = weighted_mean(mean, m, w / weight);
                 } else {
                     self.scratch.push(Centroid::new(mean, weight));
-                    k += 1.0;
-                    bound = limit(k);
+                    before += weight;
+                    limit = bound(before);
                     (mean, weight) = (m, w);
                 }
             }
@@ -257,7 +300,7 @@ impl Histogram {
             if centroids.is_empty() {
                 TDigest::new_with_size(DIGEST_SIZE)
             } else {
-                TDigest::new(centroids.clone(), sum, total, Some(max), Some(min), DIGEST_SIZE)
+                TDigest::new(centroids.clone(), sum, total, Some(max), Some(min), MAX_DIGEST_CENTROIDS)
             }
         })
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use hashbrown::HashTable;
 
-use super::histogram::Histogram;
+use super::histogram::{saturating_add, Histogram};
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
 use super::set::Set;
 use super::text_index::{self, TextIndex};
@@ -14,7 +14,7 @@ use crate::sink::{self, CheckRun, Series, SeriesKind};
 /// The aggregated value of a series.
 #[derive(Debug, Clone)]
 pub enum Value {
-    /// Sum of value / rate.
+    /// Sum of value / rate, saturated at ±`f64::MAX` (an overflowing sum stays at the largest finite value).
     Counter(f64),
     /// Last value.
     Gauge(f64),
@@ -226,6 +226,8 @@ impl ShardState {
         // not, is never read as one.)
         if let (Value::Counter(_) | Value::Gauge(_), Some(v)) = (&hot.value, line.short_number()) {
             hot.touched = true;
+            // A short number over a rate ≥ MIN_SAMPLE_RATE is below 1e30, far below half an ulp of f64::MAX, so
+            // this sum cannot overflow (the full path saturates).
             match &mut hot.value {
                 Value::Counter(sum) if rate == 1.0 => *sum += v,
                 Value::Counter(sum) => *sum += v / rate,
@@ -256,11 +258,12 @@ impl ShardState {
         hot.touched = true;
         match (&mut hot.value, value) {
             (Value::Counter(sum), MetricValue::Numbers(values)) => {
+                // Saturating: a sum that overflows stays at ±f64::MAX (see `saturating_add`).
                 if values.len() == 1 {
-                    *sum += values.first() / sample_rate;
+                    *sum = saturating_add(*sum, values.first() / sample_rate);
                 } else {
                     for v in values.iter() {
-                        *sum += v / sample_rate;
+                        *sum = saturating_add(*sum, v / sample_rate);
                     }
                 }
             }
@@ -421,7 +424,7 @@ impl ShardState {
             let hot = &mut self.hot[i as usize];
             hot.touched = true;
             match (&mut hot.value, incoming.value) {
-                (Value::Counter(a), Value::Counter(b)) => *a += b,
+                (Value::Counter(a), Value::Counter(b)) => *a = saturating_add(*a, b),
                 (Value::Gauge(a), Value::Gauge(b)) => *a = b,
                 (Value::Histogram(a), Value::Histogram(mut b)) => {
                     a.stats.merge(&b.stats);

@@ -24,7 +24,7 @@ pub mod wire;
 
 use tdigest::{Centroid, TDigest};
 
-use crate::aggregate::histogram::DIGEST_SIZE;
+use crate::aggregate::histogram::{DIGEST_SIZE, MAX_DIGEST_CENTROIDS};
 use crate::aggregate::set::{self, Set};
 use crate::aggregate::{Entry, Histogram, Scope, SeriesKey, Stats, TagSet, Value};
 use crate::protocol::MetricKind;
@@ -140,7 +140,7 @@ pub fn encode(entry: &mut Entry) -> proto::Metric {
                         weight: c.weight(),
                     })
                     .collect(),
-                compression: d.max_size() as u32,
+                compression: DIGEST_SIZE as u32,
                 min: d.min().unwrap_or(0.0),
                 max: d.max().unwrap_or(0.0),
                 count: d.count(),
@@ -233,7 +233,7 @@ fn decode_histogram(h: proto::Histogram) -> Result<Histogram, ImportError> {
         if !consistent {
             return Err(ImportError::BadDigest);
         }
-        TDigest::new(centroids, sum, h.count, Some(h.max), Some(h.min), DIGEST_SIZE)
+        TDigest::new(centroids, sum, h.count, Some(h.max), Some(h.min), MAX_DIGEST_CENTROIDS)
     };
     let stats = if h.report_stats && h.count > 0.0 {
         if !(stats_ok && h.sum.is_finite()) {

@@ -48,9 +48,9 @@ pub struct Stats {
     pub count: f64,
     /// Sum of value × weight.
     pub sum: f64,
-    /// Sum of weight / value, for the harmonic mean. Saturates at ±`f64::MAX`: a sample of 0 (or one so small
-    /// that its reciprocal overflows) adds `f64::MAX`, so the statistic stays finite on the wire and the harmonic
-    /// mean of samples that include 0 is reported as 0 (its limit).
+    /// Sum of weight / value, for the harmonic mean. Saturates at ±`f64::MAX` and then stays there: a sample of 0
+    /// (or one so small that its reciprocal overflows) adds `f64::MAX`, so the statistic stays finite on the wire
+    /// and the harmonic mean of samples that include 0 is reported as 0 (its limit).
     pub reciprocal_sum: f64,
 }
 

@@ -47,8 +47,9 @@ impl Dist {
             Dist::Pareto => "pareto",
         }
     }
-    /// One sample, rounded to three decimals like a timer in milliseconds; `scale` shifts hosts apart.
-    fn sample(self, rng: &mut Rng, scale: f64) -> f64 {
+    /// One sample, rounded to 1/`resolution` (1000: three decimals; 1: whole milliseconds, the way many clients
+    /// send timers, with many repeats of each value); `scale` shifts hosts apart.
+    fn sample(self, rng: &mut Rng, scale: f64, resolution: f64) -> f64 {
         let v = match self {
             Dist::Uniform => rng.unit() * 1000.0,
             Dist::Lognormal => (3.0 + rng.normal()).exp(),
@@ -61,7 +62,7 @@ impl Dist {
             }
             Dist::Pareto => 1.0 / rng.unit().powf(1.0 / 1.5),
         };
-        (v * scale * 1000.0).round() / 1000.0
+        (v * scale * resolution).round() / resolution
     }
 }
 
@@ -104,8 +105,8 @@ fn rank_error(all: &[f64], x: f64, q: f64) -> f64 {
 pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 const SAMPLES_PER_HOST: usize = 100_000;
 
-/// Rank errors of p50/p90/p99 for one merge of `hosts` (seeded by `seed`), and the mean bytes forwarded per host.
-pub fn quantile_errors(hosts: &[(Dist, f64)], seed: u64) -> ([f64; 3], f64) {
+/// Rank errors of p50/p90/p99 for one merge of `hosts` (values at `resolution`, seeded by `seed`), and the mean bytes forwarded per host.
+pub fn quantile_errors(hosts: &[(Dist, f64)], resolution: f64, seed: u64) -> ([f64; 3], f64) {
     let mut rng = Rng(seed);
     let mut all = Vec::with_capacity(hosts.len() * SAMPLES_PER_HOST);
     let mut entries = Vec::new();
@@ -113,7 +114,7 @@ pub fn quantile_errors(hosts: &[(Dist, f64)], seed: u64) -> ([f64; 3], f64) {
     for &(dist, scale) in hosts {
         let mut h = Histogram::default();
         for _ in 0..SAMPLES_PER_HOST {
-            let v = dist.sample(&mut rng, scale);
+            let v = dist.sample(&mut rng, scale, resolution);
             h.add(v, 1.0);
             all.push(v);
         }
@@ -174,33 +175,37 @@ pub fn scenarios() -> Vec<(String, Vec<(Dist, f64)>)> {
 fn main() {
     let seeds: u64 = std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let scenarios = scenarios();
-    println!(
-        "Rank error of the global's quantiles ({SAMPLES_PER_HOST} samples per host, {seeds} seeds): mean / worst"
-    );
-    println!("| hosts | p50 | p90 | p99 | bytes forwarded per host |");
-    println!("|---|---|---|---|---|");
     let mut overall_worst: f64 = 0.0;
-    for (name, hosts) in &scenarios {
-        let mut sum = [0.0; 3];
-        let mut worst = [0.0f64; 3];
-        let mut bytes = 0.0;
-        for seed in 0..seeds {
-            let (e, b) = quantile_errors(hosts, seed);
-            for i in 0..3 {
-                sum[i] += e[i];
-                worst[i] = worst[i].max(e[i]);
-            }
-            bytes += b;
-        }
-        overall_worst = worst.iter().fold(overall_worst, |a, &b| a.max(b));
-        let cell = |i: usize| format!("{:.4} / {:.4}", sum[i] / seeds as f64, worst[i]);
+    for (resolution, values) in [(1000.0, "three decimals"), (1.0, "whole milliseconds")] {
         println!(
-            "| {name} | {} | {} | {} | {:.0} |",
-            cell(0),
-            cell(1),
-            cell(2),
-            bytes / seeds as f64
+            "Rank error of the global's quantiles, values in {values} ({SAMPLES_PER_HOST} samples per host, \
+             {seeds} seeds): mean / worst"
         );
+        println!("| hosts | p50 | p90 | p99 | bytes forwarded per host |");
+        println!("|---|---|---|---|---|");
+        for (name, hosts) in &scenarios {
+            let mut sum = [0.0; 3];
+            let mut worst = [0.0f64; 3];
+            let mut bytes = 0.0;
+            for seed in 0..seeds {
+                let (e, b) = quantile_errors(hosts, resolution, seed);
+                for i in 0..3 {
+                    sum[i] += e[i];
+                    worst[i] = worst[i].max(e[i]);
+                }
+                bytes += b;
+            }
+            overall_worst = worst.iter().fold(overall_worst, |a, &b| a.max(b));
+            let cell = |i: usize| format!("{:.4} / {:.4}", sum[i] / seeds as f64, worst[i]);
+            println!(
+                "| {name} | {} | {} | {} | {:.0} |",
+                cell(0),
+                cell(1),
+                cell(2),
+                bytes / seeds as f64
+            );
+        }
+        println!();
     }
     println!("worst rank error overall: {overall_worst:.4}");
     println!();
@@ -211,7 +216,9 @@ fn main() {
         let errors: Vec<f64> = (0..seeds).map(|seed| set_error(n, seed)).collect();
         let mean = errors.iter().sum::<f64>() / seeds as f64;
         let mean_abs = errors.iter().map(|e| e.abs()).sum::<f64>() / seeds as f64;
-        let worst = errors.iter().fold(0.0f64, |a, &e| if e.abs() > a.abs() { e } else { a });
+        let worst = errors
+            .iter()
+            .fold(0.0f64, |a, &e| if e.abs() > a.abs() { e } else { a });
         println!(
             "| {n} | {:+.2}% | {:.2}% | {:+.2}% |",
             mean * 100.0,

@@ -7,11 +7,18 @@ mod harness;
 
 #[test]
 fn quantiles_merged_from_hosts_with_different_distributions_stay_within_0_003_of_rank() {
-    for (name, hosts) in harness::scenarios() {
+    for ((name, hosts), resolution) in harness::scenarios()
+        .into_iter()
+        .flat_map(|s| [(s.clone(), 1000.0), (s, 1.0)])
+    {
         for seed in 0..2 {
-            let (errors, bytes) = harness::quantile_errors(&hosts, seed);
+            let (errors, bytes) = harness::quantile_errors(&hosts, resolution, seed);
             for (q, e) in harness::QUANTILES.iter().zip(errors) {
-                assert!(e <= 0.003, "{name}, seed {seed}: p{} is {e:.4} off in rank", q * 100.0);
+                assert!(
+                    e <= 0.003,
+                    "{name} at 1/{resolution}, seed {seed}: p{} is {e:.4} off in rank",
+                    q * 100.0
+                );
             }
             // Twice the 4.1 KB a digest took before the bound computation was fixed, at most.
             assert!(bytes <= 8_200.0, "{name}: {bytes} bytes forwarded per host");

@@ -11,9 +11,9 @@ use tdigest::{Centroid, TDigest};
 /// centroids, about 7.7 KB forwarded). 300 keeps the rank error of p50/p90/p99 merged from several hosts within
 /// 0.0011 (`cargo run --release --example accuracy`; 200 with the earlier bound computation gave 0.0025).
 pub const DIGEST_SIZE: usize = 300;
-/// Most centroids a digest can hold (the bound of the scale function), the cap given to `tdigest::TDigest` so
-/// that it never compresses our digests again with its own rule.
-pub const MAX_DIGEST_CENTROIDS: usize = 2 * DIGEST_SIZE;
+/// Most centroids a digest can hold (2δ by the scale function, up to twice that with runs of repeated values sent
+/// as pairs), the cap given to `tdigest::TDigest` so that it never compresses our digests again with its own rule.
+pub const MAX_DIGEST_CENTROIDS: usize = 4 * DIGEST_SIZE;
 /// Samples buffered before they are folded into the digest.
 const BUFFER: usize = 512;
 
@@ -176,6 +176,30 @@ fn weighted_mean(mean: f64, m: f64, f: f64) -> f64 {
     }
 }
 
+/// Appends a centroid; a run of repeats of one value (`run`) goes as two halves with the same mean, which is how
+/// a digest says "all of this weight is exactly this value": adjacent equal means stay together when the digest is
+/// compressed again (here or at a global that merges it), and [`Histogram::quantile`] answers that value for every
+/// rank the run holds. Data with few distinct values (integer milliseconds) is then reported exactly where it
+/// repeats, instead of between two values, which holds none of the ranks asked for.
+#[inline]
+fn push_run(out: &mut Vec<Centroid>, mean: f64, weight: f64, run: bool) {
+    if run {
+        out.push(Centroid::new(mean, weight / 2.0));
+        out.push(Centroid::new(mean, weight / 2.0));
+    } else {
+        out.push(Centroid::new(mean, weight));
+    }
+}
+
+/// The value at `rank` on the line from (`r0`, `v0`) to (`r1`, `v1`), finite for any finite values.
+#[inline]
+fn interpolate(r0: f64, v0: f64, r1: f64, v1: f64, rank: f64) -> f64 {
+    if r1 <= r0 {
+        return v1;
+    }
+    weighted_mean(v0, v1, ((rank - r0) / (r1 - r0)).clamp(0.0, 1.0))
+}
+
 /// The inverse of [`k_to_q`]: the scale position of quantile `q`.
 fn q_to_k(q: f64, d: f64) -> f64 {
     if q < 0.5 {
@@ -255,18 +279,29 @@ impl Histogram {
         if let Some((mut mean, mut weight)) = next() {
             let mut before = 0.0;
             let mut limit = bound(before);
+            // Repeats of one value (`items` of them, nothing else merged in) are kept together: see `push_run`.
+            let (mut pure, mut items) = (true, 1u32);
             while let Some((m, w)) = next() {
-                if before + weight + w <= limit {
+                if pure && m == mean {
+                    weight += w;
+                    items += 1;
+                    continue;
+                }
+                let run = pure && items >= 2;
+                // A run that fills half of its scale unit or more takes no other value, so that it stays exact.
+                let keep_run = run && weight >= 0.5 * (limit - before);
+                if !keep_run && before + weight + w <= limit {
                     weight += w;
                     mean = weighted_mean(mean, m, w / weight);
+                    (pure, items) = (false, items + 1);
                 } else {
-                    self.scratch.push(Centroid::new(mean, weight));
+                    push_run(&mut self.scratch, mean, weight, run);
                     before += weight;
                     limit = bound(before);
-                    (mean, weight) = (m, w);
+                    (mean, weight, pure, items) = (m, w, true, 1);
                 }
             }
-            self.scratch.push(Centroid::new(mean, weight));
+            push_run(&mut self.scratch, mean, weight, pure && items >= 2);
         }
         std::mem::swap(&mut self.centroids, &mut self.scratch);
         self.pending.clear();
@@ -300,14 +335,66 @@ impl Histogram {
             if centroids.is_empty() {
                 TDigest::new_with_size(DIGEST_SIZE)
             } else {
-                TDigest::new(centroids.clone(), sum, total, Some(max), Some(min), MAX_DIGEST_CENTROIDS)
+                TDigest::new(
+                    centroids.clone(),
+                    sum,
+                    total,
+                    Some(max),
+                    Some(min),
+                    MAX_DIGEST_CENTROIDS,
+                )
             }
         })
     }
 
     /// The quantile `q` in [0, 1] from the digest.
+    ///
+    /// The inverse of the digest's CDF, linear between knots: the minimum at rank 0, each centroid's mean at the
+    /// middle of its weight, the maximum at the total. Adjacent centroids with the same mean hold repeats of one
+    /// value (integer milliseconds, say), so such a run is flat over its whole weight instead of only between its
+    /// middles: a quantile that falls among repeats of a value is that value, not a value between it and the next
+    /// (which would hold none of the ranks asked for). Data without repeats gives the usual interpolation.
     pub fn quantile(&mut self, q: f64) -> Option<f64> {
-        self.digest().estimate_quantile(q)
+        if self.total <= 0.0 || q.is_nan() {
+            return None;
+        }
+        self.compress();
+        let c = &self.centroids;
+        let rank = q.clamp(0.0, 1.0) * self.total;
+        // The knot before `rank` as (rank, value), walked left to right.
+        let (mut prev_rank, mut prev_value) = (0.0, self.min);
+        let mut before = 0.0;
+        for (i, centroid) in c.iter().enumerate() {
+            let (mean, weight) = (centroid.mean(), centroid.weight());
+            let repeats_prev = i > 0 && c[i - 1].mean() == mean;
+            let repeats_next = c.get(i + 1).is_some_and(|n| n.mean() == mean);
+            let knots = [
+                (
+                    if repeats_prev || repeats_next {
+                        before
+                    } else {
+                        before + weight / 2.0
+                    },
+                    mean,
+                ),
+                (
+                    if repeats_next || repeats_prev {
+                        before + weight
+                    } else {
+                        before + weight / 2.0
+                    },
+                    mean,
+                ),
+            ];
+            for (r, v) in knots {
+                if rank <= r {
+                    return Some(interpolate(prev_rank, prev_value, r, v, rank).clamp(self.min, self.max));
+                }
+                (prev_rank, prev_value) = (r, v);
+            }
+            before += weight;
+        }
+        Some(interpolate(prev_rank, prev_value, self.total, self.max, rank).clamp(self.min, self.max))
     }
 }
 
@@ -358,6 +445,23 @@ mod tests {
             f64::MAX,
             "an overflowing sum saturates instead of becoming infinite"
         );
+    }
+
+    #[test]
+    fn a_quantile_among_repeats_of_one_value_is_that_value_after_merging() {
+        // Integer milliseconds: 0..100, each value repeated 1,000 times, on two "hosts" merged into a third.
+        let mut hosts = [Histogram::default(), Histogram::default()];
+        for i in 0..100_000u32 {
+            hosts[(i % 2) as usize].add(f64::from(i % 100), 1.0);
+        }
+        let mut merged = Histogram::default();
+        for h in &mut hosts {
+            merged.merge_digest(h.digest().clone());
+        }
+        for q in [0.005, 0.255, 0.505, 0.905, 0.995, 0.999] {
+            let want = (q * 100.0f64).floor();
+            assert_eq!(merged.quantile(q), Some(want), "q{q}");
+        }
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn global(forwards: Vec<Vec<Entry>>) -> (Vec<Series>, Vec<Entry>) {
             .collect();
         shard.import(decoded);
     }
-    let mut interval = shard.take_interval();
+    let interval = shard.take_interval();
     let merged = interval
         .series
         .iter()

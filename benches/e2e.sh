@@ -24,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin harrier --bin harrier-load
-BIN=target/release/harrier
+BIN=${HARRIER_BIN:-target/release/harrier}   # HARRIER_BIN=path compares another build (A/B runs)
 LOAD=target/release/harrier-load
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -221,6 +221,34 @@ impl Histogram {
         h
     }
 
+    /// Takes this interval's state out, as a compact copy (compressed: its centroids and statistics, in one
+    /// allocation of the exact size), and resets this one in place, keeping its buffers: a series that receives
+    /// samples interval after interval reuses buffers sized by what it received, instead of growing new ones.
+    pub fn take_interval(&mut self) -> Histogram {
+        self.compress();
+        let out = Histogram {
+            centroids: self.centroids.as_slice().into(),
+            pending: Vec::new(),
+            scratch: Vec::new(),
+            total: self.total,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            built: None,
+            stats: self.stats,
+        };
+        self.centroids.clear();
+        self.pending.clear();
+        self.scratch.clear();
+        self.total = 0.0;
+        self.sum = 0.0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.built = None;
+        self.stats = Stats::default();
+        out
+    }
+
     /// Adds one sample received with `sample_rate` (weight 1/rate).
     #[inline]
     pub fn add(&mut self, value: f64, sample_rate: f64) {

@@ -78,6 +78,20 @@ impl Set {
         }
     }
 
+    /// Takes this interval's set out and leaves an empty one: a sparse set is copied out (one allocation of its
+    /// size) and cleared in place, keeping its table for the next interval instead of growing a new one; a dense
+    /// set is moved out.
+    pub fn take_interval(&mut self) -> Set {
+        match self {
+            Set::Sparse(hashes) => {
+                let out = Set::Sparse(hashes.clone());
+                hashes.clear();
+                out
+            }
+            Set::Dense(_) => std::mem::take(self),
+        }
+    }
+
     /// The estimated number of distinct members (exact while sparse).
     pub fn estimate(&self) -> f64 {
         match self {

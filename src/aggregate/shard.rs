@@ -454,7 +454,8 @@ impl ShardState {
             let value = match &mut hot.value {
                 Value::Counter(v) => Value::Counter(std::mem::take(v)),
                 Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
-                other => std::mem::replace(other, empty_value(slot.key.kind)),
+                Value::Histogram(h) => Value::Histogram(Box::new(h.take_interval())),
+                Value::Set(s) => Value::Set(Box::new(s.take_interval())),
             };
             series.push(Entry {
                 hash: slot.hash,

@@ -7,6 +7,8 @@
 //!   undecoded bytes (a length-delimited submessage and a `bytes` field are the same on the wire), which the
 //!   senders use: a proxy routes a metric by its name, type and tags without decoding (or re-encoding) its sketch.
 //!   Its `MetricBatch` is `crate::forward::wire::RawBatch`: each metric kept as its encoded bytes.
+//!
+//! And `proto/prometheus/remote.proto` (remote write's `WriteRequest`), message types only.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/harrier/forward/v1/forward.proto";
@@ -47,5 +49,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".harrier.forward.v1.MetricBatch", "crate::forward::wire::RawBatch")
         .out_dir(&out)
         .compile_fds(view)?;
+
+    // Prometheus remote write: message types only (`$OUT_DIR/prometheus.rs`), for the sink's tests and tools; the
+    // sink itself writes the same wire format directly.
+    let remote = "proto/prometheus/remote.proto";
+    println!("cargo:rerun-if-changed={remote}");
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(protox::compile([remote], ["proto"])?)?;
     Ok(())
 }

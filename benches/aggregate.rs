@@ -1,5 +1,6 @@
 //! Aggregation and flush costs, with fixed inputs: shard inserts (known and new series), t-digest insert and
-//! merge, HyperLogLog insert and merge, and encoding + compressing a flush of 100,000 series for Datadog.
+//! merge, HyperLogLog insert and merge, and encoding + compressing a flush of 100,000 series for Datadog and for
+//! Prometheus remote write.
 //!
 //! `cargo bench --bench aggregate`; read `elem/s`.
 
@@ -10,7 +11,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use harrier::aggregate::{ExtendTags, Histogram, Set, ShardState, TagSet};
 use harrier::protocol::{self, Message, Metric};
 use harrier::sink::datadog::build_bodies;
-use harrier::sink::{Series, SeriesKind};
+use harrier::sink::prometheus::{self, encode_flush, Totals};
+use harrier::sink::{Flush, Series, SeriesKind};
 
 struct Rng(u64);
 
@@ -162,10 +164,36 @@ fn hll(c: &mut Criterion) {
 fn flush_encode(c: &mut Criterion) {
     flush_encode_n(c, 100_000, "encode_compress_100k_series");
     flush_encode_n(c, 1_000_000, "encode_compress_1m_series");
+    prometheus_encode(c, 100_000);
 }
 
-fn flush_encode_n(c: &mut Criterion, n: usize, name: &str) {
-    let series: Vec<Series> = (0..n)
+/// The Prometheus remote-write sink's work for one flush: labels, running counter totals, protobuf, snappy.
+fn prometheus_encode(c: &mut Criterion, n: usize) {
+    let flush = Flush {
+        timestamp: 1_700_000_000,
+        interval: Duration::from_secs(10),
+        hostname: "web-1".to_string(),
+        series: bench_series(n),
+        ..Flush::default()
+    };
+    let mut totals = Totals::default();
+    let mut group = c.benchmark_group("flush");
+    group.throughput(Throughput::Elements(n as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("prometheus_remote_write_100k_series", |b| {
+        b.iter(|| {
+            let (requests, duplicates) = encode_flush(black_box(&flush), &mut totals, 5000, Duration::from_secs(600));
+            assert_eq!(duplicates, 0);
+            requests.iter().map(|r| prometheus::compress(r).len()).sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+/// Series shaped like a service's: a name, three tags, counters and gauges alternating.
+fn bench_series(n: usize) -> Vec<Series> {
+    (0..n)
         .map(|i| Series {
             name: format!("svc.requests.count.{i}").into(),
             tags: TagSet::from_tags([
@@ -181,7 +209,11 @@ fn flush_encode_n(c: &mut Criterion, n: usize, name: &str) {
             },
             timestamp: 1_700_000_000,
         })
-        .collect();
+        .collect()
+}
+
+fn flush_encode_n(c: &mut Criterion, n: usize, name: &str) {
+    let series = bench_series(n);
     let mut group = c.benchmark_group("flush");
     group.throughput(Throughput::Elements(series.len() as u64));
     group.sample_size(10);

@@ -112,7 +112,8 @@ pub struct Config {
     /// Idle TCP and unix stream connections are closed after this long without data. Default: `10m`.
     #[serde(deserialize_with = "deserialize_duration")]
     pub tcp_idle_timeout: Duration,
-    /// Where flushed metrics go: a list of `{kind, name, config}` with kind `console` or `datadog`. Default:
+    /// Where flushed metrics go: a list of `{kind, name, config}` with kind `console`, `datadog` or
+    /// `prometheus_remote_write` (see [`SinkConfig`]). Default:
     /// `[]`, which means one `console` sink printing to stdout.
     pub metric_sinks: Vec<SinkConfig>,
 }
@@ -212,109 +213,6 @@ pub fn percentile_suffix(p: f64) -> String {
     let percent = format!("{:.6}", p * 100.0);
     let percent = percent.trim_end_matches('0').trim_end_matches('.');
     format!("{}percentile", percent.replace('.', "_"))
-}
-
-/// One entry of `metric_sinks`.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// `console` or `datadog`.
-    pub kind: SinkKind,
-    /// A name for logs and self-metrics. Default: the kind.
-    #[serde(default)]
-    pub name: String,
-    /// Kind-specific settings (see [`DatadogConfig`]). Default: none.
-    #[serde(default)]
-    pub config: Value,
-}
-
-impl fmt::Debug for SinkConfig {
-    // The raw config may hold an API key: show only the parsed, redacted form.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("SinkConfig");
-        d.field("kind", &self.kind).field("name", &self.name);
-        match self.kind {
-            SinkKind::Datadog => d.field("config", &self.datadog().ok()),
-            SinkKind::Console => d.field("config", &"{}"),
-        };
-        d.finish()
-    }
-}
-
-/// The kinds of metric sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Console,
-    Datadog,
-}
-
-impl SinkConfig {
-    /// The sink's name, defaulting to its kind.
-    pub fn display_name(&self) -> &str {
-        if self.name.is_empty() {
-            match self.kind {
-                SinkKind::Console => "console",
-                SinkKind::Datadog => "datadog",
-            }
-        } else {
-            &self.name
-        }
-    }
-
-    /// The typed settings of a `datadog` sink, with `DD_API_KEY` filling an empty `api_key`.
-    pub fn datadog(&self) -> Result<DatadogConfig, ConfigError> {
-        let mut cfg: DatadogConfig = if self.config.is_null() {
-            DatadogConfig::default()
-        } else {
-            yaml_serde::from_value(self.config.clone()).map_err(|e| {
-                ConfigError::invalid(
-                    format!("metric_sinks[{}].config", self.display_name()),
-                    "…",
-                    e.to_string(),
-                )
-            })?
-        };
-        if cfg.api_key.is_empty() {
-            if let Ok(key) = std::env::var("DD_API_KEY") {
-                cfg.api_key = key;
-            }
-        }
-        Ok(cfg)
-    }
-}
-
-/// Settings of a `datadog` sink (`metric_sinks[].config`).
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatadogConfig {
-    /// The Datadog API key, sent only in the `DD-API-KEY` header and never logged. Default: empty, filled from
-    /// the `DD_API_KEY` environment variable.
-    pub api_key: String,
-    /// Base URL of the intake. Default: `https://app.datadoghq.com`; `http://127.0.0.1:PORT` for tests.
-    pub api_hostname: String,
-    /// Most series per request body. Default: `25000`.
-    pub flush_max_per_body: usize,
-}
-
-impl Default for DatadogConfig {
-    fn default() -> Self {
-        DatadogConfig {
-            api_key: String::new(),
-            api_hostname: "https://app.datadoghq.com".to_string(),
-            flush_max_per_body: 25_000,
-        }
-    }
-}
-
-impl fmt::Debug for DatadogConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatadogConfig")
-            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
-            .field("api_hostname", &self.api_hostname)
-            .field("flush_max_per_body", &self.flush_max_per_body)
-            .finish()
-    }
 }
 
 /// A parsed entry of `statsd_listen_addresses`.
@@ -543,38 +441,7 @@ impl Config {
                     "two sinks have this name; give each a distinct `name`",
                 ));
             }
-            match sink.kind {
-                SinkKind::Console => {
-                    if !(sink.config.is_null() || sink.config.as_mapping().is_some_and(Mapping::is_empty)) {
-                        return Err(ConfigError::invalid(
-                            format!("metric_sinks[{name}].config"),
-                            "…",
-                            "the console sink takes no settings",
-                        ));
-                    }
-                }
-                SinkKind::Datadog => {
-                    let dd = sink.datadog()?;
-                    let key = |k: &str| format!("metric_sinks[{name}].config.{k}");
-                    if !(dd.api_hostname.starts_with("http://") || dd.api_hostname.starts_with("https://")) {
-                        return Err(ConfigError::invalid(
-                            key("api_hostname"),
-                            &dd.api_hostname,
-                            "expected an http:// or https:// URL",
-                        ));
-                    }
-                    if dd.api_key.trim().is_empty() {
-                        return Err(ConfigError::invalid(
-                            key("api_key"),
-                            "",
-                            "the Datadog API key is empty: set it here or in the DD_API_KEY environment variable",
-                        ));
-                    }
-                    if dd.flush_max_per_body == 0 {
-                        return Err(ConfigError::invalid(key("flush_max_per_body"), 0, "must be at least 1"));
-                    }
-                }
-            }
+            sink.validate()?;
         }
         Ok(())
     }
@@ -677,7 +544,9 @@ pub fn system_hostname() -> String {
 }
 
 mod forward;
+mod sinks;
 pub use forward::{DiscoveryConfig, DiscoveryKind};
+pub use sinks::{DatadogConfig, PrometheusConfig, SinkConfig, SinkKind};
 
 #[cfg(test)]
 mod tests;

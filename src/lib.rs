@@ -29,7 +29,8 @@
 //! - [`flush`]: the interval loop that swaps shards and fans out to sinks and the forwarder.
 //! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
 //!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
-//! - [`sink`]: where flushes go (console, Datadog).
+//! - [`sink`]: where flushes go: per-backend encoders (console, Datadog JSON, Prometheus remote write) over one
+//!   HTTP delivery layer (client, retries with backoff, request accounting).
 //! - [`telemetry`]: self-metrics and rate-limited logging.
 //! - [`http`]: health (503 on a proxy with no reachable global) and version endpoints.
 //! - [`server`]: wiring for a configuration, and the shutdown order.

@@ -27,6 +27,7 @@ use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
 use crate::sink::datadog::DatadogSink;
+use crate::sink::prometheus::PrometheusSink;
 use crate::sink::Sink;
 use crate::telemetry::{ListenerStats, Telemetry};
 
@@ -126,6 +127,16 @@ pub fn sinks_from_config(config: &Config, telemetry: &Arc<Telemetry>) -> Result<
                         message,
                     }
                 })?;
+                sinks.push(Arc::new(sink));
+            }
+            SinkKind::PrometheusRemoteWrite => {
+                let sink =
+                    PrometheusSink::new(s.display_name(), s.prometheus()?, telemetry.clone()).map_err(|message| {
+                        ServerError::Sink {
+                            name: s.display_name().to_string(),
+                            message,
+                        }
+                    })?;
                 sinks.push(Arc::new(sink));
             }
         }

@@ -101,7 +101,7 @@ pub fn emit(
                         let (value, kind) = match agg {
                             Aggregate::Min => (stats.min, SeriesKind::Gauge),
                             Aggregate::Max => (stats.max, SeriesKind::Gauge),
-                            Aggregate::Count => (stats.count, SeriesKind::Counter),
+                            Aggregate::Count => (stats.count, SeriesKind::SampleCount),
                             Aggregate::Sum => (stats.sum, SeriesKind::Gauge),
                             Aggregate::Avg => (stats.avg(), SeriesKind::Gauge),
                             Aggregate::Hmean => (stats.hmean(), SeriesKind::Gauge),

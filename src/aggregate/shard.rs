@@ -378,7 +378,7 @@ impl ShardState {
         }
         // As in the agent's no-aggregation pipeline: the sample rate does not re-inflate timestamped counts.
         let value = match kind {
-            SeriesKind::Counter => values.iter().sum(),
+            SeriesKind::Counter | SeriesKind::SampleCount => values.iter().sum(),
             SeriesKind::Gauge => values.iter().last().unwrap_or(0.0),
         };
         let key = view.to_key(self.canon.build(view, extend), extend);

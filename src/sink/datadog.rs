@@ -2,24 +2,25 @@
 //! (and under the intake's byte limits), POSTed concurrently over one keep-alive client; service checks to
 //! `/api/v1/check_run`; events to `/api/v1/events`, one per request.
 //!
-//! Failure policy: 5xx, 408, 429, timeouts and connection errors are retried with exponential backoff and jitter
-//! until the flush's deadline (one interval); 400 and 403 are dropped at once; 413 splits the body in two and
-//! sends the halves (a single series that is still too large is dropped). Any other status is dropped. Every
-//! request's outcome is counted as `harrier.sink.requests{sink,endpoint,result}`. The API key is sent only in the
-//! `DD-API-KEY` header and never logged.
+//! Requests go through the shared [`delivery`](super::delivery) layer (retries, backoff, accounting); a 413
+//! splits the body in two and sends the halves (a single series that is still too large is dropped). The API key
+//! is sent only in the `DD-API-KEY` header and never logged.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use bytes::Bytes;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
+use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::task::JoinSet;
 
+use super::delivery::{Delivery, Sent};
 use super::{CheckRun, Event, Flush, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
 use crate::config::DatadogConfig;
-use crate::telemetry::{LimitedLog, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// The intake's limit on a compressed `/api/v1/series` body.
 pub const MAX_COMPRESSED_BYTES: usize = 3_200_000;
@@ -29,8 +30,6 @@ pub const MAX_UNCOMPRESSED_BYTES: usize = 62_914_560;
 const EVENT_CONCURRENCY: usize = 8;
 /// zlib level: fast, still about 10× on metric JSON.
 const COMPRESSION_LEVEL: u32 = 1;
-
-static LOG: LimitedLog = LimitedLog::new("datadog sink");
 
 /// A zlib-compressed series body and how many series it holds.
 #[derive(Debug, Clone)]
@@ -80,7 +79,7 @@ fn json_tags<'a>(out: &mut String, tags: impl Iterator<Item = &'a str>) {
 /// `gauge`. Returns false (writing nothing) for a non-finite value, which the intake would refuse.
 pub fn write_series(out: &mut String, s: &Series, default_host: &str, interval_secs: f64) -> bool {
     let (value, kind) = match s.kind {
-        SeriesKind::Counter => (s.value / interval_secs, "rate"),
+        SeriesKind::Counter | SeriesKind::SampleCount => (s.value / interval_secs, "rate"),
         SeriesKind::Gauge => (s.value, "gauge"),
     };
     if !value.is_finite() {
@@ -89,7 +88,7 @@ pub fn write_series(out: &mut String, s: &Series, default_host: &str, interval_s
     out.push_str("{\"metric\":");
     json_str(out, &s.name);
     let _ = write!(out, ",\"points\":[[{},{}]],\"type\":\"{kind}\"", s.timestamp, value);
-    if s.kind == SeriesKind::Counter {
+    if matches!(s.kind, SeriesKind::Counter | SeriesKind::SampleCount) {
         // The intake takes whole seconds; a sub-second interval is reported as 1.
         let _ = write!(out, ",\"interval\":{}", (interval_secs.round() as i64).max(1));
     }
@@ -252,38 +251,30 @@ pub fn encode_event(e: &Event, default_host: &str) -> String {
 }
 
 /// What became of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    Ok,
-    /// Not retried; the data is dropped.
-    Dropped(&'static str),
-    /// 413: the caller may split the data.
-    TooLarge,
-    /// Retries ran out of time.
-    GaveUp(&'static str),
-}
-
 /// The Datadog sink.
+#[derive(Clone)]
 pub struct DatadogSink {
-    name: String,
+    delivery: Delivery,
     cfg: DatadogConfig,
-    client: reqwest::Client,
-    telemetry: Arc<Telemetry>,
+    /// Headers of series bodies (zlib) and of the JSON checks and events.
+    compressed: HeaderMap,
+    plain: HeaderMap,
 }
 
 impl DatadogSink {
     pub fn new(name: impl Into<String>, cfg: DatadogConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("harrier/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let delivery = Delivery::new(&name.into(), telemetry)?;
+        let mut plain = HeaderMap::new();
+        let key = HeaderValue::from_str(&cfg.api_key).map_err(|_| "the API key holds characters a header cannot")?;
+        plain.insert("DD-API-KEY", key);
+        plain.insert("Content-Type", HeaderValue::from_static("application/json"));
+        let mut compressed = plain.clone();
+        compressed.insert("Content-Encoding", HeaderValue::from_static("deflate"));
         Ok(DatadogSink {
-            name: name.into(),
+            delivery,
             cfg,
-            client,
-            telemetry,
+            compressed,
+            plain,
         })
     }
 
@@ -291,74 +282,11 @@ impl DatadogSink {
         format!("{}{}", self.cfg.api_hostname.trim_end_matches('/'), path)
     }
 
-    fn count(&self, endpoint: &str, result: &str) {
-        let sink = format!("sink:{}", self.name);
-        let endpoint = format!("endpoint:{endpoint}");
-        let result = format!("result:{result}");
-        self.telemetry
-            .count("harrier.sink.requests", &[&sink, &endpoint, &result], 1);
-    }
-
-    /// POSTs a body, retrying what is worth retrying until `deadline`.
     async fn post(&self, endpoint: &'static str, path: &str, body: Vec<u8>, deflate: bool, deadline: Instant) -> Sent {
-        let url = self.url(path);
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-                self.count(endpoint, "deadline");
-                return Sent::GaveUp("deadline");
-            };
-            let mut req = self
-                .client
-                .post(&url)
-                .timeout(left)
-                .header("DD-API-KEY", &self.cfg.api_key)
-                .header("Content-Type", "application/json")
-                .body(body.clone());
-            if deflate {
-                req = req.header("Content-Encoding", "deflate");
-            }
-            let retry_reason: &'static str = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match status {
-                        200..=299 => {
-                            self.count(endpoint, "ok");
-                            return Sent::Ok;
-                        }
-                        413 => {
-                            self.count(endpoint, "http_413");
-                            return Sent::TooLarge;
-                        }
-                        408 | 429 | 500..=599 => status_reason(status),
-                        _ => {
-                            let reason = status_reason(status);
-                            self.count(endpoint, reason);
-                            LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried)", self.name));
-                            return Sent::Dropped(reason);
-                        }
-                    }
-                }
-                Err(e) if e.is_timeout() => "timeout",
-                Err(e) if e.is_connect() => "connection",
-                Err(_) => "request_error",
-            };
-            self.count(endpoint, retry_reason);
-            let wait = jitter(backoff);
-            if Instant::now() + wait >= deadline {
-                LOG.log(|| {
-                    format!(
-                        "{}: {endpoint}: {retry_reason} after {attempt} attempts; giving up at the deadline",
-                        self.name
-                    )
-                });
-                return Sent::GaveUp(retry_reason);
-            }
-            tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        let headers = if deflate { &self.compressed } else { &self.plain };
+        self.delivery
+            .post(endpoint, &self.url(path), headers, Bytes::from(body), deadline)
+            .await
     }
 
     /// Sends a range of series, splitting on 413.
@@ -393,36 +321,9 @@ impl DatadogSink {
     }
 }
 
-fn status_reason(status: u16) -> &'static str {
-    match status {
-        400 => "http_400",
-        401 => "http_401",
-        403 => "http_403",
-        404 => "http_404",
-        408 => "http_408",
-        413 => "http_413",
-        429 => "http_429",
-        500..=599 => "http_5xx",
-        _ => "http_other",
-    }
-}
-
-/// A delay between half and all of `d`, from a cheap per-call random source.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos() as u64);
-    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    let frac = 0.5 + (x % 1000) as f64 / 2000.0;
-    d.mul_f64(frac)
-}
-
 impl Sink for DatadogSink {
     fn name(&self) -> &str {
-        &self.name
+        self.delivery.sink()
     }
 
     fn kind(&self) -> &'static str {
@@ -434,12 +335,7 @@ impl Sink for DatadogSink {
             let deadline = Instant::now() + flush.interval;
             // Cloning the sink's handles is cheap (the client is reference-counted) and lets each request run in
             // its own task.
-            let me = Arc::new(DatadogSink {
-                name: self.name.clone(),
-                cfg: self.cfg.clone(),
-                client: self.client.clone(),
-                telemetry: self.telemetry.clone(),
-            });
+            let me = Arc::new(self.clone());
             let mut tasks: JoinSet<Vec<&'static str>> = JoinSet::new();
 
             let interval = flush.interval.as_secs_f64().max(1e-3);
@@ -448,7 +344,7 @@ impl Sink for DatadogSink {
             let built = tokio::task::spawn_blocking(move || build_bodies(&f.series, max, &f.hostname, interval)).await;
             let (bodies, too_large) = built.unwrap_or_default();
             if too_large > 0 {
-                self.count("series", "series_too_large");
+                self.delivery.count("series", "series_too_large");
             }
             for (body, range) in bodies {
                 tasks.spawn(me.clone().send_series(flush.clone(), body, range, deadline));
@@ -457,11 +353,8 @@ impl Sink for DatadogSink {
                 let body = encode_checks(&flush.checks, &flush.hostname).into_bytes();
                 let me = me.clone();
                 tasks.spawn(async move {
-                    match me.post("check_run", "/api/v1/check_run", body, false, deadline).await {
-                        Sent::Ok => vec![],
-                        Sent::TooLarge => vec!["http_413"],
-                        Sent::Dropped(r) | Sent::GaveUp(r) => vec![r],
-                    }
+                    let sent = me.post("check_run", "/api/v1/check_run", body, false, deadline).await;
+                    sent.failure().into_iter().collect()
                 });
             }
             if !flush.events.is_empty() {
@@ -479,11 +372,9 @@ impl Sink for DatadogSink {
                         let body = encode_event(e, &flush.hostname).into_bytes();
                         let me = me.clone();
                         in_flight.spawn(async move {
-                            match me.post("events", "/api/v1/events", body, false, deadline).await {
-                                Sent::Ok => None,
-                                Sent::TooLarge => Some("http_413"),
-                                Sent::Dropped(r) | Sent::GaveUp(r) => Some(r),
-                            }
+                            me.post("events", "/api/v1/events", body, false, deadline)
+                                .await
+                                .failure()
                         });
                     }
                     while let Some(r) = in_flight.join_next().await {

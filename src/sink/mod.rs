@@ -4,6 +4,8 @@
 
 pub mod console;
 pub mod datadog;
+pub mod delivery;
+pub mod prometheus;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,12 +22,16 @@ pub enum SeriesKind {
     Counter,
     /// A value at flush time.
     Gauge,
+    /// A histogram's, timer's or distribution's `.count`: the interval's (weighted) number of samples. Summed
+    /// like a counter wherever a counter is (Datadog receives it as a rate); a sink that keeps counters
+    /// cumulative (Prometheus) reports it as the interval's value, like the histogram's other aggregates.
+    SampleCount,
 }
 
 impl SeriesKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            SeriesKind::Counter => "counter",
+            SeriesKind::Counter | SeriesKind::SampleCount => "counter",
             SeriesKind::Gauge => "gauge",
         }
     }

@@ -1,0 +1,236 @@
+//! The sinks part of the configuration: `metric_sinks` entries and each kind's settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use yaml_serde::{Mapping, Value};
+
+use super::{deserialize_duration, ConfigError};
+
+/// One entry of `metric_sinks`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `console`, `datadog` or `prometheus_remote_write`.
+    pub kind: SinkKind,
+    /// A name for logs and self-metrics. Default: the kind.
+    #[serde(default)]
+    pub name: String,
+    /// Kind-specific settings (see [`DatadogConfig`], [`PrometheusConfig`]). Default: none.
+    #[serde(default)]
+    pub config: Value,
+}
+
+impl fmt::Debug for SinkConfig {
+    // The raw config may hold an API key or auth headers: show only the parsed, redacted form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SinkConfig");
+        d.field("kind", &self.kind).field("name", &self.name);
+        match self.kind {
+            SinkKind::Datadog => d.field("config", &self.datadog().ok()),
+            SinkKind::PrometheusRemoteWrite => d.field("config", &self.prometheus().ok()),
+            SinkKind::Console => d.field("config", &"{}"),
+        };
+        d.finish()
+    }
+}
+
+/// The kinds of metric sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Console,
+    Datadog,
+    PrometheusRemoteWrite,
+}
+
+impl SinkConfig {
+    /// The sink's name, defaulting to its kind.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            match self.kind {
+                SinkKind::Console => "console",
+                SinkKind::Datadog => "datadog",
+                SinkKind::PrometheusRemoteWrite => "prometheus_remote_write",
+            }
+        } else {
+            &self.name
+        }
+    }
+
+    fn settings<T: Default + for<'de> Deserialize<'de>>(&self) -> Result<T, ConfigError> {
+        if self.config.is_null() {
+            return Ok(T::default());
+        }
+        yaml_serde::from_value(self.config.clone()).map_err(|e| {
+            ConfigError::invalid(
+                format!("metric_sinks[{}].config", self.display_name()),
+                "…",
+                e.to_string(),
+            )
+        })
+    }
+
+    /// The typed settings of a `datadog` sink, with `DD_API_KEY` filling an empty `api_key`.
+    pub fn datadog(&self) -> Result<DatadogConfig, ConfigError> {
+        let mut cfg: DatadogConfig = self.settings()?;
+        if cfg.api_key.is_empty() {
+            if let Ok(key) = std::env::var("DD_API_KEY") {
+                cfg.api_key = key;
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The typed settings of a `prometheus_remote_write` sink.
+    pub fn prometheus(&self) -> Result<PrometheusConfig, ConfigError> {
+        self.settings()
+    }
+
+    /// Checks this sink's settings; errors name the key under `metric_sinks[<name>].config`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = self.display_name();
+        let key = |k: &str| format!("metric_sinks[{name}].config.{k}");
+        let is_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        match self.kind {
+            SinkKind::Console => {
+                if !(self.config.is_null() || self.config.as_mapping().is_some_and(Mapping::is_empty)) {
+                    return Err(ConfigError::invalid(
+                        format!("metric_sinks[{name}].config"),
+                        "…",
+                        "the console sink takes no settings",
+                    ));
+                }
+            }
+            SinkKind::Datadog => {
+                let dd = self.datadog()?;
+                if !is_url(&dd.api_hostname) {
+                    return Err(ConfigError::invalid(
+                        key("api_hostname"),
+                        &dd.api_hostname,
+                        "expected an http:// or https:// URL",
+                    ));
+                }
+                if dd.api_key.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        key("api_key"),
+                        "",
+                        "the Datadog API key is empty: set it here or in the DD_API_KEY environment variable",
+                    ));
+                }
+                if dd.flush_max_per_body == 0 {
+                    return Err(ConfigError::invalid(key("flush_max_per_body"), 0, "must be at least 1"));
+                }
+            }
+            SinkKind::PrometheusRemoteWrite => {
+                let p = self.prometheus()?;
+                if !is_url(&p.url) {
+                    return Err(ConfigError::invalid(
+                        key("url"),
+                        &p.url,
+                        "expected the remote-write endpoint as an http:// or https:// URL, e.g. \
+                         http://127.0.0.1:9090/api/v1/write",
+                    ));
+                }
+                if p.max_samples_per_request == 0 {
+                    return Err(ConfigError::invalid(
+                        key("max_samples_per_request"),
+                        0,
+                        "must be at least 1",
+                    ));
+                }
+                for (header, value) in &p.headers {
+                    let valid = reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_ok()
+                        && reqwest::header::HeaderValue::from_str(value).is_ok();
+                    if !valid {
+                        // The value may be a secret: name the header only.
+                        return Err(ConfigError::invalid(
+                            key("headers"),
+                            header,
+                            "not a valid HTTP header name, or its value holds characters a header cannot",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a `datadog` sink (`metric_sinks[].config`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatadogConfig {
+    /// The Datadog API key, sent only in the `DD-API-KEY` header and never logged. Default: empty, filled from
+    /// the `DD_API_KEY` environment variable.
+    pub api_key: String,
+    /// Base URL of the intake. Default: `https://app.datadoghq.com`; `http://127.0.0.1:PORT` for tests.
+    pub api_hostname: String,
+    /// Most series per request body. Default: `25000`.
+    pub flush_max_per_body: usize,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        DatadogConfig {
+            api_key: String::new(),
+            api_hostname: "https://app.datadoghq.com".to_string(),
+            flush_max_per_body: 25_000,
+        }
+    }
+}
+
+impl fmt::Debug for DatadogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatadogConfig")
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
+            .field("api_hostname", &self.api_hostname)
+            .field("flush_max_per_body", &self.flush_max_per_body)
+            .finish()
+    }
+}
+
+/// Settings of a `prometheus_remote_write` sink (`metric_sinks[].config`).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// The remote-write endpoint, e.g. `http://127.0.0.1:9090/api/v1/write` (Prometheus with
+    /// `--web.enable-remote-write-receiver`), Mimir's or Cortex's `/api/v1/push`, VictoriaMetrics'
+    /// `/api/v1/write`. Required.
+    pub url: String,
+    /// Extra request headers, e.g. `Authorization: Bearer …` or `X-Scope-OrgID: tenant`. Their values are never
+    /// logged. Default: none.
+    pub headers: BTreeMap<String, String>,
+    /// Most samples per request; a flush is cut into requests of at most this many, sent concurrently.
+    /// Default: `5000`.
+    pub max_samples_per_request: usize,
+    /// A counter series not received for this long is forgotten (its running `_total` starts again from 0 if it
+    /// comes back, which PromQL's `rate()` and `increase()` read as a counter reset). Default: `10m`.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub counter_expiry: Duration,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: String::new(),
+            headers: BTreeMap::new(),
+            max_samples_per_request: 5000,
+            counter_expiry: Duration::from_secs(600),
+        }
+    }
+}
+
+impl fmt::Debug for PrometheusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self.headers.keys().map(|k| (k.as_str(), "<redacted>")).collect();
+        f.debug_struct("PrometheusConfig")
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("max_samples_per_request", &self.max_samples_per_request)
+            .field("counter_expiry", &self.counter_expiry)
+            .finish()
+    }
+}

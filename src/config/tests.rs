@@ -236,3 +236,43 @@ fn a_datadog_sink_without_a_key_is_refused_naming_the_key_and_the_variable() {
     let err = parse("metric_sinks: [{kind: datadog}]").unwrap_err().to_string();
     assert!(err.contains("api_key") && err.contains("DD_API_KEY"), "{err}");
 }
+
+#[test]
+fn a_prometheus_sink_needs_a_url_and_names_the_key_that_is_wrong() {
+    let err = parse("metric_sinks: [{kind: prometheus_remote_write}]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metric_sinks[prometheus_remote_write].config.url"),
+        "{err}"
+    );
+    let err = parse(
+        "metric_sinks: [{kind: prometheus_remote_write, config: {url: \"http://x/w\", max_samples_per_request: 0}}]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("max_samples_per_request"), "{err}");
+    let err = parse(
+        "metric_sinks: [{kind: prometheus_remote_write, config: {url: \"http://x/w\", headers: {\"bad header\": v}}}]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("config.headers") && err.contains("bad header"), "{err}");
+    let c = parse("metric_sinks: [{kind: prometheus_remote_write, config: {url: \"http://x/w\", counter_expiry: 1m}}]")
+        .unwrap();
+    let p = c.metric_sinks[0].prometheus().unwrap();
+    assert_eq!(
+        (p.max_samples_per_request, p.counter_expiry),
+        (5000, Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn header_values_never_appear_in_debug_output() {
+    let c = parse(
+        "metric_sinks: [{kind: prometheus_remote_write, config: {url: \"http://x/w\", headers: {Authorization: Bearer-t0ken}}}]",
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("t0ken") && shown.contains("Authorization"), "{shown}");
+}

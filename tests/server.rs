@@ -129,7 +129,7 @@ async fn every_type_comes_out_exact_over(transport: Transport, extra: &str) {
     assert_eq!(v["latency.min#svc:api"], 1.0);
     assert_eq!(v["latency.max#svc:api"], 1000.0);
     assert_eq!(v["latency.count#svc:api"], 1000.0);
-    assert_eq!(sink.kind_of("latency.count#svc:api"), Some(SeriesKind::Counter));
+    assert_eq!(sink.kind_of("latency.count#svc:api"), Some(SeriesKind::SampleCount));
     assert_eq!(v["latency.sum#svc:api"], 500_500.0);
     assert_eq!(v["latency.avg#svc:api"], 500.5);
     for (suffix, exact) in [

@@ -1,5 +1,5 @@
-//! Configuration: YAML with Veneur's key names, `HARRIER_<KEY>` environment overrides, and validation whose
-//! errors name the key to fix. Every field documents its default here and in `config.example.yaml`.
+//! Configuration: YAML with Veneur's key names (Veneur's own files are read too, see [`veneur`]),
+//! `VENEUR_<KEY>` and `HARRIER_<KEY>` environment overrides, and validation whose errors name the key to fix. Every field documents its default here and in `config.example.yaml`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -116,6 +116,16 @@ pub struct Config {
     /// `prometheus_remote_write` (see [`SinkConfig`]). Default:
     /// `[]`, which means one `console` sink printing to stdout.
     pub metric_sinks: Vec<SinkConfig>,
+    /// Tags added to every series, service check and event at the sinks (not forwarded, not part of the series
+    /// key: Veneur's v14.2 `tags`). Default: `[]`.
+    pub tags: Vec<String>,
+    /// `host:port` to send Harrier's own metrics to, as DogStatsD over UDP, instead of the sinks (Veneur's
+    /// `stats_address`; pointing it at this server's own listener makes them ordinary metrics). Default: empty
+    /// (self-metrics go to the sinks with each flush).
+    pub stats_address: String,
+    /// Warnings from reading the file: Veneur keys that were accepted but are ignored. Not a key.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -141,6 +151,9 @@ impl Default for Config {
             forward_max_intervals: 6,
             tcp_idle_timeout: Duration::from_secs(600),
             metric_sinks: Vec::new(),
+            tags: Vec::new(),
+            stats_address: String::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -178,6 +191,8 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("forward_max_intervals", EnvKind::Yaml),
     ("tcp_idle_timeout", EnvKind::Text),
     ("metric_sinks", EnvKind::Yaml),
+    ("tags", EnvKind::List),
+    ("stats_address", EnvKind::Text),
 ];
 
 /// A histogram aggregate.
@@ -305,8 +320,19 @@ impl Config {
                 }
             }
         };
-        for &(key, kind) in KEYS {
-            let var = format!("HARRIER_{}", key.to_ascii_uppercase());
+        // Veneur's variables first, then Harrier's, which win; then Veneur's keys become Harrier's.
+        let veneur_keys = veneur::VENEUR_ONLY_ENV
+            .iter()
+            .map(|&(k, list)| (veneur::env_var(k), k, if list { EnvKind::List } else { EnvKind::Yaml }));
+        let harrier_keys = KEYS
+            .iter()
+            .map(|&(k, kind)| (format!("HARRIER_{}", k.to_ascii_uppercase()), k, kind));
+        let overrides = KEYS
+            .iter()
+            .map(|&(k, kind)| (veneur::env_var(k), k, kind))
+            .chain(veneur_keys)
+            .chain(harrier_keys);
+        for (var, key, kind) in overrides {
             let Some(raw) = env(&var) else { continue };
             let env_err = |message: String| ConfigError::Env {
                 var: var.clone(),
@@ -332,7 +358,9 @@ impl Config {
             };
             root.insert(Value::String(key.to_string()), value);
         }
-        let config: Config = yaml_serde::from_value(Value::Mapping(root)).map_err(|e| parse_err(e.to_string()))?;
+        let warnings = veneur::translate(&mut root);
+        let mut config: Config = yaml_serde::from_value(Value::Mapping(root)).map_err(|e| parse_err(e.to_string()))?;
+        config.warnings = warnings;
         config.validate()?;
         Ok(config)
     }
@@ -416,19 +444,18 @@ impl Config {
         for (key, v) in [
             ("grpc_address", &self.grpc_address),
             ("http_address", &self.http_address),
+            ("stats_address", &self.stats_address),
         ] {
             if !v.is_empty() {
                 parse_socket_addr(v).map_err(|reason| ConfigError::invalid(key, v, reason))?;
             }
         }
         forward::validate(self)?;
-        for tag in &self.extend_tags {
-            if tag.is_empty() || tag.contains(',') {
-                return Err(ConfigError::invalid(
-                    "extend_tags",
-                    tag,
-                    "a tag is non-empty and has no comma",
-                ));
+        for (key, tags) in [("extend_tags", &self.extend_tags), ("tags", &self.tags)] {
+            for tag in tags {
+                if tag.is_empty() || tag.contains(',') {
+                    return Err(ConfigError::invalid(key, tag, "a tag is non-empty and has no comma"));
+                }
             }
         }
         let mut sink_names = HashSet::new();
@@ -545,6 +572,7 @@ pub fn system_hostname() -> String {
 
 mod forward;
 mod sinks;
+pub mod veneur;
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use sinks::{DatadogConfig, PrometheusConfig, SinkConfig, SinkKind};
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry};
+use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry, TagSet};
 use crate::forward::ack::Acks;
 use crate::pipeline::{await_flush, flush_shards, request_flush, ShardSender};
-use crate::sink::{Flush, Sink, SinkOutcome};
+use crate::sink::{Flush, Series, SeriesKind, Sink, SinkOutcome};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
 static SINK_LOG: LimitedLog = LimitedLog::new("sink flush failed");
@@ -35,6 +35,63 @@ pub struct Flusher {
     /// A global's acknowledgements: each flush takes the imports merged before it, and they are safe once every
     /// sink is done with it.
     pub acks: Option<Arc<Acks>>,
+    /// `tags`: added to every series, check and event at the sinks.
+    pub sink_tags: Vec<String>,
+    /// `stats_address`: self-metrics go there as DogStatsD instead of to the sinks.
+    pub stats: Option<StatsClient>,
+}
+
+/// Sends self-metrics as DogStatsD datagrams to `stats_address` (never blocking: a full socket buffer drops them).
+pub struct StatsClient {
+    socket: std::net::UdpSocket,
+    target: std::net::SocketAddr,
+}
+
+impl StatsClient {
+    pub fn new(target: std::net::SocketAddr) -> std::io::Result<Self> {
+        let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        Ok(StatsClient { socket, target })
+    }
+
+    /// The series as `name:value|c` (counters, per interval) or `|g` lines with their tags, in datagrams of at
+    /// most 1,432 bytes.
+    pub fn send(&self, series: &[Series]) {
+        use std::fmt::Write as _;
+        const MAX: usize = 1432;
+        let mut datagram = String::with_capacity(MAX);
+        let mut line = String::new();
+        for s in series {
+            line.clear();
+            let kind = if s.kind == SeriesKind::Gauge { "g" } else { "c" };
+            let _ = write!(line, "{}:{}|{kind}", s.name, s.value);
+            if !s.tags.is_empty() {
+                let _ = write!(line, "|#{}", s.tags.joined());
+            }
+            if !datagram.is_empty() && datagram.len() + 1 + line.len() > MAX {
+                let _ = self.socket.send_to(datagram.as_bytes(), self.target);
+                datagram.clear();
+            }
+            if !datagram.is_empty() {
+                datagram.push('\n');
+            }
+            datagram.push_str(&line);
+        }
+        if !datagram.is_empty() {
+            let _ = self.socket.send_to(datagram.as_bytes(), self.target);
+        }
+    }
+}
+
+/// Adds `tags` to each series' own (sinks' `tags`: not part of the series key, not forwarded).
+fn add_tags<'a>(tag_sets: impl Iterator<Item = &'a mut TagSet>, tags: &[String]) {
+    if tags.is_empty() {
+        return;
+    }
+    for set in tag_sets {
+        *set = TagSet::from_tags(set.iter().chain(tags.iter().map(String::as_str)));
+    }
 }
 
 impl Flusher {
@@ -85,6 +142,7 @@ impl Flusher {
         // Marks this flush's imports safe once every sink is done with it (or the flush could not be built).
         let ack = AckOnDrop(self.acks.clone().zip(ack_id));
         let emit_cfg = self.emit.clone();
+        let sink_tags = self.sink_tags.clone();
         let hostname = self.hostname.clone();
         let interval = self.interval;
         let built = tokio::task::spawn_blocking(move || {
@@ -107,6 +165,9 @@ impl Flusher {
                 counts.timestamped += c.timestamped;
                 counts.forwarded += c.forwarded;
             }
+            add_tags(out.series.iter_mut().map(|s| &mut s.tags), &sink_tags);
+            add_tags(out.checks.iter_mut().map(|c| &mut c.tags), &sink_tags);
+            add_tags(out.events.iter_mut().map(|e| &mut e.tags), &sink_tags);
             (out, forward, counts)
         })
         .await;
@@ -115,7 +176,14 @@ impl Flusher {
             return;
         };
         self.telemetry.record_flush(counts, started.elapsed());
-        out.series.extend(self.telemetry.collect(timestamp));
+        let mut own = self.telemetry.collect(timestamp);
+        match &self.stats {
+            Some(stats) => stats.send(&own),
+            None => {
+                add_tags(own.iter_mut().map(|s| &mut s.tags), &self.sink_tags);
+                out.series.extend(own);
+            }
+        }
 
         match &self.forwarder {
             // Called every interval, even with nothing new, so that intervals kept after a failure are retried.

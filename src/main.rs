@@ -11,20 +11,26 @@ harrier: a DogStatsD-compatible metrics aggregation server
 USAGE:
     harrier [--config FILE]
     harrier --validate-config [--config FILE]
+    harrier --validate-config-strict [--config FILE]
 
 OPTIONS:
     -f, --config FILE       YAML configuration (see config.example.yaml). Without it: a local server on
                             udp://127.0.0.1:8125 printing each 10 s flush to stdout.
         --validate-config   Load and check the configuration, then exit: 0 if valid, 1 with the reason if not.
+                            Veneur config files are read too; settings Harrier ignores are listed as warnings.
+        --validate-config-strict
+                            The same, but also exit 1 when there are such warnings.
     -V, --version           Print the version and exit.
     -h, --help              Print this help and exit.
 
-Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. HARRIER_INTERVAL=5s.
+Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. HARRIER_INTERVAL=5s, or as
+Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); HARRIER_ ones win.
 ";
 
 struct Args {
     config: Option<PathBuf>,
     validate_only: bool,
+    strict: bool,
 }
 
 enum Parsed {
@@ -36,6 +42,7 @@ fn parse_args() -> Parsed {
     let mut args = Args {
         config: None,
         validate_only: false,
+        strict: false,
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +63,10 @@ fn parse_args() -> Parsed {
                 }
             }
             "--validate-config" | "-validate-config" => args.validate_only = true,
+            "--validate-config-strict" | "-validate-config-strict" => {
+                args.validate_only = true;
+                args.strict = true;
+            }
             "-V" | "--version" => {
                 println!("harrier {}", harrier::VERSION);
                 return Parsed::Exit(ExitCode::SUCCESS);
@@ -85,11 +96,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for w in &config.warnings {
+        eprintln!("harrier: warning: {w}");
+    }
     if args.validate_only {
         let source = args
             .config
             .as_deref()
             .map_or("(defaults)".into(), |p| p.display().to_string());
+        if args.strict && !config.warnings.is_empty() {
+            eprintln!("harrier: configuration {source} has warnings (strict validation)");
+            return ExitCode::from(1);
+        }
         println!("harrier: configuration {source} is valid");
         return ExitCode::SUCCESS;
     }

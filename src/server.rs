@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::aggregate::{EmitConfig, ExtendTags};
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
-use crate::flush::{Flusher, Forward};
+use crate::flush::{Flusher, Forward, StatsClient};
 use crate::forward::ack::Acks;
 use crate::forward::client::{Forwarder, Mode};
 use crate::forward::discovery;
@@ -290,6 +290,19 @@ pub async fn start_with_forwarder(
     };
     let imports_acked = grpc_task.is_some() && !config.proxy;
 
+    let stats = match config.stats_address.as_str() {
+        "" => None,
+        a => {
+            let target = crate::config::parse_socket_addr(a).map_err(|message| ServerError::Sink {
+                name: "stats_address".to_string(),
+                message,
+            })?;
+            Some(StatsClient::new(target).map_err(|e| ServerError::Sink {
+                name: "stats_address".to_string(),
+                message: e.to_string(),
+            })?)
+        }
+    };
     let flusher = Arc::new(Flusher {
         shards: pipeline.shards.clone(),
         sinks,
@@ -299,6 +312,8 @@ pub async fn start_with_forwarder(
         hostname: config.hostname.clone(),
         forwarder,
         acks: imports_acked.then(|| acks.clone()),
+        sink_tags: config.tags.clone(),
+        stats,
     });
     let flush_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
     let flush_on_shutdown = config.flush_on_shutdown;

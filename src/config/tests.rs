@@ -40,7 +40,8 @@ fn every_documented_key_is_accepted() {
             "interval" | "tcp_idle_timeout" => "5s",
             "hostname" | "forward_address" => "\"\"",
             "grpc_address" | "http_address" => "\"127.0.0.1:0\"",
-            "extend_tags" => "[a:b]",
+            "extend_tags" | "tags" => "[a:b]",
+            "stats_address" => "\"127.0.0.1:8126\"",
             "percentiles" => "[0.5]",
             "aggregates" => "[min]",
             "flush_on_shutdown" => "false",
@@ -275,4 +276,35 @@ fn header_values_never_appear_in_debug_output() {
     .unwrap();
     let shown = format!("{c:?}");
     assert!(!shown.contains("t0ken") && shown.contains("Authorization"), "{shown}");
+}
+
+#[test]
+fn veneur_environment_variables_override_the_file_and_harrier_ones_win() {
+    let env = |k: &str| match k {
+        "VENEUR_INTERVAL" => Some("3s".to_string()),
+        "HARRIER_INTERVAL" => Some("5s".to_string()),
+        "VENEUR_NUMWORKERS" => Some("3".to_string()),
+        "VENEUR_DATADOGAPIKEY" => Some("from-env".to_string()),
+        "VENEUR_DATADOGAPIHOSTNAME" => Some("http://127.0.0.1:9".to_string()),
+        "VENEUR_TAGS" => Some("team:a,tier:b".to_string()),
+        _ => None,
+    };
+    let c = Config::from_yaml_with_env("interval: 1s\nnum_workers: 1\n", "t", env).unwrap();
+    assert_eq!(c.interval, Duration::from_secs(5));
+    assert_eq!(c.num_workers, 3);
+    assert_eq!(c.tags, vec!["team:a", "tier:b"]);
+    let dd = c.metric_sinks[0].datadog().unwrap();
+    assert_eq!(
+        (dd.api_key.as_str(), dd.api_hostname.as_str()),
+        ("from-env", "http://127.0.0.1:9")
+    );
+}
+
+#[test]
+fn omit_empty_hostname_means_no_host_only_when_no_hostname_is_given() {
+    let c = parse("omit_empty_hostname: true\n").unwrap();
+    assert_eq!(c.hostname, "");
+    let c = parse("omit_empty_hostname: true\nhostname: web-9\n").unwrap();
+    assert_eq!(c.hostname, "web-9");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }

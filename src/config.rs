@@ -72,7 +72,8 @@ pub struct Config {
     /// `host:port` on which to serve the gRPC import API (global and proxy tiers). Default: empty (no import
     /// server).
     pub grpc_address: String,
-    /// `host:port` for `GET /healthcheck` and `GET /version`. Default: empty (no HTTP server).
+    /// `host:port` for `GET /healthcheck`, `GET /version` and `GET /metrics` (the self-metrics in Prometheus' text
+    /// format). Default: empty (no HTTP server).
     pub http_address: String,
     /// Tags added to every metric, event and service check at parse time; a configured `key:value` replaces a
     /// packet tag with the same key. Default: `[]`.

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 server for `GET /healthcheck` (200 `ok`, or 503 when unhealthy) and `GET /version`.
+//! A small HTTP/1.1 server for `GET /healthcheck` (200 `ok`, or 503 when unhealthy), `GET /version` and
+//! `GET /metrics` (the self-metrics in Prometheus' text format).
 
 use std::time::Duration;
 
@@ -10,15 +11,21 @@ use tokio::sync::watch;
 pub type Health = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Serves until `stop` is raised.
-pub async fn serve(listener: TcpListener, health: Health, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    health: Health,
+    telemetry: std::sync::Arc<crate::telemetry::Telemetry>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = crate::shutdown::stopped(&mut stop) => return,
             accepted = listener.accept() => {
                 if let Ok((conn, _)) = accepted {
                     let healthy = health();
+                    let telemetry = telemetry.clone();
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), respond(conn, healthy)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), respond(conn, healthy, &telemetry)).await;
                     });
                 }
             }
@@ -26,7 +33,11 @@ pub async fn serve(listener: TcpListener, health: Health, mut stop: watch::Recei
     }
 }
 
-async fn respond(mut conn: tokio::net::TcpStream, healthy: bool) -> std::io::Result<()> {
+async fn respond(
+    mut conn: tokio::net::TcpStream,
+    healthy: bool,
+    telemetry: &crate::telemetry::Telemetry,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     // Read the request head (we need only its first line), at most 8 KiB.
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
@@ -38,7 +49,12 @@ async fn respond(mut conn: tokio::net::TcpStream, healthy: bool) -> std::io::Res
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
+    let mut content_type = "text/plain";
     let (status, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => {
+            content_type = "text/plain; version=0.0.4; charset=utf-8";
+            ("200 OK", telemetry.prometheus_text())
+        }
         ("GET" | "HEAD", "/healthcheck") if healthy => ("200 OK", "ok\n".to_string()),
         ("GET" | "HEAD", "/healthcheck") => ("503 Service Unavailable", "no reachable global\n".to_string()),
         ("GET" | "HEAD", "/version") => ("200 OK", format!("{}\n", crate::VERSION)),
@@ -46,7 +62,7 @@ async fn respond(mut conn: tokio::net::TcpStream, healthy: bool) -> std::io::Res
         _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         body.len(),
         if method == "HEAD" { "" } else { body.as_str() }
     );

@@ -241,7 +241,8 @@ pub async fn start_with_forwarder(
         }
         _ => Arc::new(|| true),
     };
-    let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, health, stop_rx.clone())));
+    let http_task =
+        http_listener.map(|l| tokio::spawn(crate::http::serve(l, health, telemetry.clone(), stop_rx.clone())));
     // The import server outlives the final flush, so that senders hear that it is flushed.
     let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
     let grpc_task = grpc_listener.map(|l| {

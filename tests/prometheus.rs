@@ -189,3 +189,30 @@ mod requests {
         assert_eq!(refusing.requests_to("/api/v1/write").len(), 1, "a 400 is not retried");
     }
 }
+
+/// `GET /metrics`, scraped by a real Prometheus (its parser is strict: a malformed line fails the scrape).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_self_metrics_and_the_listener_counter_grows_with_traffic() {
+    let yaml = "statsd_listen_addresses: [\"udp://127.0.0.1:0\"]\ninterval: 1s\nhostname: web-1\n\
+                http_address: 127.0.0.1:0\nmetric_sinks: []\n";
+    let config = Config::from_yaml_with_env(yaml, "t", |_| None).expect("config");
+    let server = server::start(config, vec![]).await.expect("server starts");
+    let http = server.http_address.expect("http listener").to_string();
+    let tsdb = Tsdb::prometheus_scraping(Some(&http)).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp = server.udp_address().unwrap();
+    let lines = "a:1|c\nb:2|g\nc:3|ms";
+    let send = |n: usize| {
+        for _ in 0..n {
+            sock.send_to(lines.as_bytes(), udp).unwrap();
+        }
+    };
+    let query = "sum(harrier_listener_lines_total)";
+    send(10);
+    until_value(&tsdb, "up{job=\"harrier\"}", 1.0).await;
+    until_value(&tsdb, query, 30.0).await;
+    send(20);
+    until_value(&tsdb, query, 90.0).await;
+    eprintln!("{query} → 90 after 30 datagrams of 3 lines");
+    server.shutdown().await;
+}

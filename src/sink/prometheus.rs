@@ -31,6 +31,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::delivery::Delivery;
 use super::{Flush, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
+use crate::aggregate::TagSet;
 use crate::config::PrometheusConfig;
 use crate::telemetry::Telemetry;
 
@@ -67,9 +68,10 @@ fn push_sanitized(out: &mut String, s: &str, colon: bool) {
     }));
 }
 
-/// Builds one series' sorted label set and encodes it, reusing its buffers between series.
+/// Builds one series' sorted label set (and its protobuf encoding), reusing its buffers between series. The
+/// rules are the sink's (see the module documentation); `GET /metrics` uses them too.
 #[derive(Default)]
-struct LabelBuilder {
+pub struct LabelBuilder {
     /// Label names and values, back to back; `labels` holds (name, value) ranges into it.
     text: String,
     labels: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
@@ -86,21 +88,26 @@ impl LabelBuilder {
         self.labels.push((a..b, b..self.text.len()));
     }
 
-    /// Encodes the labels of `s` (with `_total` for a cumulative counter) into `self.encoded`.
-    fn build(&mut self, s: &Series, default_host: &str, cumulative: bool) {
+    /// Starts a label set with `__name__` (with `_total` for a cumulative counter, unless it already ends so).
+    pub fn start(&mut self, name: &str, cumulative: bool) {
         self.text.clear();
         self.labels.clear();
         self.push(|t| t.push_str("__name__"), "");
         let name_start = self.text.len();
-        push_metric_name(&mut self.text, &s.name);
+        push_metric_name(&mut self.text, name);
         if cumulative && !self.text[name_start..].ends_with("_total") {
             self.text.push_str("_total");
         }
         self.labels[0].1 = name_start..self.text.len();
-        if let Some(host) = s.host(default_host) {
+    }
+
+    /// The `host` label and one label per tag (a `host:` tag is left to the host label), then sorted by name with
+    /// repeated names merged.
+    pub fn finish(&mut self, host: Option<&str>, tags: &TagSet) {
+        if let Some(host) = host {
             self.push(|t| t.push_str("host"), host);
         }
-        for tag in s.tags.iter() {
+        for tag in tags.iter() {
             let (key, value) = match tag.split_once(':') {
                 Some((k, v)) if !v.is_empty() => (k, v),
                 Some((k, _)) => (k, "true"),
@@ -127,6 +134,19 @@ impl LabelBuilder {
                 i += 1;
             }
         }
+    }
+
+    /// The labels as (name, value), sorted by name; `__name__` among them.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels
+            .iter()
+            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
+    }
+
+    /// Encodes the labels of `s` (with `_total` for a cumulative counter) into `self.encoded`.
+    fn build(&mut self, s: &Series, default_host: &str, cumulative: bool) {
+        self.start(&s.name, cumulative);
+        self.finish(s.host(default_host), &s.tags);
         self.encoded.clear();
         for (name, value) in &self.labels {
             let (name, value) = (&self.text[name.clone()], &self.text[value.clone()]);
@@ -357,7 +377,6 @@ impl Sink for PrometheusSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::TagSet;
     use prost::Message;
 
     fn series(name: &str, tags: &[&str], value: f64, kind: SeriesKind) -> Series {

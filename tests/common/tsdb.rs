@@ -37,10 +37,22 @@ fn require(bin: &str, package: &str) {
 impl Tsdb {
     /// Prometheus with `--web.enable-remote-write-receiver` and no scrape targets.
     pub async fn prometheus() -> Tsdb {
+        Tsdb::prometheus_scraping(None).await
+    }
+
+    /// Prometheus, scraping `target` (`host:port`, path `/metrics`) every 500 ms as job `harrier` if given.
+    pub async fn prometheus_scraping(target: Option<&str>) -> Tsdb {
         require(PROMETHEUS, "prometheus");
         let dir = temp_dir("prometheus");
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1h\nscrape_configs: []\n").unwrap();
+        let scrape = match target {
+            Some(t) => format!(
+                "scrape_configs:\n  - job_name: harrier\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n    \
+                 static_configs:\n      - targets: [\"{t}\"]\n"
+            ),
+            None => "scrape_configs: []\n".to_string(),
+        };
+        std::fs::write(&config, format!("global:\n  scrape_interval: 1h\n{scrape}")).unwrap();
         let port = free_port();
         let child = Command::new(PROMETHEUS)
             .args([

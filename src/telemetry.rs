@@ -40,6 +40,11 @@ impl ListenerStats {
     }
 }
 
+/// A self-metric's name and joined tags, the order of `GET /metrics`.
+type ExposedKey = (Arc<str>, String);
+/// A self-metric's tags, kind, and running total (counters) or last value (gauges).
+type Exposed = (TagSet, SeriesKind, f64);
+
 /// Every self-metric of a server.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -60,7 +65,7 @@ pub struct Telemetry {
     gauges: Mutex<BTreeMap<(String, Vec<String>), f64>>,
     /// What `GET /metrics` shows, as of the last collection: counters' running totals since the start and
     /// gauges' last values, by name and tags.
-    exposed: Mutex<BTreeMap<(Arc<str>, String), (TagSet, SeriesKind, f64)>>,
+    exposed: Mutex<BTreeMap<ExposedKey, Exposed>>,
 }
 
 impl Telemetry {

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 use yaml_serde::{Mapping, Value};
 
@@ -40,7 +40,7 @@ impl ConfigError {
 
 /// The whole configuration. Every key is optional; with none, Harrier is a local server on
 /// `udp://127.0.0.1:8125` printing each flush to stdout every 10 s.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where DogStatsD is received: `udp://host:port`, `tcp://host:port`, `unixgram:///path` (datagrams) or
@@ -49,7 +49,7 @@ pub struct Config {
     /// Flush interval. Default: `10s`. Accepts `500ms`, `10s`, `1m`, `1m30s`, or a number of seconds. Flushes
     /// happen at multiples of it on the wall clock (so every instance's intervals line up; the first interval
     /// after a start is shorter).
-    #[serde(deserialize_with = "deserialize_duration")]
+    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
     pub interval: Duration,
     /// Host reported with every series that has no `host:` tag. Default: this machine's hostname. Empty means
     /// no host is attached.
@@ -111,7 +111,7 @@ pub struct Config {
     /// before dropping them (counted). Default: `6`.
     pub forward_max_intervals: u32,
     /// Idle TCP and unix stream connections are closed after this long without data. Default: `10m`.
-    #[serde(deserialize_with = "deserialize_duration")]
+    #[serde(deserialize_with = "deserialize_duration", serialize_with = "serialize_duration")]
     pub tcp_idle_timeout: Duration,
     /// Where flushed metrics go: a list of `{kind, name, config}` with kind `console`, `datadog` or
     /// `prometheus_remote_write` (see [`SinkConfig`]). Default:
@@ -197,7 +197,7 @@ const KEYS: &[(&str, EnvKind)] = &[
 ];
 
 /// A histogram aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregate {
     Min,
@@ -285,6 +285,12 @@ impl fmt::Display for ListenAddress {
 }
 
 impl Config {
+    /// The effective configuration as YAML, with secrets (API keys, sink header values) redacted: what
+    /// `--print-config` shows.
+    pub fn to_redacted_yaml(&self) -> String {
+        yaml_serde::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
     /// Reads a YAML file, applies `HARRIER_<KEY>` overrides from the process environment, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
@@ -558,6 +564,17 @@ pub(crate) fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Du
     match Raw::deserialize(d)? {
         Raw::Seconds(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A duration as the config writes it: `10s`, `1500ms`.
+pub(crate) fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if d.subsec_nanos() == 0 {
+        s.serialize_str(&format!("{}s", d.as_secs()))
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    } else {
+        s.serialize_str(&format!("{}ns", d.as_nanos()))
     }
 }
 

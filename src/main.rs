@@ -12,6 +12,7 @@ USAGE:
     harrier [--config FILE]
     harrier --validate-config [--config FILE]
     harrier --validate-config-strict [--config FILE]
+    harrier --print-config [--config FILE]
 
 OPTIONS:
     -f, --config FILE       YAML configuration (see config.example.yaml). Without it: a local server on
@@ -20,6 +21,8 @@ OPTIONS:
                             Veneur config files are read too; settings Harrier ignores are listed as warnings.
         --validate-config-strict
                             The same, but also exit 1 when there are such warnings.
+        --print-config      Print the effective configuration (file, then VENEUR_ and HARRIER_ variables) as
+                            YAML, secrets redacted, and exit.
     -V, --version           Print the version and exit.
     -h, --help              Print this help and exit.
 
@@ -31,6 +34,7 @@ struct Args {
     config: Option<PathBuf>,
     validate_only: bool,
     strict: bool,
+    print: bool,
 }
 
 enum Parsed {
@@ -43,6 +47,7 @@ fn parse_args() -> Parsed {
         config: None,
         validate_only: false,
         strict: false,
+        print: false,
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
@@ -63,6 +68,7 @@ fn parse_args() -> Parsed {
                 }
             }
             "--validate-config" | "-validate-config" => args.validate_only = true,
+            "--print-config" | "-print-config" => args.print = true,
             "--validate-config-strict" | "-validate-config-strict" => {
                 args.validate_only = true;
                 args.strict = true;
@@ -98,6 +104,10 @@ fn main() -> ExitCode {
     };
     for w in &config.warnings {
         eprintln!("harrier: warning: {w}");
+    }
+    if args.print {
+        print!("{}", config.to_redacted_yaml());
+        return ExitCode::SUCCESS;
     }
     if args.validate_only {
         let source = args

@@ -184,3 +184,39 @@ fn an_address_in_use_fails_start_up_with_a_message_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn print_config_shows_the_effective_configuration_with_secrets_redacted() {
+    let out = Command::new(BIN)
+        .arg("--print-config")
+        .env("HARRIER_INTERVAL", "5s")
+        .env("VENEUR_DATADOGAPIKEY", "sekrit-key-42")
+        .env("HARRIER_METRIC_SINKS", "[{kind: prometheus_remote_write, config: {url: \"http://127.0.0.1:9/w\", headers: {Authorization: Bearer-t0k}}}]")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("interval: 5s"), "{yaml}");
+    assert!(
+        yaml.contains("kind: datadog") && yaml.contains("kind: prometheus_remote_write"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("sekrit-key-42") && !yaml.contains("t0k"), "{yaml}");
+    assert!(yaml.contains("<redacted>"), "{yaml}");
+    // What it prints is a configuration again.
+    let path = std::env::temp_dir().join(format!("harrier-printed-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml.as_bytes()).unwrap();
+    let check = Command::new(BIN)
+        .arg("--validate-config")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

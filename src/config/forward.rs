@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::{strip_http_scheme, Config, ConfigError};
 
 /// Where discovery looks the globals up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscoveryKind {
     /// A (and AAAA) records of `name`; every address is a global on `port` (a Kubernetes headless service).
@@ -21,7 +21,7 @@ pub enum DiscoveryKind {
 /// `forward_discovery`: the globals from DNS, refreshed every `refresh`. A refresh that fails or finds no
 /// member keeps the previous members (logged and counted in `harrier.discovery.refreshes{result}`). Changes
 /// take effect at the next interval boundary.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// `dns_a` or `dns_srv`. Required.
@@ -32,7 +32,11 @@ pub struct DiscoveryConfig {
     #[serde(default)]
     pub port: Option<u16>,
     /// How often the name is looked up again. Default: `30s`.
-    #[serde(default = "default_refresh", deserialize_with = "super::deserialize_duration")]
+    #[serde(
+        default = "default_refresh",
+        deserialize_with = "super::deserialize_duration",
+        serialize_with = "super::serialize_duration"
+    )]
     pub refresh: Duration,
     /// `host:port` of the DNS server to ask (UDP, then TCP for truncated answers). Default: empty, the system
     /// resolver (`/etc/resolv.conf`).

@@ -37,8 +37,31 @@ impl fmt::Debug for SinkConfig {
     }
 }
 
+impl serde::Serialize for SinkConfig {
+    /// With secrets redacted: a non-empty `api_key` and every value of `headers`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut config = self.config.clone();
+        if let Value::Mapping(m) = &mut config {
+            if m.get("api_key").and_then(Value::as_str).is_some_and(|k| !k.is_empty()) {
+                m.insert(Value::String("api_key".into()), Value::String("<redacted>".into()));
+            }
+            if let Some(Value::Mapping(headers)) = m.get_mut("headers") {
+                for (_, v) in headers.iter_mut() {
+                    *v = Value::String("<redacted>".into());
+                }
+            }
+        }
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("kind", &self.kind)?;
+        map.serialize_entry("name", self.display_name())?;
+        map.serialize_entry("config", &config)?;
+        map.end()
+    }
+}
+
 /// The kinds of metric sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
     Console,

@@ -571,7 +571,7 @@ pub(crate) fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Du
 pub(crate) fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     if d.subsec_nanos() == 0 {
         s.serialize_str(&format!("{}s", d.as_secs()))
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         s.serialize_str(&format!("{}ms", d.as_millis()))
     } else {
         s.serialize_str(&format!("{}ns", d.as_nanos()))

@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 use yaml_serde::{Mapping, Value};
 
+use crate::logging::LogFormat;
+
 /// Why a configuration was refused. Each message names the key (or variable) and the value to fix.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -124,6 +126,12 @@ pub struct Config {
     /// `stats_address`; pointing it at this server's own listener makes them ordinary metrics). Default: empty
     /// (self-metrics go to the sinks with each flush).
     pub stats_address: String,
+    /// Log lines as `text` or `json` (one object per line: timestamp, level, message, target and fields), on
+    /// stderr. Default: `text`.
+    pub log_format: LogFormat,
+    /// Which logs are written: `error`, `warn`, `info`, `debug`, `trace`, or a filter such as
+    /// `warn,harrier::forward=debug`. `RUST_LOG`, when set, replaces it. Default: `info`.
+    pub log_level: String,
     /// Warnings from reading the file: Veneur keys that were accepted but are ignored. Not a key.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -154,6 +162,8 @@ impl Default for Config {
             metric_sinks: Vec::new(),
             tags: Vec::new(),
             stats_address: String::new(),
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
             warnings: Vec::new(),
         }
     }
@@ -194,6 +204,8 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("metric_sinks", EnvKind::Yaml),
     ("tags", EnvKind::List),
     ("stats_address", EnvKind::Text),
+    ("log_format", EnvKind::Text),
+    ("log_level", EnvKind::Text),
 ];
 
 /// A histogram aggregate.
@@ -458,6 +470,8 @@ impl Config {
             }
         }
         forward::validate(self)?;
+        crate::logging::parse_filter(&self.log_level)
+            .map_err(|reason| ConfigError::invalid("log_level", &self.log_level, reason))?;
         for (key, tags) in [("extend_tags", &self.extend_tags), ("tags", &self.tags)] {
             for tag in tags {
                 if tag.is_empty() || tag.contains(',') {

@@ -31,7 +31,8 @@
 //!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
 //! - [`sink`]: where flushes go: per-backend encoders (console, Datadog JSON, Prometheus remote write) over one
 //!   HTTP delivery layer (client, retries with backoff, request accounting).
-//! - [`telemetry`]: self-metrics and rate-limited logging.
+//! - [`telemetry`]: self-metrics (to the sinks, `stats_address` and `GET /metrics`).
+//! - [`logging`]: text or JSON logs with level filters, and the rate-limited log for bad input.
 //! - [`http`]: health (503 on a proxy with no reachable global) and version endpoints.
 //! - [`server`]: wiring for a configuration, and the shutdown order.
 
@@ -41,6 +42,7 @@ pub mod flush;
 pub mod forward;
 pub mod http;
 pub mod listen;
+pub mod logging;
 pub mod pipeline;
 pub mod protocol;
 pub mod server;

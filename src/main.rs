@@ -102,14 +102,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for w in &config.warnings {
-        eprintln!("harrier: warning: {w}");
-    }
     if args.print {
         print!("{}", config.to_redacted_yaml());
         return ExitCode::SUCCESS;
     }
     if args.validate_only {
+        for w in &config.warnings {
+            eprintln!("harrier: warning: {w}");
+        }
         let source = args
             .config
             .as_deref()
@@ -121,6 +121,13 @@ fn main() -> ExitCode {
         println!("harrier: configuration {source} is valid");
         return ExitCode::SUCCESS;
     }
+    if let Err(e) = harrier::logging::init(config.log_format, &config.log_level) {
+        eprintln!("harrier: {e}");
+        return ExitCode::from(1);
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.num_workers.clamp(1, 4))
         .thread_name("harrier-io")
@@ -130,7 +137,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("harrier: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -146,7 +153,7 @@ async fn run(config: Config) -> ExitCode {
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("harrier: cannot install signal handlers: {e}");
+            tracing::error!("cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
@@ -154,27 +161,27 @@ async fn run(config: Config) -> ExitCode {
     let server = match harrier::server::start(config, Vec::new()).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("harrier: {e}");
+            tracing::error!("{e}");
             return ExitCode::from(1);
         }
     };
     let listening: Vec<String> = server.addresses.iter().map(ToString::to_string).collect();
-    eprintln!(
+    tracing::info!(
         "harrier {}: listening on {}; flushing every {interval:?}",
         harrier::VERSION,
         listening.join(", ")
     );
     if let Some(grpc) = server.grpc_address {
-        eprintln!("harrier: gRPC imports on {grpc}");
+        tracing::info!("gRPC imports on {grpc}");
     }
     if let Some(http) = server.http_address {
-        eprintln!("harrier: HTTP on {http}");
+        tracing::info!("HTTP on {http}");
     }
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    eprintln!("harrier: {which}: stopping, with a final flush");
+    tracing::info!("{which}: stopping, with a final flush");
     server.shutdown().await;
     ExitCode::SUCCESS
 }

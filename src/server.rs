@@ -280,7 +280,7 @@ pub async fn start_with_forwarder(
                 }
             };
             if let Err(e) = served {
-                eprintln!("harrier: gRPC import server stopped: {e}");
+                tracing::error!("gRPC import server stopped: {e}");
             }
         })
     });

@@ -1,5 +1,5 @@
 //! Self-metrics: counters kept by every stage, emitted each interval as `harrier.*` series through the same
-//! sinks; and rate-limited logging for bad input.
+//! sinks (and `GET /metrics`). The rate-limited log is [`crate::logging::LimitedLog`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{EmitCounts, TagSet};
+pub use crate::logging::LimitedLog;
 use crate::protocol::ParseError;
 use crate::sink::{Series, SeriesKind};
 
@@ -261,47 +262,6 @@ impl Telemetry {
             let _ = writeln!(out, " {value}");
         }
         out
-    }
-}
-
-/// Logs to stderr at most once per second per `what`: bad input must never flood the log.
-pub struct LimitedLog {
-    what: &'static str,
-    last_second: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl LimitedLog {
-    pub const fn new(what: &'static str) -> Self {
-        LimitedLog {
-            what,
-            last_second: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    pub fn log(&self, message: impl FnOnce() -> String) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let last = self.last_second.load(Ordering::Relaxed);
-        if now > last
-            && self
-                .last_second
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-            if suppressed > 0 {
-                eprintln!(
-                    "harrier: {}: {} (and {suppressed} more in the last second)",
-                    self.what,
-                    message()
-                );
-            } else {
-                eprintln!("harrier: {}: {}", self.what, message());
-            }
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 

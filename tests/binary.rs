@@ -1,6 +1,6 @@
 //! The `harrier` binary: CLI behaviour, the console sink, periodic flushes and graceful shutdown on signals.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -17,11 +17,13 @@ fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
     path
 }
 
-/// A running binary whose stdout lines arrive on a channel.
+/// A running binary whose stdout and stderr lines arrive on channels.
 struct Running {
     child: Child,
     udp: SocketAddr,
     stdout: mpsc::Receiver<String>,
+    /// Every stderr line, the first (which names the bound address) included.
+    stderr: mpsc::Receiver<String>,
 }
 
 fn spawn(envs: &[(&str, &str)]) -> Running {
@@ -44,9 +46,14 @@ fn spawn(envs: &[(&str, &str)]) -> Running {
         .and_then(|rest| rest.split([';', ',', ' ']).next())
         .unwrap_or_else(|| panic!("no udp address in {first:?}"));
     let udp: SocketAddr = addr.trim().parse().unwrap();
+    let (err_tx, err_rx) = mpsc::channel();
+    let _ = err_tx.send(first.trim_end().to_string());
     std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
+        for line in stderr.lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
@@ -57,7 +64,12 @@ fn spawn(envs: &[(&str, &str)]) -> Running {
             }
         }
     });
-    Running { child, udp, stdout: rx }
+    Running {
+        child,
+        udp,
+        stdout: rx,
+        stderr: err_rx,
+    }
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -218,5 +230,46 @@ fn print_config_shows_the_effective_configuration_with_secrets_redacted() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_never_show_the_api_key() {
+    let key = "dd-key-never-logged-123";
+    // A Datadog sink whose intake refuses connections (a port nobody listens on), so that failures are logged.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let sinks = format!("[{{kind: datadog, config: {{api_key: {key}, api_hostname: \"http://{closed}\"}}}}]");
+    let mut run = spawn(&[
+        ("HARRIER_LOG_FORMAT", "json"),
+        ("HARRIER_INTERVAL", "1s"),
+        ("HARRIER_METRIC_SINKS", &sinks),
+    ]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"good:1|c\nthis is not a metric\nbad.value:abc|c", run.udp)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&run.child, libc::SIGTERM);
+    assert!(wait_exit(&mut run.child, Duration::from_secs(10)).success());
+    let lines: Vec<String> = run.stderr.try_iter().collect();
+    assert!(lines.len() >= 3, "{lines:#?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "message"] {
+            assert!(v.get(field).is_some(), "no {field} in {line}");
+        }
+        assert!(!line.contains(key), "the API key was logged: {line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bad line") || l.contains("not a metric") || l.contains("abc")),
+        "the bad input was logged: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("connection")),
+        "the sink's failure was logged: {lines:#?}"
     );
 }

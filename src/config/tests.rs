@@ -42,6 +42,8 @@ fn every_documented_key_is_accepted() {
             "grpc_address" | "http_address" => "\"127.0.0.1:0\"",
             "extend_tags" | "tags" => "[a:b]",
             "stats_address" => "\"127.0.0.1:8126\"",
+            "log_format" => "json",
+            "log_level" => "warn",
             "percentiles" => "[0.5]",
             "aggregates" => "[min]",
             "flush_on_shutdown" => "false",

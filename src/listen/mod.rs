@@ -163,8 +163,8 @@ fn set_receive_buffer(s: &Socket, bytes: usize) {
             return;
         }
     }
-    eprintln!(
-        "harrier: read_buffer_size_bytes is {bytes} but the kernel gave {} (raise net.core.rmem_max to allow it)",
+    tracing::warn!(
+        "read_buffer_size_bytes is {bytes} but the kernel gave {} (raise net.core.rmem_max to allow it)",
         s.recv_buffer_size().unwrap_or(0) / 2
     );
 }

@@ -3,98 +3,51 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use harrier::config::Config;
 
-const USAGE: &str = "\
-harrier: a DogStatsD-compatible metrics aggregation server
-
-USAGE:
-    harrier [--config FILE]
-    harrier --validate-config [--config FILE]
-    harrier --validate-config-strict [--config FILE]
-    harrier --print-config [--config FILE]
-
-OPTIONS:
-    -f, --config FILE       YAML configuration (see config.example.yaml). Without it: a local server on
-                            udp://127.0.0.1:8125 printing each 10 s flush to stdout.
-        --validate-config   Load and check the configuration, then exit: 0 if valid, 1 with the reason if not.
-                            Veneur config files are read too; settings Harrier ignores are listed as warnings.
-        --validate-config-strict
-                            The same, but also exit 1 when there are such warnings.
-        --print-config      Print the effective configuration (file, then VENEUR_ and HARRIER_ variables) as
-                            YAML, secrets redacted, and exit.
-    -V, --version           Print the version and exit.
-    -h, --help              Print this help and exit.
-
-Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. HARRIER_INTERVAL=5s, or as
-Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); HARRIER_ ones win.
-";
-
+/// A DogStatsD-compatible metrics aggregation server.
+///
+/// Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. HARRIER_INTERVAL=5s, or as
+/// Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); HARRIER_ ones win.
+#[derive(Debug, Parser)]
+#[command(name = "harrier", version, about, long_about = None, after_help = ENV_HELP)]
 struct Args {
+    /// YAML configuration (see config.example.yaml; Veneur's files work too). Without it: a local server on
+    /// udp://127.0.0.1:8125 printing each 10 s flush to stdout.
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
-    validate_only: bool,
-    strict: bool,
-    print: bool,
+    /// Load and check the configuration, then exit: 0 if valid (settings Harrier ignores are listed as
+    /// warnings), 1 with the reason if not.
+    #[arg(long)]
+    validate_config: bool,
+    /// The same, but also exit 1 when there are such warnings.
+    #[arg(long)]
+    validate_config_strict: bool,
+    /// Print the effective configuration (file, then VENEUR_ and HARRIER_ variables) as YAML, secrets redacted,
+    /// and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
-enum Parsed {
-    Run(Args),
-    Exit(ExitCode),
-}
+const ENV_HELP: &str = "Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. \
+HARRIER_INTERVAL=5s, or as Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); \
+HARRIER_ ones win.";
 
-fn parse_args() -> Parsed {
-    let mut args = Args {
-        config: None,
-        validate_only: false,
-        strict: false,
-        print: false,
-    };
-    let mut it = std::env::args_os().skip(1);
-    while let Some(arg) = it.next() {
-        let arg = arg.to_string_lossy().into_owned();
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        match flag.as_str() {
-            "-f" | "--config" | "-config" => {
-                let value = inline.map(PathBuf::from).or_else(|| it.next().map(PathBuf::from));
-                match value {
-                    Some(v) => args.config = Some(v),
-                    None => {
-                        eprintln!("harrier: {flag} needs a file name\n\n{USAGE}");
-                        return Parsed::Exit(ExitCode::from(2));
-                    }
-                }
+/// Veneur's flags are Go-style, with one dash (`-f`, `-validate-config`): they are accepted as written.
+fn arguments() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|a| match a.to_str() {
+            Some("-config" | "-validate-config" | "-validate-config-strict" | "-print-config") => {
+                format!("-{}", a.to_string_lossy()).into()
             }
-            "--validate-config" | "-validate-config" => args.validate_only = true,
-            "--print-config" | "-print-config" => args.print = true,
-            "--validate-config-strict" | "-validate-config-strict" => {
-                args.validate_only = true;
-                args.strict = true;
-            }
-            "-V" | "--version" => {
-                println!("harrier {}", harrier::VERSION);
-                return Parsed::Exit(ExitCode::SUCCESS);
-            }
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Parsed::Exit(ExitCode::SUCCESS);
-            }
-            other => {
-                eprintln!("harrier: unknown argument {other:?}\n\n{USAGE}");
-                return Parsed::Exit(ExitCode::from(2));
-            }
-        }
-    }
-    Parsed::Run(args)
+            _ => a,
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Parsed::Run(a) => a,
-        Parsed::Exit(code) => return code,
-    };
+    let args = Args::parse_from(arguments());
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -102,11 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.print {
+    if args.print_config {
         print!("{}", config.to_redacted_yaml());
         return ExitCode::SUCCESS;
     }
-    if args.validate_only {
+    if args.validate_config || args.validate_config_strict {
         for w in &config.warnings {
             eprintln!("harrier: warning: {w}");
         }
@@ -114,7 +67,7 @@ fn main() -> ExitCode {
             .config
             .as_deref()
             .map_or("(defaults)".into(), |p| p.display().to_string());
-        if args.strict && !config.warnings.is_empty() {
+        if args.validate_config_strict && !config.warnings.is_empty() {
             eprintln!("harrier: configuration {source} has warnings (strict validation)");
             return ExitCode::from(1);
         }

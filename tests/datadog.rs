@@ -23,6 +23,7 @@ fn dd_config(intake: &Intake, max_per_body: usize) -> DatadogConfig {
         api_key: KEY.to_string(),
         api_hostname: intake.url(),
         flush_max_per_body: max_per_body,
+        ..DatadogConfig::default()
     }
 }
 
@@ -328,4 +329,91 @@ async fn an_intake_answering_400_leaves_the_server_healthy() {
         .await
     );
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_down_longer_than_an_interval_gets_the_queued_payloads_when_it_is_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = Arc::new(AtomicBool::new(true));
+    let d = down.clone();
+    let intake = Intake::start(move |_, _| {
+        if d.load(Ordering::Relaxed) {
+            Reply::Status(503)
+        } else {
+            Reply::Status(202)
+        }
+    })
+    .await;
+    let (sink, telemetry) = sink(&intake, 1000);
+    let interval = Duration::from_millis(600);
+    // Interval 1: the intake answers 503 past the deadline; the body waits in the retry queue.
+    let first = flush_of(10, interval);
+    let outcome = sink.flush(first).await;
+    assert!(
+        matches!(outcome, SinkOutcome::Failed { reason: "queued", .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        telemetry
+            .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    // Interval 2: still down; both bodies wait, the older first.
+    let second = Arc::new(Flush {
+        series: vec![Series {
+            name: "second.interval".into(),
+            tags: TagSet::default(),
+            value: 1.0,
+            kind: SeriesKind::Gauge,
+            timestamp: 1_700_000_010,
+        }],
+        ..(*flush_of(0, interval)).clone()
+    });
+    sink.flush(second).await;
+    // Back: the third interval's flush sends its own body and both queued ones.
+    down.store(false, Ordering::Relaxed);
+    tokio::time::sleep(interval * 2).await; // past the queue's wait after a round where nothing got through
+    assert_eq!(sink.flush(flush_of(0, interval)).await, SinkOutcome::Ok);
+    let reqs = intake.requests.lock().unwrap().clone();
+    let accepted = |i: usize| reqs[i].path == "/api/v1/series" && i >= reqs.len() - 2;
+    let names = arrived(&reqs, accepted);
+    assert_eq!(
+        names.len(),
+        11,
+        "ten series of interval 1 and one of interval 2: {names:?}"
+    );
+    assert!(names.values().all(|&n| n == 1));
+    assert_eq!(
+        telemetry.peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_retry_queue_drops_its_oldest_payload_and_counts_it() {
+    let intake = Intake::start(|_, _| Reply::Status(503)).await;
+    let interval = Duration::from_millis(300);
+    // The size of one queued body, from a sink with room for it.
+    let (probe, probe_telemetry) = sink(&intake, 1000);
+    probe.flush(flush_of(10, interval)).await;
+    let one = probe_telemetry
+        .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+        .unwrap();
+    assert!(one > 0.0);
+    // Room for one and a half bodies.
+    let telemetry = Arc::new(Telemetry::default());
+    let cfg = DatadogConfig {
+        retry_queue_max_bytes: (one * 1.5) as usize,
+        ..dd_config(&intake, 1000)
+    };
+    let sink = DatadogSink::new("dd", cfg, telemetry.clone()).unwrap();
+    sink.flush(flush_of(10, interval)).await;
+    assert_eq!(telemetry.peek("harrier.sink.dropped", "reason:retry_queue_full"), 0);
+    sink.flush(flush_of(10, interval)).await;
+    assert_eq!(telemetry.peek("harrier.sink.dropped", "reason:retry_queue_full"), 1);
+    let queued = telemetry
+        .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+        .unwrap();
+    assert_eq!(queued, one, "one body left");
 }

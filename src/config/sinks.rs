@@ -193,6 +193,10 @@ pub struct DatadogConfig {
     pub api_hostname: String,
     /// Most series per request body. Default: `25000`.
     pub flush_max_per_body: usize,
+    /// Payloads still failing (5xx, 408, 429, timeouts, connection errors) at the end of their interval wait in
+    /// memory and are sent again with later flushes, oldest first; beyond this many bytes the oldest are dropped
+    /// (counted in `harrier.sink.dropped{reason:retry_queue_full}`). 0: no queue. Default: `67108864` (64 MiB).
+    pub retry_queue_max_bytes: usize,
 }
 
 impl Default for DatadogConfig {
@@ -201,6 +205,7 @@ impl Default for DatadogConfig {
             api_key: String::new(),
             api_hostname: "https://app.datadoghq.com".to_string(),
             flush_max_per_body: 25_000,
+            retry_queue_max_bytes: 64 << 20,
         }
     }
 }
@@ -211,6 +216,7 @@ impl fmt::Debug for DatadogConfig {
             .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
             .field("api_hostname", &self.api_hostname)
             .field("flush_max_per_body", &self.flush_max_per_body)
+            .field("retry_queue_max_bytes", &self.retry_queue_max_bytes)
             .finish()
     }
 }
@@ -231,8 +237,15 @@ pub struct PrometheusConfig {
     pub max_samples_per_request: usize,
     /// A counter series not received for this long is forgotten (its running `_total` starts again from 0 if it
     /// comes back, which PromQL's `rate()` and `increase()` read as a counter reset). Default: `10m`.
-    #[serde(deserialize_with = "deserialize_duration")]
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "super::serialize_duration"
+    )]
     pub counter_expiry: Duration,
+    /// As the Datadog sink's: requests still failing at the end of their interval wait in memory, up to this many
+    /// bytes, and are sent again (Prometheus refuses samples older than a series' newest, so only what it has not
+    /// seen newer of lands). 0: no queue. Default: `67108864` (64 MiB).
+    pub retry_queue_max_bytes: usize,
 }
 
 impl Default for PrometheusConfig {
@@ -242,6 +255,7 @@ impl Default for PrometheusConfig {
             headers: BTreeMap::new(),
             max_samples_per_request: 5000,
             counter_expiry: Duration::from_secs(600),
+            retry_queue_max_bytes: 64 << 20,
         }
     }
 }
@@ -254,6 +268,7 @@ impl fmt::Debug for PrometheusConfig {
             .field("headers", &headers)
             .field("max_samples_per_request", &self.max_samples_per_request)
             .field("counter_expiry", &self.counter_expiry)
+            .field("retry_queue_max_bytes", &self.retry_queue_max_bytes)
             .finish()
     }
 }

@@ -263,7 +263,7 @@ pub struct DatadogSink {
 
 impl DatadogSink {
     pub fn new(name: impl Into<String>, cfg: DatadogConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        let delivery = Delivery::new(&name.into(), telemetry)?;
+        let delivery = Delivery::new(&name.into(), telemetry, cfg.retry_queue_max_bytes)?;
         let mut plain = HeaderMap::new();
         let key = HeaderValue::from_str(&cfg.api_key).map_err(|_| "the API key holds characters a header cannot")?;
         plain.insert("DD-API-KEY", key);
@@ -313,8 +313,7 @@ impl DatadogSink {
                         pending.push((b, r));
                     }
                 }
-                Sent::TooLarge => failures.push("http_413"),
-                Sent::Dropped(r) | Sent::GaveUp(r) => failures.push(r),
+                other => failures.extend(other.failure()),
             }
         }
         failures
@@ -349,6 +348,9 @@ impl Sink for DatadogSink {
             for (body, range) in bodies {
                 tasks.spawn(me.clone().send_series(flush.clone(), body, range, deadline));
             }
+            // Then what earlier intervals could not deliver, concurrently with this one's.
+            let retry = me.clone();
+            tasks.spawn(async move { retry.delivery.retry_queued(deadline).await });
             if !flush.checks.is_empty() {
                 let body = encode_checks(&flush.checks, &flush.hostname).into_bytes();
                 let me = me.clone();

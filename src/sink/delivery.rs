@@ -5,8 +5,16 @@
 //! 413 is handed back to the encoder, which may split the payload; any other status is dropped at once. Each
 //! request is counted as `harrier.sink.requests{sink,endpoint,result}`. Header values are never logged (they
 //! carry API keys and auth tokens): logs name the sink, the endpoint and the outcome only.
+//!
+//! A payload still failing with a retryable outcome at the deadline goes to the sink's **retry queue** (in memory,
+//! bounded by `retry_queue_max_bytes`; beyond it the oldest payloads are dropped and counted in
+//! `harrier.sink.dropped{sink,reason:retry_queue_full}`). Each flush sends its own payloads first and then the
+//! queued ones, oldest first, concurrently and to the same deadline; what fails again is queued again, in order.
+//! While the intake keeps failing, the queue is tried every 1, 2, 4 and then 8 intervals. The queue's size is the
+//! gauge `harrier.sink.retry_queue_bytes{sink}`.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +34,8 @@ pub enum Sent {
     TooLarge,
     /// Retries ran out of time.
     GaveUp(&'static str),
+    /// Retries ran out of time, and the payload waits in the retry queue.
+    Queued(&'static str),
 }
 
 impl Sent {
@@ -34,21 +44,54 @@ impl Sent {
         match self {
             Sent::Ok => None,
             Sent::TooLarge => Some("http_413"),
+            Sent::Queued(_) => Some("queued"),
             Sent::Dropped(r) | Sent::GaveUp(r) => Some(r),
         }
     }
 }
 
-/// A sink's client and its accounting; cheap to clone into each request's task.
+/// A payload waiting to be sent again.
+struct Queued {
+    endpoint: &'static str,
+    url: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Queued>,
+    bytes: usize,
+    /// While the intake keeps failing: no new attempt before this, and how many intervals the last wait was.
+    skip_until: Option<Instant>,
+    wait_intervals: u32,
+}
+
+/// A sink's payloads that ran out of retries in their own interval, oldest first.
+struct RetryQueue {
+    max_bytes: usize,
+    state: Mutex<QueueState>,
+}
+
+impl RetryQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A poisoned lock means a panic mid-update; the queue is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A sink's client, retry queue and accounting; cheap to clone into each request's task.
 #[derive(Clone)]
 pub struct Delivery {
     sink: Arc<str>,
     client: reqwest::Client,
     telemetry: Arc<Telemetry>,
+    queue: Arc<RetryQueue>,
 }
 
 impl Delivery {
-    pub fn new(sink: &str, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+    /// A delivery whose retry queue holds at most `retry_queue_max_bytes` of payloads (0: no queue).
+    pub fn new(sink: &str, telemetry: Arc<Telemetry>, retry_queue_max_bytes: usize) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(5))
@@ -59,7 +102,117 @@ impl Delivery {
             sink: sink.into(),
             client,
             telemetry,
+            queue: Arc::new(RetryQueue {
+                max_bytes: retry_queue_max_bytes,
+                state: Mutex::default(),
+            }),
         })
+    }
+
+    /// Bytes of payloads waiting in the retry queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.lock().bytes
+    }
+
+    /// Puts payloads at the back (new failures) or, in their order, at the front (queued ones that failed again)
+    /// of the retry queue, dropping the oldest beyond its bound.
+    fn enqueue(&self, items: Vec<Queued>, front: bool) {
+        let mut dropped = 0u64;
+        {
+            let mut q = self.queue.lock();
+            q.bytes += items.iter().map(|i| i.body.len()).sum::<usize>();
+            if front {
+                // Pushed to the front last to first, so that they keep their order there.
+                for item in items.into_iter().rev() {
+                    q.items.push_front(item);
+                }
+            } else {
+                q.items.extend(items);
+            }
+            while q.bytes > self.queue.max_bytes {
+                let Some(oldest) = q.items.pop_front() else { break };
+                q.bytes -= oldest.body.len();
+                dropped += 1;
+            }
+            self.telemetry.gauge(
+                "harrier.sink.retry_queue_bytes",
+                &[&format!("sink:{}", self.sink)],
+                q.bytes as f64,
+            );
+        }
+        if dropped > 0 {
+            let sink = format!("sink:{}", self.sink);
+            self.telemetry
+                .count("harrier.sink.dropped", &[&sink, "reason:retry_queue_full"], dropped);
+            LOG.log(|| {
+                format!(
+                    "{}: retry queue full: dropped its {dropped} oldest payload(s)",
+                    self.sink
+                )
+            });
+        }
+    }
+
+    /// Sends the queued payloads again, oldest first and concurrently, until `deadline`; those that fail again
+    /// with a retryable outcome go back to the front of the queue in their order. Returns the failures' reasons.
+    pub async fn retry_queued(&self, deadline: Instant) -> Vec<&'static str> {
+        let interval = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let items: Vec<Queued> = {
+            let mut q = self.queue.lock();
+            if q.items.is_empty() || q.skip_until.is_some_and(|t| Instant::now() < t) {
+                return Vec::new();
+            }
+            q.bytes = 0;
+            q.items.drain(..).collect()
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let me = self.clone();
+            tasks.spawn(async move {
+                let sent = me
+                    .post_once(item.endpoint, &item.url, &item.headers, item.body.clone(), deadline)
+                    .await;
+                (i, item, sent)
+            });
+        }
+        let mut again = Vec::new();
+        let mut failures = Vec::new();
+        let mut delivered = 0;
+        while let Some(done) = tasks.join_next().await {
+            let Ok((i, item, sent)) = done else {
+                failures.push("panicked");
+                continue;
+            };
+            match sent {
+                Sent::Ok => delivered += 1,
+                Sent::GaveUp(_) => again.push((i, item)),
+                other => {
+                    let reason = other.failure().unwrap_or("dropped");
+                    let sink = format!("sink:{}", self.sink);
+                    self.telemetry
+                        .count("harrier.sink.dropped", &[&sink, &format!("reason:{reason}")], 1);
+                    failures.push(reason);
+                }
+            }
+        }
+        again.sort_by_key(|(i, _)| *i);
+        if !again.is_empty() {
+            failures.push("queued");
+        }
+        {
+            let mut q = self.queue.lock();
+            if delivered > 0 || again.is_empty() {
+                (q.skip_until, q.wait_intervals) = (None, 0);
+            } else {
+                // Nothing got through: wait 1, 2, 4, then 8 intervals before the next attempt.
+                q.wait_intervals = (q.wait_intervals * 2).clamp(1, 8);
+                q.skip_until = Some(Instant::now() + jitter(interval * q.wait_intervals));
+            }
+        }
+        self.enqueue(again.into_iter().map(|(_, item)| item).collect(), true);
+        failures
     }
 
     /// The sink's name.
@@ -76,8 +229,33 @@ impl Delivery {
             .count("harrier.sink.requests", &[&sink, &endpoint, &result], 1);
     }
 
-    /// POSTs `body` to `url` with `headers`, retrying what is worth retrying until `deadline`.
+    /// POSTs `body` to `url` with `headers`, retrying what is worth retrying until `deadline`; a payload that
+    /// still fails then goes to the retry queue (when the sink has one).
     pub async fn post(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Sent {
+        match self.post_once(endpoint, url, headers, body.clone(), deadline).await {
+            Sent::GaveUp(reason) if self.queue.max_bytes > 0 && body.len() <= self.queue.max_bytes => {
+                let item = Queued {
+                    endpoint,
+                    url: url.to_string(),
+                    headers: headers.clone(),
+                    body,
+                };
+                self.enqueue(vec![item], false);
+                Sent::Queued(reason)
+            }
+            sent => sent,
+        }
+    }
+
+    /// One payload's attempts until `deadline`, without the retry queue.
+    async fn post_once(
         &self,
         endpoint: &'static str,
         url: &str,

@@ -295,7 +295,7 @@ pub struct PrometheusSink {
 
 impl PrometheusSink {
     pub fn new(name: &str, cfg: PrometheusConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        let delivery = Delivery::new(name, telemetry)?;
+        let delivery = Delivery::new(name, telemetry, cfg.retry_queue_max_bytes)?;
         let mut headers = HeaderMap::new();
         headers.insert("Content-Encoding", HeaderValue::from_static("snappy"));
         headers.insert("Content-Type", HeaderValue::from_static("application/x-protobuf"));
@@ -356,6 +356,9 @@ impl Sink for PrometheusSink {
                 let (delivery, headers, url) = (self.delivery.clone(), self.headers.clone(), self.cfg.url.clone());
                 tasks.spawn(async move { delivery.post("write", &url, &headers, body, deadline).await });
             }
+            // Then what earlier intervals could not deliver, concurrently with this one's.
+            let retry = self.delivery.clone();
+            let retried = tokio::spawn(async move { retry.retry_queued(deadline).await });
             let mut failures: Vec<&'static str> = Vec::new();
             while let Some(r) = tasks.join_next().await {
                 match r {
@@ -363,6 +366,7 @@ impl Sink for PrometheusSink {
                     Err(_) => failures.push("panicked"),
                 }
             }
+            failures.extend(retried.await.unwrap_or_else(|_| vec!["panicked"]));
             match failures.first() {
                 None => SinkOutcome::Ok,
                 Some(&reason) => SinkOutcome::Failed {

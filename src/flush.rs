@@ -154,6 +154,21 @@ impl Flusher {
             };
             let mut forward = Vec::new();
             let mut counts = EmitCounts::default();
+            // The output's size up front (a histogram is several series): grown by doubling instead, a million
+            // series' output was reallocated and copied a dozen times, and held twice at the last copy.
+            let per_histogram = emit_cfg.aggregates.len() + emit_cfg.percentiles.len();
+            let expected: usize = states
+                .iter()
+                .map(|st| {
+                    let histograms = st
+                        .series
+                        .iter()
+                        .filter(|e| matches!(e.value, crate::aggregate::Value::Histogram(_)))
+                        .count();
+                    st.series.len() + histograms * per_histogram.saturating_sub(1) + st.timestamped.len()
+                })
+                .sum();
+            out.series.reserve_exact(expected);
             for state in states {
                 let c = emit(state, &emit_cfg, timestamp, &mut out, &mut forward);
                 counts.counters += c.counters;

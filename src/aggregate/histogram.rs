@@ -221,13 +221,15 @@ impl Histogram {
         h
     }
 
-    /// Takes this interval's state out, as a compact copy (compressed: its centroids and statistics, in one
-    /// allocation of the exact size), and resets this one in place, keeping its buffers: a series that receives
-    /// samples interval after interval reuses buffers sized by what it received, instead of growing new ones.
+    /// Takes this interval's state out (compressed: its centroids and statistics) and resets this one in place,
+    /// keeping its sample buffer: a series that receives samples interval after interval reuses a buffer sized by
+    /// what it received, instead of growing a new one. The centroids move out with the interval (no copy); the
+    /// merge scratch is freed (compressing allocates it again when needed), so that an idle buffer costs only the
+    /// samples' room.
     pub fn take_interval(&mut self) -> Histogram {
         self.compress();
         let out = Histogram {
-            centroids: self.centroids.as_slice().into(),
+            centroids: std::mem::take(&mut self.centroids),
             pending: Vec::new(),
             scratch: Vec::new(),
             total: self.total,
@@ -237,9 +239,8 @@ impl Histogram {
             built: None,
             stats: self.stats,
         };
-        self.centroids.clear();
         self.pending.clear();
-        self.scratch.clear();
+        self.scratch = Vec::new();
         self.total = 0.0;
         self.sum = 0.0;
         self.min = f64::INFINITY;

@@ -126,6 +126,12 @@ pub struct Config {
     /// `stats_address`; pointing it at this server's own listener makes them ordinary metrics). Default: empty
     /// (self-metrics go to the sinks with each flush).
     pub stats_address: String,
+    /// Most series kept at once, in total over the shards (0: no limit). Lines of a new series beyond it are
+    /// dropped and counted (`harrier.series.dropped{reason:series_limit}`), and a log line (at most once a
+    /// second) names the metrics that brought the most of them; series already kept go on being aggregated,
+    /// and a series idle for an interval leaves room. Memory then stays bounded under a flood of distinct series
+    /// (a request id in a tag). Series imported from other instances are never refused. Default: `0`.
+    pub series_limit: usize,
     /// Log lines as `text` or `json` (one object per line: timestamp, level, message, target and fields), on
     /// stderr. Default: `text`.
     pub log_format: LogFormat,
@@ -162,6 +168,7 @@ impl Default for Config {
             metric_sinks: Vec::new(),
             tags: Vec::new(),
             stats_address: String::new(),
+            series_limit: 0,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             warnings: Vec::new(),
@@ -204,6 +211,7 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("metric_sinks", EnvKind::Yaml),
     ("tags", EnvKind::List),
     ("stats_address", EnvKind::Text),
+    ("series_limit", EnvKind::Yaml),
     ("log_format", EnvKind::Text),
     ("log_level", EnvKind::Text),
 ];

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::aggregate::key::text_hash;
+use crate::aggregate::shard::SeriesLimit;
 use crate::aggregate::{Dropped, Entry, ExtendTags, Interval, KeyView, ShardState};
 use crate::listen::Source;
 use crate::protocol::{self, LineView, Message, ParseError};
@@ -313,11 +314,13 @@ pub struct Pipeline {
 }
 
 static BAD_LINE_LOG: LimitedLog = LimitedLog::new("rejected line");
+static SERIES_LIMIT_LOG: LimitedLog = LimitedLog::new("series limit");
 static BEHIND_LOG: LimitedLog = LimitedLog::new("worker behind");
 
 impl Pipeline {
     /// Starts `workers` worker threads, each owning one shard.
-    pub fn start(workers: usize, extend: Arc<ExtendTags>, telemetry: Arc<Telemetry>) -> Pipeline {
+    pub fn start(workers: usize, extend: Arc<ExtendTags>, telemetry: Arc<Telemetry>, series_limit: usize) -> Pipeline {
+        let limit = (series_limit > 0).then(|| Arc::new(SeriesLimit::new(series_limit)));
         let mut receivers = Vec::with_capacity(workers);
         let mut shards = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -351,7 +354,7 @@ impl Pipeline {
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
                 line_pool: line_pool.clone(),
-                state: ShardState::default(),
+                state: ShardState::with_limit(limit.clone()),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -616,6 +619,17 @@ impl Worker {
                 }
                 ShardMsg::Flush(reply) => {
                     let _ = reply.send(self.state.take_interval());
+                    let (names, lines) = self.state.take_limited();
+                    if lines > 0 {
+                        let top: Vec<String> = names.iter().take(5).map(|(n, k)| format!("{n} ({k})")).collect();
+                        SERIES_LIMIT_LOG.log(|| {
+                            format!(
+                                "series_limit reached: {lines} lines of new series dropped in the last interval; \
+                                 most from: {}",
+                                top.join(", ")
+                            )
+                        });
+                    }
                 }
                 ShardMsg::Import(entries) => self.state.import(entries),
                 ShardMsg::Sync(ack) => {
@@ -817,6 +831,11 @@ impl Worker {
         let reason = match result {
             Err(Dropped::TimestampOnUnsupportedType) => "reason:timestamp_on_unsupported_type",
             Err(Dropped::TooManyTimestamped) => "reason:too_many_timestamped",
+            Err(Dropped::SeriesLimit) => {
+                self.telemetry
+                    .count("harrier.series.dropped", &["reason:series_limit"], 1);
+                return;
+            }
             _ => return,
         };
         self.telemetry.count("harrier.lines.dropped", &[reason], 1);

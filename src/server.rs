@@ -196,7 +196,7 @@ pub async fn start_with_forwarder(
         sinks.push(Arc::new(ConsoleSink::new("console")));
     }
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
-    let pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone());
+    let pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone(), config.series_limit);
     let ingest = pipeline.ingest.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);

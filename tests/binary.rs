@@ -273,3 +273,55 @@ fn json_logs_are_one_object_per_line_and_never_show_the_api_key() {
         "the sink's failure was logged: {lines:#?}"
     );
 }
+
+/// The server's peak RSS so far, in KiB.
+fn peak_rss_kib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Sends `n` distinct counter series, 50 lines per datagram, then stops the server; its peak RSS and stdout.
+fn flood(n: usize, limit: &str) -> (u64, Vec<String>) {
+    let mut run = spawn(&[("HARRIER_INTERVAL", "1h"), ("HARRIER_SERIES_LIMIT", limit)]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut datagram = String::new();
+    for i in 0..n {
+        datagram.push_str(&format!("flood.requests:1|c|#request_id:{i}\n"));
+        if (i + 1) % 50 == 0 || i + 1 == n {
+            sock.send_to(datagram.trim_end().as_bytes(), run.udp).unwrap();
+            datagram.clear();
+            if i % 5000 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    let peak = peak_rss_kib(&run.child);
+    signal(&run.child, libc::SIGTERM);
+    assert!(wait_exit(&mut run.child, Duration::from_secs(30)).success());
+    (peak, run.stdout.try_iter().collect())
+}
+
+#[test]
+fn a_flood_of_distinct_series_stays_within_the_series_limit_in_memory_and_is_counted() {
+    let (kept_50k, _) = flood(50_000, "0");
+    let (flooded, out) = flood(400_000, "50000");
+    let value = |prefix: &str| {
+        out.iter()
+            .find(|l| l.contains(prefix))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {:?}", &out[out.len().saturating_sub(30)..]))
+    };
+    assert_eq!(value("counter harrier.series.flushed 50000").round(), 50_000.0);
+    let dropped = value("counter harrier.series.dropped ");
+    assert!(dropped >= 300_000.0, "lines of new series dropped: {dropped}");
+    assert!(
+        flooded <= 2 * kept_50k,
+        "peak RSS with 400,000 series sent and a limit of 50,000: {flooded} KiB; with 50,000 sent: {kept_50k} KiB"
+    );
+}

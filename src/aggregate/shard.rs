@@ -39,7 +39,45 @@ pub enum Dropped {
     TooManyTimestamped,
     /// The line no longer parses (cannot happen for lines the parse stage accepted).
     Unparsable,
+    /// A new series while `series_limit` series are kept.
+    SeriesLimit,
 }
+
+/// `series_limit`, shared by every shard: the series kept in total, and the bound.
+#[derive(Debug)]
+pub struct SeriesLimit {
+    limit: usize,
+    kept: std::sync::atomic::AtomicUsize,
+}
+
+impl SeriesLimit {
+    pub fn new(limit: usize) -> Self {
+        SeriesLimit {
+            limit,
+            kept: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes room for one more series, if there is any.
+    fn admit(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.kept
+            .fetch_update(Relaxed, Relaxed, |k| (k < self.limit).then_some(k + 1))
+            .is_ok()
+    }
+
+    /// Counts a series that is kept whatever the limit (imported from other instances, which are not refused).
+    fn force(&self) {
+        self.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn release(&self) {
+        self.kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Most names remembered per shard and interval for the series-limit log.
+const LIMITED_NAMES: usize = 1024;
 
 /// A series kept by a shard: what identifies it (cold: touched by new series, imports and flushes).
 #[derive(Debug, Clone)]
@@ -83,6 +121,10 @@ pub struct ShardState {
     events: Vec<sink::Event>,
     /// Counters and gauges with their own `|T` timestamp: passed through unaggregated.
     timestamped: Vec<Series>,
+    /// `series_limit`, when set.
+    limit: Option<std::sync::Arc<SeriesLimit>>,
+    /// Lines dropped by the limit this interval, by metric name (at most [`LIMITED_NAMES`] names).
+    limited: HashMap<Box<str>, u64>,
 }
 
 /// What a shard aggregated in one interval, taken out at flush.
@@ -95,6 +137,14 @@ pub struct Interval {
 }
 
 impl ShardState {
+    /// A shard whose new series count against `limit`.
+    pub fn with_limit(limit: Option<std::sync::Arc<SeriesLimit>>) -> Self {
+        ShardState {
+            limit,
+            ..ShardState::default()
+        }
+    }
+
     /// Series currently kept (touched this interval or the one before).
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -163,7 +213,7 @@ impl ShardState {
         }
         let th = text_hash(m.name, m.suffix);
         let i = match self.find_text(th) {
-            Some(i) => i,
+            Some(i) => Some(i),
             None => match view {
                 Some(v) => self.slot_for(v, th, m.sample_rate, extend),
                 None => {
@@ -171,6 +221,12 @@ impl ShardState {
                     self.slot_for(&v, th, m.sample_rate, extend)
                 }
             },
+        };
+        let Some(i) = i else {
+            if self.limited.len() < LIMITED_NAMES || self.limited.contains_key(m.name) {
+                *self.limited.entry(m.name.into()).or_insert(0) += 1;
+            }
+            return Err(Dropped::SeriesLimit);
         };
         self.add_to(i, m.value, m.sample_rate)
     }
@@ -285,8 +341,8 @@ impl ShardState {
     }
 
     /// The slot of a series not found by its text: found by its canonical key (and then also registered by this
-    /// text if it has none), or created.
-    fn slot_for(&mut self, view: &KeyView<'_>, th: u128, rate: f64, extend: &ExtendTags) -> usize {
+    /// text if it has none), or created; `None` when it is new and `series_limit` series are kept.
+    fn slot_for(&mut self, view: &KeyView<'_>, th: u128, rate: f64, extend: &ExtendTags) -> Option<usize> {
         let canonical = self.canon.build(view, extend);
         let hash = view.hash;
         let slots = &self.slots;
@@ -305,11 +361,14 @@ impl ShardState {
                 self.hot[i as usize].rate = rate;
                 self.by_text.insert(th, i);
             }
-            return i as usize;
+            return Some(i as usize);
+        }
+        if self.limit.as_ref().is_some_and(|l| !l.admit()) {
+            return None;
         }
         let key = view.to_key(canonical, extend);
         let value = empty_value(key.kind);
-        self.insert(
+        Some(self.insert(
             Slot {
                 hash,
                 text_hash: th,
@@ -321,7 +380,7 @@ impl ShardState {
                 rate,
                 touched: false,
             },
-        )
+        ))
     }
 
     /// Adds a new series to the vectors and their indexes.
@@ -359,6 +418,18 @@ impl ShardState {
         }
         self.slots.swap_remove(i);
         self.hot.swap_remove(i);
+        if let Some(l) = &self.limit {
+            l.release();
+        }
+    }
+
+    /// The metric names whose new series the limit dropped this interval, most lines first, and the total
+    /// number of lines dropped; cleared.
+    pub fn take_limited(&mut self) -> (Vec<(Box<str>, u64)>, u64) {
+        let mut names: Vec<(Box<str>, u64)> = self.limited.drain().collect();
+        let total = names.iter().map(|(_, n)| n).sum();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        (names, total)
     }
 
     fn add_timestamped(
@@ -406,6 +477,9 @@ impl ShardState {
                 })
                 .copied();
             let Some(i) = found else {
+                if let Some(l) = &self.limit {
+                    l.force();
+                }
                 self.insert(
                     Slot {
                         hash,
@@ -585,6 +659,38 @@ mod tests {
         // A removed series comes back as new.
         feed(&mut state, &e, "b:9|g\n");
         assert_eq!(values(&state.take_interval()), vec![("b".into(), "".into(), 9.0)]);
+    }
+
+    #[test]
+    fn new_series_beyond_the_limit_are_dropped_known_ones_go_on_and_idle_ones_make_room() {
+        let e = ExtendTags::default();
+        let limit = std::sync::Arc::new(SeriesLimit::new(3));
+        let mut a = ShardState::with_limit(Some(limit.clone()));
+        let mut b = ShardState::with_limit(Some(limit.clone()));
+        let add = |state: &mut ShardState, line: &str| match parse_line(line.as_bytes()) {
+            Ok(Message::Metric(m)) => state.add_metric(&m, None, &e),
+            other => panic!("{other:?}"),
+        };
+        // The limit is shared: two series here, one there, then nothing new anywhere.
+        assert_eq!(add(&mut a, "x:1|c"), Ok(()));
+        assert_eq!(add(&mut a, "y:1|c"), Ok(()));
+        assert_eq!(add(&mut b, "z:1|c"), Ok(()));
+        assert_eq!(add(&mut b, "flood.1:1|c"), Err(Dropped::SeriesLimit));
+        assert_eq!(add(&mut a, "flood.2:1|c|#id:9"), Err(Dropped::SeriesLimit));
+        assert_eq!(add(&mut a, "flood.2:1|c|#id:10"), Err(Dropped::SeriesLimit));
+        assert_eq!(add(&mut a, "x:5|c"), Ok(()), "a kept series goes on");
+        assert_eq!(
+            values(&a.take_interval()),
+            vec![("x".into(), "".into(), 6.0), ("y".into(), "".into(), 1.0)]
+        );
+        let (names, lines) = a.take_limited();
+        assert_eq!((names, lines), (vec![("flood.2".into(), 2)], 2));
+        // y goes idle for an interval and is removed: room for one new series.
+        assert_eq!(add(&mut a, "x:1|c"), Ok(()));
+        a.take_interval();
+        assert_eq!(a.len(), 1);
+        assert_eq!(add(&mut b, "w:1|c"), Ok(()));
+        assert_eq!(add(&mut b, "v:1|c"), Err(Dropped::SeriesLimit));
     }
 
     #[test]

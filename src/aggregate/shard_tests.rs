@@ -1,0 +1,273 @@
+//! Tests of [`super`]: one shard's series, intervals, limits and imports.
+
+use super::*;
+use crate::aggregate::Scope;
+use crate::protocol::parse_line;
+
+fn feed(state: &mut ShardState, extend: &ExtendTags, lines: &str) {
+    for line in crate::protocol::lines(lines.as_bytes()) {
+        match parse_line(line) {
+            Ok(Message::Metric(m)) => state.add_metric(&m, None, extend).unwrap(),
+            other => panic!("not a metric: {other:?}"),
+        }
+    }
+}
+
+/// As a worker does: a line whose text the shard knows is aggregated from its value alone, any other is parsed
+/// in full. Returns how many lines took the first way.
+fn feed_known_first(state: &mut ShardState, extend: &ExtendTags, lines: &str) -> usize {
+    let mut known = 0;
+    for line in crate::protocol::str_lines(lines) {
+        if let Some(view) = crate::protocol::split_metric(line) {
+            if let Some(result) = state.add_known_line(&view) {
+                result.unwrap();
+                known += 1;
+                continue;
+            }
+        }
+        match parse_line(line.as_bytes()) {
+            Ok(Message::Metric(m)) => state.add_metric(&m, None, extend).unwrap(),
+            other => panic!("not a metric: {other:?}"),
+        }
+    }
+    known
+}
+
+fn values(interval: &Interval) -> Vec<(String, String, f64)> {
+    let mut v: Vec<_> = interval
+        .series
+        .iter()
+        .map(|e| {
+            let value = match &e.value {
+                Value::Counter(v) | Value::Gauge(v) => *v,
+                Value::Histogram(h) => h.stats.count,
+                Value::Set(s) => s.estimate(),
+            };
+            (e.key.name.to_string(), e.key.tags.joined().to_string(), value)
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+#[test]
+fn values_restart_each_interval_and_a_series_idle_for_an_interval_is_not_flushed_then_forgotten() {
+    let e = ExtendTags::default();
+    let mut state = ShardState::default();
+    feed(&mut state, &e, "a:2|c|#x:1\nb:5|g\nh:1|ms\nh:2|ms\ns:u1|s\n");
+    let first = state.take_interval();
+    assert_eq!(
+        values(&first),
+        vec![
+            ("a".into(), "x:1".into(), 2.0),
+            ("b".into(), "".into(), 5.0),
+            ("h".into(), "".into(), 2.0),
+            ("s".into(), "".into(), 1.0),
+        ]
+    );
+    // Only `a` and `h` get lines in the second interval: they start again from zero and empty.
+    feed(&mut state, &e, "a:3|c|#x:1\nh:7|ms\n");
+    assert_eq!(state.len(), 4, "idle series are kept for one interval");
+    let second = state.take_interval();
+    assert_eq!(
+        values(&second),
+        vec![("a".into(), "x:1".into(), 3.0), ("h".into(), "".into(), 1.0)]
+    );
+    assert_eq!(state.len(), 2, "series idle for a whole interval are removed");
+    // Nothing at all: nothing is flushed, and every series is gone.
+    assert!(state.take_interval().series.is_empty());
+    assert!(state.take_interval().series.is_empty());
+    assert_eq!(state.len(), 0);
+    // A removed series comes back as new.
+    feed(&mut state, &e, "b:9|g\n");
+    assert_eq!(values(&state.take_interval()), vec![("b".into(), "".into(), 9.0)]);
+}
+
+#[test]
+fn new_series_beyond_the_limit_are_dropped_known_ones_go_on_and_idle_ones_make_room() {
+    let e = ExtendTags::default();
+    let limit = std::sync::Arc::new(SeriesLimit::new(3));
+    let mut a = ShardState::with_limit(Some(limit.clone()));
+    let mut b = ShardState::with_limit(Some(limit.clone()));
+    let add = |state: &mut ShardState, line: &str| match parse_line(line.as_bytes()) {
+        Ok(Message::Metric(m)) => state.add_metric(&m, None, &e),
+        other => panic!("{other:?}"),
+    };
+    // The limit is shared: two series here, one there, then nothing new anywhere.
+    assert_eq!(add(&mut a, "x:1|c"), Ok(()));
+    assert_eq!(add(&mut a, "y:1|c"), Ok(()));
+    assert_eq!(add(&mut b, "z:1|c"), Ok(()));
+    assert_eq!(add(&mut b, "flood.1:1|c"), Err(Dropped::SeriesLimit));
+    assert_eq!(add(&mut a, "flood.2:1|c|#id:9"), Err(Dropped::SeriesLimit));
+    assert_eq!(add(&mut a, "flood.2:1|c|#id:10"), Err(Dropped::SeriesLimit));
+    assert_eq!(add(&mut a, "x:5|c"), Ok(()), "a kept series goes on");
+    assert_eq!(
+        values(&a.take_interval()),
+        vec![("x".into(), "".into(), 6.0), ("y".into(), "".into(), 1.0)]
+    );
+    let (names, lines) = a.take_limited();
+    assert_eq!((names, lines), (vec![("flood.2".into(), 2)], 2));
+    // y goes idle for an interval and is removed: room for one new series.
+    assert_eq!(add(&mut a, "x:1|c"), Ok(()));
+    a.take_interval();
+    assert_eq!(a.len(), 1);
+    assert_eq!(add(&mut b, "w:1|c"), Ok(()));
+    assert_eq!(add(&mut b, "v:1|c"), Err(Dropped::SeriesLimit));
+}
+
+#[test]
+fn one_series_written_with_its_tags_in_different_orders_and_repeats_is_aggregated_once() {
+    let e = ExtendTags::new(&["env:prod".to_string()]);
+    let mut state = ShardState::default();
+    for _ in 0..3 {
+        feed(
+            &mut state,
+            &e,
+            "r:1|c|#b:2,a:1\nr:1|c|#a:1,b:2\nr:1|c|#a:1,b:2,a:1,env:dev\nr:1|c|#env:prod,a:1,b:2\n",
+        );
+    }
+    assert_eq!(state.len(), 1);
+    assert_eq!(
+        values(&state.take_interval()),
+        vec![("r".into(), "a:1,b:2,env:prod".into(), 12.0)]
+    );
+}
+
+#[test]
+fn removing_series_keeps_every_other_series_findable() {
+    let e = ExtendTags::default();
+    let mut state = ShardState::default();
+    let all: String = (0..500).map(|i| format!("m{i}:1|c|#t:{}\n", i % 7)).collect();
+    feed(&mut state, &e, &all);
+    state.take_interval();
+    // Every third series stays active; the others are removed at the next flush, moving slots around.
+    let some: String = (0..500)
+        .step_by(3)
+        .map(|i| format!("m{i}:1|c|#t:{}\n", i % 7))
+        .collect();
+    feed(&mut state, &e, &some);
+    state.take_interval();
+    assert_eq!(state.len(), 167);
+    feed(&mut state, &e, &some);
+    feed(&mut state, &e, &some);
+    assert_eq!(state.len(), 167, "no series was duplicated after the removals");
+    let third = state.take_interval();
+    assert_eq!(third.series.len(), 167);
+    assert!(values(&third).iter().all(|(_, _, v)| *v == 2.0));
+}
+
+#[test]
+fn an_imported_series_is_the_same_series_as_lines_that_come_later() {
+    let e = ExtendTags::default();
+    let mut state = ShardState::default();
+    let key = SeriesKey::new(
+        "g",
+        MetricKind::Counter,
+        Scope::Global,
+        TagSet::from_tags(["b:2", "a:1"]),
+    );
+    state.import(vec![Entry {
+        hash: key.hash(),
+        key,
+        value: Value::Counter(10.0),
+    }]);
+    feed(
+        &mut state,
+        &e,
+        "g:1|c|#a:1,b:2,veneurglobalonly\ng:1|c|#a:1,b:2,veneurglobalonly\n",
+    );
+    assert_eq!(state.len(), 1);
+    assert_eq!(
+        values(&state.take_interval()),
+        vec![("g".into(), "a:1,b:2".into(), 12.0)]
+    );
+}
+
+#[test]
+fn a_line_known_by_its_text_is_aggregated_with_the_type_and_sample_rate_of_that_text() {
+    let e = ExtendTags::default();
+    let mut state = ShardState::default();
+    let lines = "x:1|c|@0.5|#a:1\nx:1|c|#a:1\nx:4|g|#a:1\nu:5|s\nt:1:2:3|ms\n";
+    assert_eq!(feed_known_first(&mut state, &e, lines), 0, "every text is new");
+    assert_eq!(
+        feed_known_first(&mut state, &e, lines),
+        4,
+        "the first line of a series text is known again"
+    );
+    // `x:1|c|#a:1` is the counter `x{a:1}` written another way (its rate): the same series, found by its key.
+    assert_eq!(
+        feed_known_first(&mut state, &e, "x:3|c|@0.5|#a:1\nx:7|g|#a:1\nu:6|s\nu:5|s\nt:4|ms\n"),
+        5
+    );
+    assert_eq!(state.len(), 4);
+    assert_eq!(
+        values(&state.take_interval()),
+        vec![
+            // Counter: 1/0.5 + 1 + 1/0.5 + 1 + 3/0.5 = 12; gauge: the last value; set members 5 and 6 (a
+            // member that looks like a number is still a member); timer: 3 + 3 + 1 samples.
+            ("t".into(), "".into(), 7.0),
+            ("u".into(), "".into(), 2.0),
+            ("x".into(), "a:1".into(), 7.0),
+            ("x".into(), "a:1".into(), 12.0),
+        ]
+    );
+}
+
+#[test]
+fn a_known_text_with_a_bad_value_is_left_to_the_full_parse_and_a_timestamped_line_is_never_known() {
+    let e = ExtendTags::default();
+    let mut state = ShardState::default();
+    feed(&mut state, &e, "x:1|c|#a:1\n");
+    let bad = crate::protocol::split_metric("x:abc|c|#a:1").unwrap();
+    assert!(state.add_known_line(&bad).is_none());
+    assert!(matches!(
+        parse_line(b"x:abc|c|#a:1"),
+        Err(crate::protocol::ParseError::BadValue("abc"))
+    ));
+    let stamped = "x:1|c|#a:1|T1700000000";
+    feed(&mut state, &e, stamped);
+    let view = crate::protocol::split_metric(stamped).unwrap();
+    assert!(state.add_known_line(&view).is_none(), "its text is not registered");
+    feed(&mut state, &e, stamped);
+    let interval = state.take_interval();
+    assert_eq!(interval.timestamped.len(), 2);
+    assert_eq!(values(&interval), vec![("x".into(), "a:1".into(), 1.0)]);
+}
+
+proptest::proptest! {
+    #[test]
+    fn property_test_lines_found_by_their_text_aggregate_exactly_as_fully_parsed_lines(
+        lines in proptest::collection::vec(
+            (
+                0usize..3,
+                0usize..4,
+                proptest::collection::vec(0u32..50, 1..3),
+                0usize..3,
+                0usize..4,
+            ),
+            1..60,
+        ),
+    ) {
+        let tag_blocks = ["", "|#a:1,b:2", "|#b:2,a:1", "|#a:1|c:container"];
+        let text: String = lines
+            .iter()
+            .map(|(name, kind, values, rate, tags)| {
+                let kind = ["c", "g", "ms", "s"][*kind];
+                let value = if kind == "s" {
+                    values[0].to_string()
+                } else {
+                    values.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+                };
+                let rate = ["", "|@0.5", "|@0.25"][*rate];
+                format!("m{name}:{value}|{kind}{rate}{}\n", tag_blocks[*tags])
+            })
+            .collect();
+        let e = ExtendTags::default();
+        let (mut full, mut fast) = (ShardState::default(), ShardState::default());
+        for _ in 0..2 {
+            feed(&mut full, &e, &text);
+            feed_known_first(&mut fast, &e, &text);
+        }
+        proptest::prop_assert_eq!(values(&full.take_interval()), values(&fast.take_interval()));
+    }
+}

@@ -126,6 +126,10 @@ pub struct Config {
     /// `stats_address`; pointing it at this server's own listener makes them ordinary metrics). Default: empty
     /// (self-metrics go to the sinks with each flush).
     pub stats_address: String,
+    /// Most connections open at once on each TCP or unix stream listener (0: no limit). A connection beyond it is
+    /// closed at once and counted (`harrier.listener.connections_refused{listener}`); the open ones go on.
+    /// Default: `1024`.
+    pub max_connections: usize,
     /// Most series kept at once, in total over the shards (0: no limit). Lines of a new series beyond it are
     /// dropped and counted (`harrier.series.dropped{reason:series_limit}`), and a log line (at most once a
     /// second) names the metrics that brought the most of them; series already kept go on being aggregated,
@@ -168,6 +172,7 @@ impl Default for Config {
             metric_sinks: Vec::new(),
             tags: Vec::new(),
             stats_address: String::new(),
+            max_connections: 1024,
             series_limit: 0,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
@@ -211,6 +216,7 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("metric_sinks", EnvKind::Yaml),
     ("tags", EnvKind::List),
     ("stats_address", EnvKind::Text),
+    ("max_connections", EnvKind::Yaml),
     ("series_limit", EnvKind::Yaml),
     ("log_format", EnvKind::Text),
     ("log_level", EnvKind::Text),

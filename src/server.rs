@@ -163,6 +163,7 @@ pub async fn start_with_forwarder(
         read_buffer_size: config.read_buffer_size_bytes,
         max_packet: config.metric_max_length,
         idle_timeout: config.tcp_idle_timeout,
+        max_connections: config.max_connections,
     };
     let mut bound = Vec::new();
     // A proxy takes no DogStatsD: only forwarded streams.

@@ -28,6 +28,8 @@ pub struct ListenerStats {
     pub oversize: AtomicU64,
     /// Stream connections accepted.
     pub connections: AtomicU64,
+    /// Stream connections closed at once because `max_connections` were open.
+    pub refused: AtomicU64,
     /// Socket errors.
     pub errors: AtomicU64,
 }
@@ -158,6 +160,10 @@ impl Telemetry {
             let connections = take(&l.connections);
             if connections > 0.0 {
                 push("listener.connections", &tags, connections, SeriesKind::Counter);
+            }
+            let refused = take(&l.refused);
+            if refused > 0.0 {
+                push("listener.connections_refused", &tags, refused, SeriesKind::Counter);
             }
             let errors = take(&l.errors);
             if errors > 0.0 {

@@ -473,3 +473,47 @@ async fn by_default_a_second_server_cannot_take_a_udp_port_already_in_use() {
     assert!(started.is_err(), "a second server bound {addr}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_max_connections_is_closed_and_counted_while_the_open_ones_go_on() {
+    let yaml = config(&["tcp://127.0.0.1:0"], "max_connections: 2\n");
+    let (server, sink) = start(&yaml).await;
+    let addr = server.tcp_address().unwrap();
+    let mut first = TcpStream::connect(addr).unwrap();
+    let mut second = TcpStream::connect(addr).unwrap();
+    first.write_all(b"open.one:1|c\n").unwrap();
+    second.write_all(b"open.two:1|c\n").unwrap();
+    let stats = server.telemetry.listeners[0].clone();
+    assert!(
+        eventually(Duration::from_secs(5), || stats
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2)
+        .await
+    );
+    let mut third = TcpStream::connect(addr).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1];
+    let closed = matches!(std::io::Read::read(&mut third, &mut buf), Ok(0) | Err(_));
+    assert!(closed, "the third connection is closed by the server");
+    assert!(
+        eventually(Duration::from_secs(5), || stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1)
+        .await
+    );
+    first.write_all(b"open.one:2|c\n").unwrap();
+    drop((first, second));
+    assert!(
+        eventually(Duration::from_secs(5), || server.telemetry.listeners[0]
+            .lines
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3)
+        .await
+    );
+    server.shutdown().await;
+    let v = sink.values();
+    assert_eq!(v["open.one"], 3.0);
+    assert_eq!(v["open.two"], 1.0);
+}

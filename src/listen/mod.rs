@@ -42,6 +42,8 @@ pub struct ListenOptions {
     pub read_buffer_size: usize,
     pub max_packet: usize,
     pub idle_timeout: Duration,
+    /// Most connections open at once per stream listener (0: no limit).
+    pub max_connections: usize,
 }
 
 impl ListenOptions {

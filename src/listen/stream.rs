@@ -16,6 +16,7 @@ use crate::telemetry::{LimitedLog, ListenerStats};
 
 static OVERSIZE_LOG: LimitedLog = LimitedLog::new("oversize stream line or frame dropped");
 static ACCEPT_LOG: LimitedLog = LimitedLog::new("accept failed");
+static LIMIT_LOG: LimitedLog = LimitedLog::new("connection limit");
 
 #[derive(Clone)]
 pub(super) struct Context {
@@ -24,6 +25,7 @@ pub(super) struct Context {
     ingest: Ingest,
     max_packet: usize,
     idle_timeout: Duration,
+    max_connections: usize,
     stop: watch::Receiver<bool>,
     /// Set when the stop signal is seen: reading continues until then.
     drain_until: Option<tokio::time::Instant>,
@@ -46,6 +48,7 @@ impl Context {
             ingest,
             max_packet: opts.max_packet,
             idle_timeout: opts.idle_timeout,
+            max_connections: opts.max_connections,
             stop,
             drain_until: None,
         }
@@ -99,6 +102,17 @@ pub(super) async fn accept<L: Accept>(listener: L, framing: Framing, ctx: Contex
         tokio::select! {
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
+                Ok(conn) if ctx.max_connections > 0 && connections.len() >= ctx.max_connections => {
+                    // Closed at once (dropped): the ones already open go on.
+                    drop(conn);
+                    ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    LIMIT_LOG.log(|| {
+                        format!(
+                            "{}: max_connections ({}) open; a new connection was closed",
+                            ctx.stats.name, ctx.max_connections
+                        )
+                    });
+                }
                 Ok(conn) => {
                     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
                     match framing {

@@ -417,3 +417,54 @@ async fn a_full_retry_queue_drops_its_oldest_payload_and_counts_it() {
         .unwrap();
     assert_eq!(queued, one, "one body left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_payloads_in_retry_queue_dir_survive_a_restart_and_never_hold_the_key() {
+    let dir = std::env::temp_dir().join(format!("harrier-retry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let interval = Duration::from_millis(300);
+    let down = Intake::start(|_, _| Reply::Status(503)).await;
+    let cfg = |intake: &Intake| DatadogConfig {
+        retry_queue_dir: dir.display().to_string(),
+        ..dd_config(intake, 1000)
+    };
+    let first = DatadogSink::new("dd", cfg(&down), Arc::new(Telemetry::default())).unwrap();
+    let outcome = first.flush(flush_of(5, interval)).await;
+    assert!(
+        matches!(outcome, SinkOutcome::Failed { reason: "queued", .. }),
+        "{outcome:?}"
+    );
+    drop(first);
+    let files: Vec<_> = std::fs::read_dir(dir.join("dd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(files.len(), 1, "one queued body on disk");
+    let on_disk = std::fs::read(files[0].path()).unwrap();
+    assert!(
+        !on_disk.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+        "the key is not on disk"
+    );
+
+    // The next run, with the intake back, sends what the last one left.
+    let up = Intake::accepting().await;
+    let telemetry = Arc::new(Telemetry::default());
+    let second = DatadogSink::new("dd", cfg(&up), telemetry.clone()).unwrap();
+    assert!(
+        telemetry
+            .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert_eq!(second.flush(flush_of(0, interval)).await, SinkOutcome::Ok);
+    let reqs = up.requests.lock().unwrap().clone();
+    let names = arrived(&reqs, |_| true);
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(reqs[0].headers.get("dd-api-key").map(String::as_str), Some(KEY));
+    assert_eq!(
+        std::fs::read_dir(dir.join("dd")).unwrap().count(),
+        0,
+        "delivered: removed from disk"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -197,6 +197,9 @@ pub struct DatadogConfig {
     /// memory and are sent again with later flushes, oldest first; beyond this many bytes the oldest are dropped
     /// (counted in `harrier.sink.dropped{reason:retry_queue_full}`). 0: no queue. Default: `67108864` (64 MiB).
     pub retry_queue_max_bytes: usize,
+    /// A directory where queued payloads are also written (bodies only: the API key never reaches the disk), so
+    /// that they survive a restart and are sent by the next run. Default: empty (memory only).
+    pub retry_queue_dir: String,
 }
 
 impl Default for DatadogConfig {
@@ -206,6 +209,7 @@ impl Default for DatadogConfig {
             api_hostname: "https://app.datadoghq.com".to_string(),
             flush_max_per_body: 25_000,
             retry_queue_max_bytes: 64 << 20,
+            retry_queue_dir: String::new(),
         }
     }
 }
@@ -217,6 +221,7 @@ impl fmt::Debug for DatadogConfig {
             .field("api_hostname", &self.api_hostname)
             .field("flush_max_per_body", &self.flush_max_per_body)
             .field("retry_queue_max_bytes", &self.retry_queue_max_bytes)
+            .field("retry_queue_dir", &self.retry_queue_dir)
             .finish()
     }
 }
@@ -246,6 +251,9 @@ pub struct PrometheusConfig {
     /// bytes, and are sent again (Prometheus refuses samples older than a series' newest, so only what it has not
     /// seen newer of lands). 0: no queue. Default: `67108864` (64 MiB).
     pub retry_queue_max_bytes: usize,
+    /// As the Datadog sink's: queued requests are also written there (bodies only, never the headers) and sent
+    /// by the next run. Default: empty (memory only).
+    pub retry_queue_dir: String,
 }
 
 impl Default for PrometheusConfig {
@@ -256,6 +264,7 @@ impl Default for PrometheusConfig {
             max_samples_per_request: 5000,
             counter_expiry: Duration::from_secs(600),
             retry_queue_max_bytes: 64 << 20,
+            retry_queue_dir: String::new(),
         }
     }
 }
@@ -269,6 +278,7 @@ impl fmt::Debug for PrometheusConfig {
             .field("max_samples_per_request", &self.max_samples_per_request)
             .field("counter_expiry", &self.counter_expiry)
             .field("retry_queue_max_bytes", &self.retry_queue_max_bytes)
+            .field("retry_queue_dir", &self.retry_queue_dir)
             .finish()
     }
 }

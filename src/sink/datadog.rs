@@ -270,6 +270,22 @@ impl DatadogSink {
         plain.insert("Content-Type", HeaderValue::from_static("application/json"));
         let mut compressed = plain.clone();
         compressed.insert("Content-Encoding", HeaderValue::from_static("deflate"));
+        let delivery = if cfg.retry_queue_dir.is_empty() {
+            delivery
+        } else {
+            let base = cfg.api_hostname.trim_end_matches('/').to_string();
+            let (z, p) = (compressed.clone(), plain.clone());
+            let resolve = move |endpoint: &str| {
+                let (name, path, headers) = match endpoint {
+                    "series" => ("series", "/api/v1/series", &z),
+                    "check_run" => ("check_run", "/api/v1/check_run", &p),
+                    "events" => ("events", "/api/v1/events", &p),
+                    _ => return None,
+                };
+                Some((name, format!("{base}{path}"), headers.clone()))
+            };
+            delivery.with_disk(std::path::Path::new(&cfg.retry_queue_dir), &resolve)?
+        };
         Ok(DatadogSink {
             delivery,
             cfg,

@@ -11,9 +11,12 @@
 //! `harrier.sink.dropped{sink,reason:retry_queue_full}`). Each flush sends its own payloads first and then the
 //! queued ones, oldest first, concurrently and to the same deadline; what fails again is queued again, in order.
 //! While the intake keeps failing, the queue is tried every 1, 2, 4 and then 8 intervals. The queue's size is the
-//! gauge `harrier.sink.retry_queue_bytes{sink}`.
+//! gauge `harrier.sink.retry_queue_bytes{sink}`. With `retry_queue_dir`, queued payloads are also written there
+//! (bodies only: headers, and so API keys, never reach the disk) and loaded again at the next start.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +59,19 @@ struct Queued {
     url: String,
     headers: HeaderMap,
     body: Bytes,
+    /// Its copy in `retry_queue_dir`, if the sink has one.
+    file: Option<PathBuf>,
 }
+
+/// `retry_queue_dir`: where queued payloads are also written (their bodies only, named by sequence and endpoint:
+/// no header, so no API key, ever reaches the disk), so that they survive a restart.
+struct Disk {
+    dir: PathBuf,
+    next: AtomicU64,
+}
+
+/// Which endpoint, URL and headers a payload found on disk goes to (the sink's current ones).
+pub type Resolve = dyn Fn(&str) -> Option<(&'static str, String, HeaderMap)> + Send + Sync;
 
 #[derive(Default)]
 struct QueueState {
@@ -71,6 +86,7 @@ struct QueueState {
 struct RetryQueue {
     max_bytes: usize,
     state: Mutex<QueueState>,
+    disk: Option<Disk>,
 }
 
 impl RetryQueue {
@@ -105,8 +121,60 @@ impl Delivery {
             queue: Arc::new(RetryQueue {
                 max_bytes: retry_queue_max_bytes,
                 state: Mutex::default(),
+                disk: None,
             }),
         })
+    }
+
+    /// Also keeps queued payloads in `dir/<sink>/`, bounded with the queue, and loads what an earlier run left
+    /// there (oldest first), sending it to the endpoint `resolve` names. Call before any flush.
+    pub fn with_disk(mut self, dir: &Path, resolve: &Resolve) -> Result<Self, String> {
+        let name: String = self
+            .sink
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("retry_queue_dir {}: {e}", dir.display()))?;
+        let mut found: Vec<(u64, String, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("retry_queue_dir {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let (seq, endpoint) = file.strip_suffix(".payload")?.split_once('-')?;
+                Some((seq.parse().ok()?, endpoint.to_string(), e.path()))
+            })
+            .collect();
+        found.sort();
+        let next = found.last().map_or(0, |f| f.0 + 1);
+        let mut items = Vec::new();
+        for (_, endpoint, path) in found {
+            match (resolve(&endpoint), std::fs::read(&path)) {
+                (Some((endpoint, url, headers)), Ok(body)) => items.push(Queued {
+                    endpoint,
+                    url,
+                    headers,
+                    body: body.into(),
+                    file: Some(path),
+                }),
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let queue = Arc::get_mut(&mut self.queue).ok_or("the retry queue is already shared")?;
+        queue.disk = Some(Disk {
+            dir,
+            next: AtomicU64::new(next),
+        });
+        self.enqueue(items, false);
+        Ok(self)
     }
 
     /// Bytes of payloads waiting in the retry queue.
@@ -116,7 +184,19 @@ impl Delivery {
 
     /// Puts payloads at the back (new failures) or, in their order, at the front (queued ones that failed again)
     /// of the retry queue, dropping the oldest beyond its bound.
-    fn enqueue(&self, items: Vec<Queued>, front: bool) {
+    fn enqueue(&self, mut items: Vec<Queued>, front: bool) {
+        if let Some(disk) = &self.queue.disk {
+            for item in items.iter_mut().filter(|i| i.file.is_none()) {
+                let seq = disk.next.fetch_add(1, Ordering::Relaxed);
+                let path = disk.dir.join(format!("{seq:020}-{}.payload", item.endpoint));
+                let tmp = path.with_extension("tmp");
+                let written = std::fs::write(&tmp, &item.body).and_then(|()| std::fs::rename(&tmp, &path));
+                match written {
+                    Ok(()) => item.file = Some(path),
+                    Err(e) => LOG.log(|| format!("{}: cannot write {}: {e}", self.sink, path.display())),
+                }
+            }
+        }
         let mut dropped = 0u64;
         {
             let mut q = self.queue.lock();
@@ -132,6 +212,7 @@ impl Delivery {
             while q.bytes > self.queue.max_bytes {
                 let Some(oldest) = q.items.pop_front() else { break };
                 q.bytes -= oldest.body.len();
+                forget(&oldest);
                 dropped += 1;
             }
             self.telemetry.gauge(
@@ -186,9 +267,13 @@ impl Delivery {
                 continue;
             };
             match sent {
-                Sent::Ok => delivered += 1,
+                Sent::Ok => {
+                    forget(&item);
+                    delivered += 1;
+                }
                 Sent::GaveUp(_) => again.push((i, item)),
                 other => {
+                    forget(&item);
                     let reason = other.failure().unwrap_or("dropped");
                     let sink = format!("sink:{}", self.sink);
                     self.telemetry
@@ -246,6 +331,7 @@ impl Delivery {
                     url: url.to_string(),
                     headers: headers.clone(),
                     body,
+                    file: None,
                 };
                 self.enqueue(vec![item], false);
                 Sent::Queued(reason)
@@ -319,6 +405,13 @@ impl Delivery {
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// Removes a payload's copy on disk (delivered, or dropped).
+fn forget(item: &Queued) {
+    if let Some(path) = &item.file {
+        let _ = std::fs::remove_file(path);
     }
 }
 

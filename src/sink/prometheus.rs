@@ -307,6 +307,13 @@ impl PrometheusSink {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let delivery = if cfg.retry_queue_dir.is_empty() {
+            delivery
+        } else {
+            let (url, h) = (cfg.url.clone(), headers.clone());
+            let resolve = move |endpoint: &str| (endpoint == "write").then(|| ("write", url.clone(), h.clone()));
+            delivery.with_disk(std::path::Path::new(&cfg.retry_queue_dir), &resolve)?
+        };
         Ok(PrometheusSink {
             delivery,
             cfg,

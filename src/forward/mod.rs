@@ -60,6 +60,13 @@ pub fn to_view(m: proto::Metric) -> view::Metric {
     }
 }
 
+/// Longest metric name accepted from another instance (a local accepts no line longer than its
+/// `metric_max_length`, at most 16 MiB, but no honest name comes near this).
+pub const MAX_NAME_BYTES: usize = 8192;
+/// Longest tag, and most tags, accepted on one forwarded metric.
+pub const MAX_TAG_BYTES: usize = 8192;
+pub const MAX_TAGS: usize = 1024;
+
 /// Most centroids accepted in one forwarded digest.
 const MAX_CENTROIDS: usize = 100_000;
 
@@ -82,6 +89,8 @@ pub enum ImportError {
     BadSet,
     #[error("a tag contains a comma (tags are split on commas on the wire, so none can hold one)")]
     BadTag,
+    #[error("the name, a tag or the number of tags is over its limit (MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS)")]
+    TooLong,
 }
 
 impl ImportError {
@@ -95,6 +104,7 @@ impl ImportError {
             ImportError::BadDigest => "bad_digest",
             ImportError::BadSet => "bad_set",
             ImportError::BadTag => "bad_tag",
+            ImportError::TooLong => "too_long",
         }
     }
 }
@@ -177,6 +187,9 @@ pub fn decode(m: proto::Metric) -> Result<Entry, ImportError> {
     use proto::metric::Value as V;
     if m.name.is_empty() {
         return Err(ImportError::EmptyName);
+    }
+    if m.name.len() > MAX_NAME_BYTES || m.tags.len() > MAX_TAGS || m.tags.iter().any(|t| t.len() > MAX_TAG_BYTES) {
+        return Err(ImportError::TooLong);
     }
     let kind = kind_from_proto(m.r#type).ok_or(ImportError::UnknownType)?;
     let scope = match proto::Scope::try_from(m.scope) {
@@ -350,6 +363,21 @@ mod tests {
         assert_eq!(with(&|m| m.value = Some(V::Gauge(1.0))), ImportError::TypeMismatch);
         assert_eq!(with(&|m| m.value = None), ImportError::TypeMismatch);
         assert_eq!(with(&|m| m.value = Some(V::Counter(f64::NAN))), ImportError::NonFinite);
+        assert_eq!(with(&|m| m.name = "n".repeat(MAX_NAME_BYTES + 1)), ImportError::TooLong);
+        assert_eq!(
+            with(&|m| m.tags = vec!["t:v".into(); MAX_TAGS + 1]),
+            ImportError::TooLong
+        );
+        assert_eq!(
+            with(&|m| m.tags = vec!["t".repeat(MAX_TAG_BYTES + 1)]),
+            ImportError::TooLong
+        );
+        assert!(decode(proto::Metric {
+            name: "n".repeat(MAX_NAME_BYTES),
+            tags: vec!["t:v".into(); MAX_TAGS],
+            ..base.clone()
+        })
+        .is_ok());
         let hist = |c: Vec<(f64, f64)>, count: f64| {
             with(&|m| {
                 m.r#type = proto::MetricType::Timer as i32;

@@ -159,14 +159,7 @@ impl Flusher {
             let per_histogram = emit_cfg.aggregates.len() + emit_cfg.percentiles.len();
             let expected: usize = states
                 .iter()
-                .map(|st| {
-                    let histograms = st
-                        .series
-                        .iter()
-                        .filter(|e| matches!(e.value, crate::aggregate::Value::Histogram(_)))
-                        .count();
-                    st.series.len() + histograms * per_histogram.saturating_sub(1) + st.timestamped.len()
-                })
+                .map(|st| st.series.len() + st.histograms * per_histogram.saturating_sub(1) + st.timestamped.len())
                 .sum();
             out.series.reserve_exact(expected);
             for state in states {

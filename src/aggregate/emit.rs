@@ -55,6 +55,7 @@ pub fn emit(
         checks,
         events,
         timestamped,
+        histograms: _,
     } = state;
     counts.timestamped = timestamped.len() as u64;
     out.series.extend(timestamped);

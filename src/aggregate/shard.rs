@@ -131,6 +131,8 @@ pub struct ShardState {
 #[derive(Debug, Default)]
 pub struct Interval {
     pub series: Vec<Entry>,
+    /// How many of `series` are histograms (each becomes several output series).
+    pub histograms: usize,
     pub checks: Vec<CheckRun>,
     pub events: Vec<sink::Event>,
     pub timestamped: Vec<Series>,
@@ -516,6 +518,7 @@ impl ShardState {
     /// series that were not, and takes the checks, events and timestamped points.
     pub fn take_interval(&mut self) -> Interval {
         let mut series = Vec::with_capacity(self.slots.len());
+        let mut histograms = 0;
         let mut i = 0;
         while i < self.slots.len() {
             let hot = &mut self.hot[i];
@@ -528,7 +531,10 @@ impl ShardState {
             let value = match &mut hot.value {
                 Value::Counter(v) => Value::Counter(std::mem::take(v)),
                 Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
-                Value::Histogram(h) => Value::Histogram(Box::new(h.take_interval())),
+                Value::Histogram(h) => {
+                    histograms += 1;
+                    Value::Histogram(Box::new(h.take_interval()))
+                }
                 Value::Set(s) => Value::Set(Box::new(s.take_interval())),
             };
             series.push(Entry {
@@ -548,6 +554,7 @@ impl ShardState {
         }
         Interval {
             series,
+            histograms,
             checks: std::mem::take(&mut self.checks).into_values().collect(),
             events: std::mem::take(&mut self.events),
             timestamped: std::mem::take(&mut self.timestamped),

@@ -410,13 +410,7 @@ impl Sink for DatadogSink {
             if too_large > 0 {
                 failures.push("series_too_large");
             }
-            match failures.first() {
-                None => SinkOutcome::Ok,
-                Some(&reason) => SinkOutcome::Failed {
-                    reason,
-                    detail: format!("{} request(s) failed: {}", failures.len(), failures.join(", ")),
-                },
-            }
+            SinkOutcome::from_failures(&failures)
         })
     }
 }

@@ -106,6 +106,19 @@ pub enum SinkOutcome {
     },
 }
 
+impl SinkOutcome {
+    /// The outcome of a flush whose failed requests gave these reasons: `Ok` if none, else the first reason.
+    pub fn from_failures(failures: &[&'static str]) -> Self {
+        match failures.first() {
+            None => SinkOutcome::Ok,
+            Some(&reason) => SinkOutcome::Failed {
+                reason,
+                detail: format!("{} request(s) failed: {}", failures.len(), failures.join(", ")),
+            },
+        }
+    }
+}
+
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = SinkOutcome> + Send + 'a>>;
 
 /// A destination for flushed data.

@@ -374,13 +374,7 @@ impl Sink for PrometheusSink {
                 }
             }
             failures.extend(retried.await.unwrap_or_else(|_| vec!["panicked"]));
-            match failures.first() {
-                None => SinkOutcome::Ok,
-                Some(&reason) => SinkOutcome::Failed {
-                    reason,
-                    detail: format!("{} request(s) failed: {}", failures.len(), failures.join(", ")),
-                },
-            }
+            SinkOutcome::from_failures(&failures)
         })
     }
 }

@@ -222,9 +222,7 @@ impl Delivery {
             );
         }
         if dropped > 0 {
-            let sink = format!("sink:{}", self.sink);
-            self.telemetry
-                .count("harrier.sink.dropped", &[&sink, "reason:retry_queue_full"], dropped);
+            self.count_dropped("retry_queue_full", dropped);
             LOG.log(|| {
                 format!(
                     "{}: retry queue full: dropped its {dropped} oldest payload(s)",
@@ -275,9 +273,7 @@ impl Delivery {
                 other => {
                     forget(&item);
                     let reason = other.failure().unwrap_or("dropped");
-                    let sink = format!("sink:{}", self.sink);
-                    self.telemetry
-                        .count("harrier.sink.dropped", &[&sink, &format!("reason:{reason}")], 1);
+                    self.count_dropped(reason, 1);
                     failures.push(reason);
                 }
             }
@@ -303,6 +299,13 @@ impl Delivery {
     /// The sink's name.
     pub fn sink(&self) -> &str {
         &self.sink
+    }
+
+    /// Counts payloads given up in `harrier.sink.dropped{sink,reason}`.
+    fn count_dropped(&self, reason: &str, n: u64) {
+        let sink = format!("sink:{}", self.sink);
+        let reason = format!("reason:{reason}");
+        self.telemetry.count("harrier.sink.dropped", &[&sink, &reason], n);
     }
 
     /// Counts one outcome in `harrier.sink.requests{sink,endpoint,result}`.

@@ -164,17 +164,13 @@ impl SinkConfig {
                         "must be at least 1",
                     ));
                 }
-                for (header, value) in &p.headers {
-                    let valid = reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_ok()
-                        && reqwest::header::HeaderValue::from_str(value).is_ok();
-                    if !valid {
-                        // The value may be a secret: name the header only.
-                        return Err(ConfigError::invalid(
-                            key("headers"),
-                            header,
-                            "not a valid HTTP header name, or its value holds characters a header cannot",
-                        ));
-                    }
+                if let Err(header) = p.header_map() {
+                    // The value may be a secret: name the header only.
+                    return Err(ConfigError::invalid(
+                        key("headers"),
+                        header,
+                        "not a valid HTTP header name, or its value holds characters a header cannot",
+                    ));
                 }
             }
         }
@@ -266,6 +262,22 @@ impl Default for PrometheusConfig {
             retry_queue_max_bytes: 64 << 20,
             retry_queue_dir: String::new(),
         }
+    }
+}
+
+impl PrometheusConfig {
+    /// `headers` as request headers, their values marked sensitive (never shown); `Err` names the first header
+    /// whose name or value cannot be sent.
+    pub fn header_map(&self) -> Result<reqwest::header::HeaderMap, &str> {
+        use reqwest::header::{HeaderName, HeaderValue};
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in &self.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| k.as_str())?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| k.as_str())?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        Ok(map)
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hashbrown::{HashMap, HashTable};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -300,13 +300,9 @@ impl PrometheusSink {
         headers.insert("Content-Encoding", HeaderValue::from_static("snappy"));
         headers.insert("Content-Type", HeaderValue::from_static("application/x-protobuf"));
         headers.insert("X-Prometheus-Remote-Write-Version", HeaderValue::from_static("0.1.0"));
-        for (k, v) in &cfg.headers {
-            // Validated with the config; the value is never shown.
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
-            let mut value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header {k:?}"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        // Validated with the config; the value is never shown.
+        let configured = cfg.header_map().map_err(|k| format!("bad header {k:?}"))?;
+        headers.extend(configured);
         let delivery = if cfg.retry_queue_dir.is_empty() {
             delivery
         } else {

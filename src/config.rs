@@ -356,7 +356,7 @@ impl Config {
         // Veneur's variables first, then Harrier's, which win; then Veneur's keys become Harrier's.
         let veneur_keys = veneur::VENEUR_ONLY_ENV
             .iter()
-            .map(|&(k, list)| (veneur::env_var(k), k, if list { EnvKind::List } else { EnvKind::Yaml }));
+            .map(|&(k, kind)| (veneur::env_var(k), k, kind));
         let harrier_keys = KEYS
             .iter()
             .map(|&(k, kind)| (format!("HARRIER_{}", k.to_ascii_uppercase()), k, kind));

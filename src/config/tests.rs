@@ -286,7 +286,7 @@ fn veneur_environment_variables_override_the_file_and_harrier_ones_win() {
         "VENEUR_INTERVAL" => Some("3s".to_string()),
         "HARRIER_INTERVAL" => Some("5s".to_string()),
         "VENEUR_NUMWORKERS" => Some("3".to_string()),
-        "VENEUR_DATADOGAPIKEY" => Some("from-env".to_string()),
+        "VENEUR_DATADOGAPIKEY" => Some("12345678901234567890123456789012".to_string()),
         "VENEUR_DATADOGAPIHOSTNAME" => Some("http://127.0.0.1:9".to_string()),
         "VENEUR_TAGS" => Some("team:a,tier:b".to_string()),
         _ => None,
@@ -296,9 +296,10 @@ fn veneur_environment_variables_override_the_file_and_harrier_ones_win() {
     assert_eq!(c.num_workers, 3);
     assert_eq!(c.tags, vec!["team:a", "tier:b"]);
     let dd = c.metric_sinks[0].datadog().unwrap();
+    // A key that looks like a number stays the key.
     assert_eq!(
         (dd.api_key.as_str(), dd.api_hostname.as_str()),
-        ("from-env", "http://127.0.0.1:9")
+        ("12345678901234567890123456789012", "http://127.0.0.1:9")
     );
 }
 

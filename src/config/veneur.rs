@@ -20,6 +20,8 @@
 
 use yaml_serde::{Mapping, Value};
 
+use super::EnvKind;
+
 /// Veneur keys for features Harrier does not have: accepted, named in a warning, and ignored.
 const UNSUPPORTED: &[&str] = &[
     // SSF, spans and their listeners.
@@ -119,14 +121,15 @@ const VENEUR_SINK_KINDS: &[&str] = &[
     "xray",
 ];
 
-/// Veneur keys read from `VENEUR_<KEY>` (besides Harrier's own keys), with whether the value is a list.
-pub const VENEUR_ONLY_ENV: &[(&str, bool)] = &[
-    ("datadog_api_key", false),
-    ("datadog_api_hostname", false),
-    ("datadog_flush_max_per_body", false),
-    ("omit_empty_hostname", false),
-    ("synchronize_with_interval", false),
-    ("forward_use_grpc", false),
+/// Veneur keys read from `VENEUR_<KEY>` (besides Harrier's own keys), with how the value is read.
+pub(super) const VENEUR_ONLY_ENV: &[(&str, EnvKind)] = &[
+    // Text: a key or URL stays a string even when it looks like a number.
+    ("datadog_api_key", EnvKind::Text),
+    ("datadog_api_hostname", EnvKind::Text),
+    ("datadog_flush_max_per_body", EnvKind::Yaml),
+    ("omit_empty_hostname", EnvKind::Yaml),
+    ("synchronize_with_interval", EnvKind::Yaml),
+    ("forward_use_grpc", EnvKind::Yaml),
 ];
 
 /// Veneur's environment variable for `key`: `VENEUR_` and the key upper-cased without underscores.

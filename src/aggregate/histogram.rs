@@ -395,26 +395,14 @@ impl Histogram {
         let mut before = 0.0;
         for (i, centroid) in c.iter().enumerate() {
             let (mean, weight) = (centroid.mean(), centroid.weight());
-            let repeats_prev = i > 0 && c[i - 1].mean() == mean;
-            let repeats_next = c.get(i + 1).is_some_and(|n| n.mean() == mean);
-            let knots = [
-                (
-                    if repeats_prev || repeats_next {
-                        before
-                    } else {
-                        before + weight / 2.0
-                    },
-                    mean,
-                ),
-                (
-                    if repeats_next || repeats_prev {
-                        before + weight
-                    } else {
-                        before + weight / 2.0
-                    },
-                    mean,
-                ),
-            ];
+            // A centroid in a run of one value is flat over its whole weight; any other has one knot, its middle.
+            let in_run = (i > 0 && c[i - 1].mean() == mean) || c.get(i + 1).is_some_and(|n| n.mean() == mean);
+            let (from, to) = if in_run {
+                (before, before + weight)
+            } else {
+                (before + weight / 2.0, before + weight / 2.0)
+            };
+            let knots = [(from, mean), (to, mean)];
             for (r, v) in knots {
                 if rank <= r {
                     return Some(interpolate(prev_rank, prev_value, r, v, rank).clamp(self.min, self.max));

@@ -196,6 +196,7 @@ fn bench_series(n: usize) -> Vec<Series> {
     (0..n)
         .map(|i| Series {
             name: format!("svc.requests.count.{i}").into(),
+            suffix: Default::default(),
             tags: TagSet::from_tags([
                 "env:prod".to_string(),
                 format!("route:/v1/r{}", i % 50),

@@ -65,7 +65,7 @@ impl StatsClient {
         for s in series {
             line.clear();
             let kind = if s.kind == SeriesKind::Gauge { "g" } else { "c" };
-            let _ = write!(line, "{}:{}|{kind}", s.name, s.value);
+            let _ = write!(line, "{}:{}|{kind}", s.full_name(), s.value);
             if !s.tags.is_empty() {
                 let _ = write!(line, "|#{}", s.tags.joined());
             }

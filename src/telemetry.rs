@@ -136,6 +136,7 @@ impl Telemetry {
         let mut push = |name: &str, tags: &[&str], value: f64, kind: SeriesKind| {
             out.push(Series {
                 name: format!("harrier.{name}").into(),
+                suffix: Default::default(),
                 tags: TagSet::from_tags(tags),
                 value,
                 kind,
@@ -245,7 +246,7 @@ impl Telemetry {
         let mut last_name = String::new();
         for ((name, _), (tags, kind, value)) in exposed.iter() {
             let counter = *kind != SeriesKind::Gauge;
-            labels.start(name, counter);
+            labels.start(crate::sink::FullName(name, ""), counter);
             labels.finish(None, tags);
             let mut pairs = labels.pairs();
             let Some((_, metric)) = pairs.next() else { continue };

@@ -31,6 +31,7 @@ fn flush_of(n: usize, interval: Duration) -> Arc<Flush> {
     let series = (0..n)
         .map(|i| Series {
             name: format!("bulk.metric.{i}").into(),
+            suffix: Default::default(),
             tags: TagSet::from_tags([format!("shard:{}", i % 7)]),
             value: i as f64,
             kind: if i % 2 == 0 {
@@ -363,6 +364,7 @@ async fn an_intake_down_longer_than_an_interval_gets_the_queued_payloads_when_it
     let second = Arc::new(Flush {
         series: vec![Series {
             name: "second.interval".into(),
+            suffix: Default::default(),
             tags: TagSet::default(),
             value: 1.0,
             kind: SeriesKind::Gauge,

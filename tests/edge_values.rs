@@ -113,7 +113,7 @@ fn global(forwards: Vec<Vec<Entry>>) -> (Vec<Series>, Vec<Entry>) {
 }
 
 fn value_of(series: &[Series], name: &str) -> Option<f64> {
-    series.iter().find(|s| &*s.name == name).map(|s| s.value)
+    series.iter().find(|s| s.full_name().to_string() == name).map(|s| s.value)
 }
 
 /// Equal up to the rounding of summing the same weights in another order.
@@ -174,7 +174,7 @@ proptest! {
             prop_assert!(p.is_finite() && p >= min && p <= max, "{suffix} {p} outside [{min}, {max}]");
         }
         for s in &out {
-            prop_assert!(s.value.is_finite(), "{} is {}", s.name, s.value);
+            prop_assert!(s.value.is_finite(), "{} is {}", s.full_name(), s.value);
         }
     }
 

@@ -128,6 +128,7 @@ mod requests {
             series: (0..n)
                 .map(|i| Series {
                     name: format!("m.{i}").into(),
+                    suffix: Default::default(),
                     tags: TagSet::from_tags(["k:v"]),
                     value: i as f64,
                     kind: SeriesKind::Gauge,

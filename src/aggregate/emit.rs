@@ -6,23 +6,55 @@ use std::sync::Arc;
 use super::key::{Scope, TagSet};
 use super::shard::{Entry, Interval, Value};
 use crate::config::{percentile_suffix, Aggregate};
-use crate::sink::{self, Series, SeriesKind};
+use crate::sink::{self, Series, SeriesKind, Suffix};
 /// How a flushed shard turns into output.
 #[derive(Debug, Clone)]
 pub struct EmitConfig {
     /// `forward_address` is set: sketches and global-only series are forwarded instead of emitted.
     pub is_local: bool,
-    pub aggregates: Vec<Aggregate>,
-    /// (quantile, name suffix)
-    pub percentiles: Vec<(f64, String)>,
+    /// (aggregate, its name suffix, e.g. `.max`)
+    pub aggregates: Vec<(Aggregate, NameSuffix)>,
+    /// (quantile, its name suffix, e.g. `.99percentile`)
+    pub percentiles: Vec<(f64, NameSuffix)>,
+}
+
+/// A histogram output's name suffix: interned (shared by every histogram), or as text when the process-wide
+/// table is full and each name is allocated whole.
+#[derive(Debug, Clone)]
+pub enum NameSuffix {
+    Interned(Suffix),
+    Text(String),
+}
+
+impl NameSuffix {
+    fn new(text: String) -> Self {
+        match Suffix::intern(&text) {
+            Some(s) => NameSuffix::Interned(s),
+            None => NameSuffix::Text(text),
+        }
+    }
+
+    /// The name and suffix of series `name` + this suffix.
+    fn apply(&self, name: &Arc<str>) -> (Arc<str>, Suffix) {
+        match self {
+            NameSuffix::Interned(s) => (name.clone(), *s),
+            NameSuffix::Text(t) => (format!("{name}{t}").into(), Suffix::default()),
+        }
+    }
 }
 
 impl EmitConfig {
     pub fn new(is_local: bool, aggregates: &[Aggregate], percentiles: &[f64]) -> Self {
         EmitConfig {
             is_local,
-            aggregates: aggregates.to_vec(),
-            percentiles: percentiles.iter().map(|&p| (p, percentile_suffix(p))).collect(),
+            aggregates: aggregates
+                .iter()
+                .map(|&a| (a, NameSuffix::new(format!(".{}", a.suffix()))))
+                .collect(),
+            percentiles: percentiles
+                .iter()
+                .map(|&p| (p, NameSuffix::new(format!(".{}", percentile_suffix(p)))))
+                .collect(),
         }
     }
 }
@@ -67,8 +99,9 @@ pub fn emit(
     for mut entry in series {
         let scope = entry.key.scope;
         let forward_this = cfg.is_local && scope != Scope::Local;
-        let point = |name: Arc<str>, value: f64, kind: SeriesKind, tags: &TagSet| Series {
+        let point = |(name, suffix): (Arc<str>, Suffix), value: f64, kind: SeriesKind, tags: &TagSet| Series {
             name,
+            suffix,
             tags: tags.clone(),
             value,
             kind,
@@ -82,12 +115,12 @@ pub fn emit(
             Value::Counter(v) => {
                 counts.counters += 1;
                 out.series
-                    .push(point(entry.key.name.clone(), *v, SeriesKind::Counter, &entry.key.tags));
+                    .push(point((entry.key.name.clone(), Suffix::default()), *v, SeriesKind::Counter, &entry.key.tags));
             }
             Value::Gauge(v) => {
                 counts.gauges += 1;
                 out.series
-                    .push(point(entry.key.name.clone(), *v, SeriesKind::Gauge, &entry.key.tags));
+                    .push(point((entry.key.name.clone(), Suffix::default()), *v, SeriesKind::Gauge, &entry.key.tags));
             }
             Value::Histogram(h) => {
                 counts.histograms += 1;
@@ -98,7 +131,7 @@ pub fn emit(
                 let emit_aggregates = !(cfg.is_local && scope == Scope::Global);
                 if emit_aggregates && !h.stats.is_empty() {
                     let stats = h.stats;
-                    for agg in &cfg.aggregates {
+                    for (agg, suffix) in &cfg.aggregates {
                         let (value, kind) = match agg {
                             Aggregate::Min => (stats.min, SeriesKind::Gauge),
                             Aggregate::Max => (stats.max, SeriesKind::Gauge),
@@ -113,7 +146,7 @@ pub fn emit(
                         };
                         if value.is_finite() {
                             out.series
-                                .push(point(format!("{name}.{}", agg.suffix()).into(), value, kind, tags));
+                                .push(point(suffix.apply(name), value, kind, tags));
                         }
                     }
                 }
@@ -126,7 +159,7 @@ pub fn emit(
                 for (q, suffix) in &cfg.percentiles {
                     if let Some(v) = h.quantile(*q) {
                         out.series
-                            .push(point(format!("{name}.{suffix}").into(), v, SeriesKind::Gauge, tags));
+                            .push(point(suffix.apply(name), v, SeriesKind::Gauge, tags));
                     }
                 }
             }
@@ -138,7 +171,7 @@ pub fn emit(
                     continue;
                 }
                 out.series.push(point(
-                    entry.key.name.clone(),
+                    (entry.key.name.clone(), Suffix::default()),
                     s.estimate(),
                     SeriesKind::Gauge,
                     &entry.key.tags,

@@ -457,6 +457,7 @@ impl ShardState {
         let key = view.to_key(self.canon.build(view, extend), extend);
         self.timestamped.push(Series {
             name: key.name,
+            suffix: Default::default(),
             tags: key.tags,
             value,
             kind,

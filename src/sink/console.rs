@@ -37,7 +37,7 @@ pub fn render_to(flush: &Flush, out: &mut impl Write) -> std::io::Result<()> {
             "{} {} {} {} host={}",
             s.timestamp,
             s.kind.as_str(),
-            s.name,
+            s.full_name(),
             s.value,
             s.host(default_host).unwrap_or("")
         )?;

@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::task::JoinSet;
 
 use super::delivery::{Delivery, Sent};
-use super::{CheckRun, Event, Flush, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
+use super::{CheckRun, Event, Flush, FullName, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
 use crate::config::DatadogConfig;
 use crate::telemetry::Telemetry;
 
@@ -42,10 +42,15 @@ pub struct Body {
 /// Appends `s` as a JSON string.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    json_escaped(out, s);
+    out.push('"');
+}
+
+/// `s` escaped for a JSON string, without the quotes.
+fn json_escaped(out: &mut String, s: &str) {
     // The usual case: nothing to escape, copied whole.
     if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         out.push_str(s);
-        out.push('"');
         return;
     }
     for c in s.chars() {
@@ -61,6 +66,13 @@ fn json_str(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// A series name (base and suffix) as one JSON string.
+fn json_name(out: &mut String, name: FullName<'_>) {
+    out.push('"');
+    json_escaped(out, name.0);
+    json_escaped(out, name.1);
     out.push('"');
 }
 
@@ -86,7 +98,7 @@ pub fn write_series(out: &mut String, s: &Series, default_host: &str, interval_s
         return false;
     }
     out.push_str("{\"metric\":");
-    json_str(out, &s.name);
+    json_name(out, s.full_name());
     let _ = write!(out, ",\"points\":[[{},{}]],\"type\":\"{kind}\"", s.timestamp, value);
     if matches!(s.kind, SeriesKind::Counter | SeriesKind::SampleCount) {
         // The intake takes whole seconds; a sub-second interval is reported as 1.

@@ -9,7 +9,7 @@ pub mod prometheus;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::aggregate::TagSet;
@@ -40,7 +40,11 @@ impl SeriesKind {
 /// One output point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
+    /// The name, without [`Series::suffix`]: write [`Series::full_name`].
     pub name: Arc<str>,
+    /// What follows `name` (a histogram's `.max` or `.99percentile`): shared by every histogram of a flush
+    /// instead of a name allocated per series.
+    pub suffix: Suffix,
     pub tags: TagSet,
     pub value: f64,
     pub kind: SeriesKind,
@@ -49,9 +53,65 @@ pub struct Series {
 }
 
 impl Series {
+    /// The name as reported: `name` followed by `suffix`.
+    pub fn full_name(&self) -> FullName<'_> {
+        FullName(&self.name, self.suffix.as_str())
+    }
+
     /// The host to report: the `host:` tag, else the configured hostname (none if that is empty).
     pub fn host<'a>(&'a self, default: &'a str) -> Option<&'a str> {
         self.tags.host().or((!default.is_empty()).then_some(default))
+    }
+}
+
+/// A series name as its two parts (a base and a suffix), written one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullName<'a>(pub &'a str, pub &'static str);
+
+impl std::fmt::Display for FullName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
+    }
+}
+
+/// Number of distinct suffixes the process can intern (beyond it, names are allocated whole).
+const SUFFIXES: usize = 256;
+
+/// Interned suffixes; index 0 is the empty suffix. Each is leaked once: suffixes come from the configuration
+/// (aggregates and percentiles), a few dozen at most, and the table is bounded.
+static SUFFIX_TABLE: [OnceLock<&'static str>; SUFFIXES] = [const { OnceLock::new() }; SUFFIXES];
+static SUFFIX_INTERN: Mutex<()> = Mutex::new(());
+
+/// A name suffix from a process-wide table, one byte in a [`Series`]. `Suffix::default()` is the empty one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Suffix(u8);
+
+impl Suffix {
+    /// The suffix `s`, interned (once per distinct text); `None` when the table is full.
+    pub fn intern(s: &str) -> Option<Suffix> {
+        if s.is_empty() {
+            return Some(Suffix(0));
+        }
+        let _guard = SUFFIX_INTERN.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, slot) in SUFFIX_TABLE.iter().enumerate().skip(1) {
+            match slot.get() {
+                Some(&t) if t == s => return Some(Suffix(i as u8)),
+                Some(_) => {}
+                None => {
+                    let _ = slot.set(Box::leak(s.to_string().into_boxed_str()));
+                    return Some(Suffix(i as u8));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            0 => "",
+            i => SUFFIX_TABLE[i as usize].get().copied().unwrap_or(""),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::delivery::Delivery;
-use super::{Flush, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
+use super::{Flush, FullName, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
 use crate::aggregate::TagSet;
 use crate::config::PrometheusConfig;
 use crate::telemetry::Telemetry;
@@ -43,23 +43,24 @@ pub mod proto {
 
 /// A metric name under Prometheus' rules (`[a-zA-Z_:][a-zA-Z0-9_:]*`), appended to `out`.
 pub fn push_metric_name(out: &mut String, name: &str) {
-    push_sanitized(out, name, true);
+    push_sanitized(out, name, "", true);
 }
 
 /// A label name under Prometheus' rules (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`), appended to `out`.
 pub fn push_label_name(out: &mut String, name: &str) {
     let start = out.len();
-    push_sanitized(out, name, false);
+    push_sanitized(out, name, "", false);
     if out[start..].starts_with("__") {
         out.insert_str(start, "tag");
     }
 }
 
-fn push_sanitized(out: &mut String, s: &str, colon: bool) {
-    if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
+/// `s` followed by `more`, sanitised as one name.
+fn push_sanitized(out: &mut String, s: &str, more: &str, colon: bool) {
+    if s.bytes().chain(more.bytes()).next().is_none_or(|b| b.is_ascii_digit()) {
         out.push('_');
     }
-    out.extend(s.chars().map(|c| {
+    out.extend(s.chars().chain(more.chars()).map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':') {
             c
         } else {
@@ -89,12 +90,12 @@ impl LabelBuilder {
     }
 
     /// Starts a label set with `__name__` (with `_total` for a cumulative counter, unless it already ends so).
-    pub fn start(&mut self, name: &str, cumulative: bool) {
+    pub fn start(&mut self, name: FullName<'_>, cumulative: bool) {
         self.text.clear();
         self.labels.clear();
         self.push(|t| t.push_str("__name__"), "");
         let name_start = self.text.len();
-        push_metric_name(&mut self.text, name);
+        push_sanitized(&mut self.text, name.0, name.1, true);
         if cumulative && !self.text[name_start..].ends_with("_total") {
             self.text.push_str("_total");
         }
@@ -145,7 +146,7 @@ impl LabelBuilder {
 
     /// Encodes the labels of `s` (with `_total` for a cumulative counter) into `self.encoded`.
     fn build(&mut self, s: &Series, default_host: &str, cumulative: bool) {
-        self.start(&s.name, cumulative);
+        self.start(s.full_name(), cumulative);
         self.finish(s.host(default_host), &s.tags);
         self.encoded.clear();
         for (name, value) in &self.labels {
@@ -383,6 +384,7 @@ mod tests {
     fn series(name: &str, tags: &[&str], value: f64, kind: SeriesKind) -> Series {
         Series {
             name: name.into(),
+            suffix: Default::default(),
             tags: TagSet::from_tags(tags.iter().copied()),
             value,
             kind,

@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::aggregate::key::text_hash;
 use crate::aggregate::shard::SeriesLimit;
-use crate::aggregate::{Dropped, Entry, ExtendTags, Interval, KeyView, ShardState};
+use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, KeyView, ShardState};
 use crate::listen::Source;
 use crate::protocol::{self, LineView, Message, ParseError};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
@@ -318,8 +318,15 @@ static SERIES_LIMIT_LOG: LimitedLog = LimitedLog::new("series limit");
 static BEHIND_LOG: LimitedLog = LimitedLog::new("worker behind");
 
 impl Pipeline {
-    /// Starts `workers` worker threads, each owning one shard.
-    pub fn start(workers: usize, extend: Arc<ExtendTags>, telemetry: Arc<Telemetry>, series_limit: usize) -> Pipeline {
+    /// Starts `workers` worker threads, each owning one shard; `emit` is how the flush reports the shards'
+    /// intervals (a shard reduces what is reported here to its values when the interval is taken).
+    pub fn start(
+        workers: usize,
+        extend: Arc<ExtendTags>,
+        telemetry: Arc<Telemetry>,
+        series_limit: usize,
+        emit: Arc<EmitConfig>,
+    ) -> Pipeline {
         let limit = (series_limit > 0).then(|| Arc::new(SeriesLimit::new(series_limit)));
         let mut receivers = Vec::with_capacity(workers);
         let mut shards = Vec::with_capacity(workers);
@@ -354,7 +361,7 @@ impl Pipeline {
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
                 line_pool: line_pool.clone(),
-                state: ShardState::with_limit(limit.clone()),
+                state: ShardState::with_limit(limit.clone()).summarizing(emit.clone()),
             };
             threads.push(
                 std::thread::Builder::new()

@@ -197,7 +197,18 @@ pub async fn start_with_forwarder(
         sinks.push(Arc::new(ConsoleSink::new("console")));
     }
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
-    let pipeline = Pipeline::start(config.num_workers, extend, telemetry.clone(), config.series_limit);
+    let emit = Arc::new(EmitConfig::new(
+        config.is_local(),
+        &config.aggregates,
+        &config.percentiles,
+    ));
+    let pipeline = Pipeline::start(
+        config.num_workers,
+        extend,
+        telemetry.clone(),
+        config.series_limit,
+        emit.clone(),
+    );
     let ingest = pipeline.ingest.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -308,7 +319,7 @@ pub async fn start_with_forwarder(
     let flusher = Arc::new(Flusher {
         shards: pipeline.shards.clone(),
         sinks,
-        emit: EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles),
+        emit: (*emit).clone(),
         telemetry: telemetry.clone(),
         interval: config.interval,
         hostname: config.hostname.clone(),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::histogram::Histogram;
 use super::key::{Scope, TagSet};
 use super::shard::{Entry, Interval, Value};
 use crate::config::{percentile_suffix, Aggregate};
@@ -16,6 +17,50 @@ pub struct EmitConfig {
     pub aggregates: Vec<(Aggregate, NameSuffix)>,
     /// (quantile, its name suffix, e.g. `.99percentile`)
     pub percentiles: Vec<(f64, NameSuffix)>,
+}
+
+impl EmitConfig {
+    /// Whether a series of `scope` is forwarded (its sketch, or its value for a global-only counter or gauge)
+    /// rather than reported here.
+    pub fn forwards(&self, scope: Scope) -> bool {
+        self.is_local && scope != Scope::Local
+    }
+
+    /// Takes the interval of a histogram that is reported here (not forwarded) as the values reported: its
+    /// aggregates, then its percentiles, in this configuration's order. The histogram is reset in place.
+    pub fn summarize(&self, h: &mut Histogram) -> Summary {
+        let stats = h.stats;
+        let mut values = Vec::with_capacity(self.aggregates.len() + self.percentiles.len());
+        for (agg, _) in &self.aggregates {
+            values.push(if stats.is_empty() {
+                f64::NAN
+            } else {
+                match agg {
+                    Aggregate::Min => stats.min,
+                    Aggregate::Max => stats.max,
+                    Aggregate::Count => stats.count,
+                    Aggregate::Sum => stats.sum,
+                    Aggregate::Avg => stats.avg(),
+                    Aggregate::Hmean => stats.hmean(),
+                    Aggregate::Median => h.quantile(0.5).unwrap_or(f64::NAN),
+                }
+            });
+        }
+        for (q, _) in &self.percentiles {
+            values.push(h.quantile(*q).unwrap_or(f64::NAN));
+        }
+        h.reset();
+        Summary {
+            values: values.into_boxed_slice(),
+        }
+    }
+}
+
+/// A histogram's interval as the values an instance reports of it: [`EmitConfig::summarize`]'s aggregates then
+/// percentiles, NaN where there is nothing to report (no samples, or a non-finite statistic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub values: Box<[f64]>,
 }
 
 /// A histogram output's name suffix: interned (shared by every histogram), or as text when the process-wide
@@ -98,7 +143,7 @@ pub fn emit(
 
     for mut entry in series {
         let scope = entry.key.scope;
-        let forward_this = cfg.is_local && scope != Scope::Local;
+        let forward_this = cfg.forwards(scope);
         let point = |(name, suffix): (Arc<str>, Suffix), value: f64, kind: SeriesKind, tags: &TagSet| Series {
             name,
             suffix,
@@ -114,13 +159,21 @@ pub fn emit(
             }
             Value::Counter(v) => {
                 counts.counters += 1;
-                out.series
-                    .push(point((entry.key.name.clone(), Suffix::default()), *v, SeriesKind::Counter, &entry.key.tags));
+                out.series.push(point(
+                    (entry.key.name.clone(), Suffix::default()),
+                    *v,
+                    SeriesKind::Counter,
+                    &entry.key.tags,
+                ));
             }
             Value::Gauge(v) => {
                 counts.gauges += 1;
-                out.series
-                    .push(point((entry.key.name.clone(), Suffix::default()), *v, SeriesKind::Gauge, &entry.key.tags));
+                out.series.push(point(
+                    (entry.key.name.clone(), Suffix::default()),
+                    *v,
+                    SeriesKind::Gauge,
+                    &entry.key.tags,
+                ));
             }
             Value::Histogram(h) => {
                 counts.histograms += 1;
@@ -145,8 +198,7 @@ pub fn emit(
                             },
                         };
                         if value.is_finite() {
-                            out.series
-                                .push(point(suffix.apply(name), value, kind, tags));
+                            out.series.push(point(suffix.apply(name), value, kind, tags));
                         }
                     }
                 }
@@ -158,10 +210,35 @@ pub fn emit(
                 }
                 for (q, suffix) in &cfg.percentiles {
                     if let Some(v) = h.quantile(*q) {
-                        out.series
-                            .push(point(suffix.apply(name), v, SeriesKind::Gauge, tags));
+                        out.series.push(point(suffix.apply(name), v, SeriesKind::Gauge, tags));
                     }
                 }
+            }
+            Value::Summary(summary) => {
+                counts.histograms += 1;
+                let outputs = cfg.aggregates.iter().map(|(agg, suffix)| {
+                    let kind = match agg {
+                        Aggregate::Count => SeriesKind::SampleCount,
+                        _ => SeriesKind::Gauge,
+                    };
+                    (suffix, kind)
+                });
+                let outputs = outputs.chain(cfg.percentiles.iter().map(|(_, suffix)| (suffix, SeriesKind::Gauge)));
+                for ((suffix, kind), &value) in outputs.zip(summary.values.iter()) {
+                    if value.is_finite() {
+                        out.series
+                            .push(point(suffix.apply(&entry.key.name), value, kind, &entry.key.tags));
+                    }
+                }
+            }
+            Value::SetEstimate(v) => {
+                counts.sets += 1;
+                out.series.push(point(
+                    (entry.key.name.clone(), Suffix::default()),
+                    *v,
+                    SeriesKind::Gauge,
+                    &entry.key.tags,
+                ));
             }
             Value::Set(s) => {
                 counts.sets += 1;

@@ -26,15 +26,15 @@ const BUFFER: usize = 512;
 pub struct Histogram {
     /// Sorted by mean, at most [`MAX_DIGEST_CENTROIDS`].
     centroids: Vec<Centroid>,
+    /// Samples not yet merged into `centroids`: those of weight 1 (sample rate 1, the usual case) as bare values,
+    /// half the room of a centroid each, the others as centroids.
+    pending_unit: Vec<f64>,
     pending: Vec<Centroid>,
-    scratch: Vec<Centroid>,
     /// Total weight, weighted sum, min and max of everything in `centroids` and `pending`.
     total: f64,
     sum: f64,
     min: f64,
     max: f64,
-    /// The digest as a `TDigest`, built on demand and dropped on change.
-    built: Option<TDigest>,
     /// Exact statistics of every sample this instance received directly.
     pub stats: Stats,
 }
@@ -141,13 +141,12 @@ impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             centroids: Vec::new(),
+            pending_unit: Vec::new(),
             pending: Vec::new(),
-            scratch: Vec::new(),
             total: 0.0,
             sum: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            built: None,
             stats: Stats::default(),
         }
     }
@@ -223,31 +222,34 @@ impl Histogram {
 
     /// Takes this interval's state out (compressed: its centroids and statistics) and resets this one in place,
     /// keeping its sample buffer: a series that receives samples interval after interval reuses a buffer sized by
-    /// what it received, instead of growing a new one. The centroids move out with the interval (no copy); the
-    /// merge scratch is freed (compressing allocates it again when needed), so that an idle buffer costs only the
-    /// samples' room.
+    /// what it received, instead of growing a new one. The centroids move out with the interval (no copy).
     pub fn take_interval(&mut self) -> Histogram {
         self.compress();
         let out = Histogram {
             centroids: std::mem::take(&mut self.centroids),
+            pending_unit: Vec::new(),
             pending: Vec::new(),
-            scratch: Vec::new(),
             total: self.total,
             sum: self.sum,
             min: self.min,
             max: self.max,
-            built: None,
             stats: self.stats,
         };
+        self.reset();
+        out
+    }
+
+    /// Empties this histogram for the next interval, keeping its sample buffer (see [`Histogram::take_interval`]).
+    /// The centroids' buffer is freed: the next interval's first merge builds a new one anyway.
+    pub fn reset(&mut self) {
+        self.centroids = Vec::new();
+        self.pending_unit.clear();
         self.pending.clear();
-        self.scratch = Vec::new();
         self.total = 0.0;
         self.sum = 0.0;
         self.min = f64::INFINITY;
         self.max = f64::NEG_INFINITY;
-        self.built = None;
         self.stats = Stats::default();
-        out
     }
 
     /// Adds one sample received with `sample_rate` (weight 1/rate).
@@ -264,46 +266,51 @@ impl Histogram {
         self.sum = saturating_add(self.sum, mean * weight);
         self.min = self.min.min(mean);
         self.max = self.max.max(mean);
-        self.built = None;
         // The buffer grows with use (a series with few samples keeps a small one), up to BUFFER.
-        self.pending.push(Centroid::new(mean, weight));
-        if self.pending.len() >= BUFFER {
+        if weight == 1.0 {
+            self.pending_unit.push(mean);
+        } else {
+            self.pending.push(Centroid::new(mean, weight));
+        }
+        if self.pending_unit.len() + self.pending.len() >= BUFFER {
             self.compress();
         }
     }
 
     /// Folds buffered samples into the centroids: one merge pass over both sorted lists, into reused buffers.
     pub fn compress(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.pending_unit.is_empty() {
             return;
         }
         self.pending.sort_unstable_by(|a, b| a.mean().total_cmp(&b.mean()));
+        self.pending_unit.sort_unstable_by(f64::total_cmp);
         let d = DIGEST_SIZE as f64;
         let total = self.total;
         // A centroid may grow while it spans at most one unit of the scale, counted from where it starts (the
         // merging t-digest's rule). Counting units by centroids emitted instead lags behind where large merged
         // centroids end, and squeezed everything past the last unit into one centroid.
         let bound = |before: f64| k_to_q(q_to_k(before / total, d) + 1.0, d) * total;
-        self.scratch.clear();
-        let (mut i, mut j) = (0, 0);
+        // The merge goes into a new buffer (one allocation per BUFFER samples at most, or per flush).
+        let items = self.centroids.len() + self.pending.len() + self.pending_unit.len();
+        let mut merged = Vec::with_capacity(items.min(MAX_DIGEST_CENTROIDS));
+        // A merge of three sorted lists (centroids first among equal means, then weighted samples, then unit ones).
+        let (mut i, mut j, mut k) = (0, 0, 0);
+        let (centroids, pending, unit) = (&self.centroids, &self.pending, &self.pending_unit);
         let mut next = || {
-            let a = self.centroids.get(i);
-            let b = self.pending.get(j);
-            match (a, b) {
-                (Some(x), Some(y)) if x.mean() <= y.mean() => {
-                    i += 1;
-                    Some((x.mean(), x.weight()))
-                }
-                (_, Some(y)) => {
-                    j += 1;
-                    Some((y.mean(), y.weight()))
-                }
-                (Some(x), None) => {
-                    i += 1;
-                    Some((x.mean(), x.weight()))
-                }
-                (None, None) => None,
+            let a = centroids.get(i).map(|c| (c.mean(), c.weight()));
+            let b = pending.get(j).map(|c| (c.mean(), c.weight()));
+            let u = unit.get(k).map(|&v| (v, 1.0));
+            let first = [a, b, u]
+                .iter()
+                .enumerate()
+                .filter_map(|(n, x)| x.map(|x| (n, x)))
+                .reduce(|best, x| if x.1 .0 < best.1 .0 { x } else { best })?;
+            match first.0 {
+                0 => i += 1,
+                1 => j += 1,
+                _ => k += 1,
             }
+            Some(first.1)
         };
         if let Some((mut mean, mut weight)) = next() {
             let mut before = 0.0;
@@ -324,17 +331,17 @@ impl Histogram {
                     mean = weighted_mean(mean, m, w / weight);
                     (pure, items) = (false, items + 1);
                 } else {
-                    push_run(&mut self.scratch, mean, weight, run);
+                    push_run(&mut merged, mean, weight, run);
                     before += weight;
                     limit = bound(before);
                     (mean, weight, pure, items) = (m, w, true, 1);
                 }
             }
-            push_run(&mut self.scratch, mean, weight, pure && items >= 2);
+            push_run(&mut merged, mean, weight, pure && items >= 2);
         }
-        std::mem::swap(&mut self.centroids, &mut self.scratch);
+        self.centroids = merged;
         self.pending.clear();
-        self.built = None;
+        self.pending_unit.clear();
     }
 
     /// Adds every centroid of `digest` (as weighted samples, not to the exact stats).
@@ -355,25 +362,21 @@ impl Histogram {
         self.absorb(&other);
     }
 
-    /// The compressed digest, for quantiles or forwarding.
-    pub fn digest(&mut self) -> &TDigest {
+    /// The compressed digest as a `TDigest`, for forwarding or merging.
+    pub fn digest(&mut self) -> TDigest {
         self.compress();
-        let (centroids, sum, total) = (&self.centroids, self.sum, self.total);
-        let (min, max) = (self.min, self.max);
-        self.built.get_or_insert_with(|| {
-            if centroids.is_empty() {
-                TDigest::new_with_size(DIGEST_SIZE)
-            } else {
-                TDigest::new(
-                    centroids.clone(),
-                    sum,
-                    total,
-                    Some(max),
-                    Some(min),
-                    MAX_DIGEST_CENTROIDS,
-                )
-            }
-        })
+        if self.centroids.is_empty() {
+            TDigest::new_with_size(DIGEST_SIZE)
+        } else {
+            TDigest::new(
+                self.centroids.clone(),
+                self.sum,
+                self.total,
+                Some(self.max),
+                Some(self.min),
+                MAX_DIGEST_CENTROIDS,
+            )
+        }
     }
 
     /// The quantile `q` in [0, 1] from the digest.
@@ -473,7 +476,7 @@ mod tests {
         }
         let mut merged = Histogram::default();
         for h in &mut hosts {
-            merged.merge_digest(h.digest().clone());
+            merged.merge_digest(h.digest());
         }
         for q in [0.005, 0.255, 0.505, 0.905, 0.995, 0.999] {
             let want = (q * 100.0f64).floor();

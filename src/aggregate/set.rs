@@ -92,6 +92,17 @@ impl Set {
         }
     }
 
+    /// Takes this interval's estimate and leaves an empty set, keeping a sparse set's table (as
+    /// [`Set::take_interval`] does) without copying it out.
+    pub fn take_estimate(&mut self) -> f64 {
+        let estimate = self.estimate();
+        match self {
+            Set::Sparse(hashes) => hashes.clear(),
+            Set::Dense(_) => *self = Set::default(),
+        }
+        estimate
+    }
+
     /// The estimated number of distinct members (exact while sparse).
     pub fn estimate(&self) -> f64 {
         match self {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use hashbrown::HashTable;
 
+use super::emit::{EmitConfig, Summary};
 use super::histogram::{saturating_add, Histogram};
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
 use super::set::Set;
@@ -20,6 +21,11 @@ pub enum Value {
     Gauge(f64),
     Histogram(Box<Histogram>),
     Set(Box<Set>),
+    /// A histogram's interval reduced to the values this instance reports (see [`Summary`]): only in a taken
+    /// [`Interval`], never in a shard's live state.
+    Summary(Box<Summary>),
+    /// A set's interval reduced to its estimated distinct count: only in a taken [`Interval`].
+    SetEstimate(f64),
 }
 
 /// A series and its state.
@@ -83,10 +89,22 @@ const LIMITED_NAMES: usize = 1024;
 #[derive(Debug, Clone)]
 struct Slot {
     hash: u64,
-    /// [`text_hash`] of the line text this slot is found by, if `by_text` holds it.
-    text_hash: u128,
+    /// [`text_hash`] of the line text this slot is found by, if `by_text` holds it, as
+    /// [`text_index::key_parts`] (the fields side by side keep a slot at 64 bytes).
+    text_lo: u64,
+    text_hi: u32,
     by_text: bool,
     key: SeriesKey,
+}
+
+impl Slot {
+    fn text_hash(&self) -> u128 {
+        text_index::from_key_parts(self.text_lo, self.text_hi)
+    }
+
+    fn set_text_hash(&mut self, th: u128) {
+        (self.text_lo, self.text_hi) = text_index::key_parts(th);
+    }
 }
 
 /// What a line of a known series touches: its value for the current interval, kept apart from its key (same
@@ -114,6 +132,8 @@ struct Hot {
 pub struct ShardState {
     slots: Vec<Slot>,
     hot: Vec<Hot>,
+    /// See [`ShardState::summarizing`].
+    summarize: Option<std::sync::Arc<EmitConfig>>,
     by_key: HashTable<u32>,
     by_text: TextIndex,
     canon: Canon,
@@ -145,6 +165,14 @@ impl ShardState {
             limit,
             ..ShardState::default()
         }
+    }
+
+    /// Reduce, when an interval is taken, the histograms and sets this instance reports itself (those `emit`
+    /// does not forward) to the values reported: the interval then carries a few numbers per histogram instead of
+    /// its digest, which is most of what a flush holds at a million series.
+    pub fn summarizing(mut self, emit: std::sync::Arc<EmitConfig>) -> Self {
+        self.summarize = Some(emit);
+        self
     }
 
     /// Series currently kept (touched this interval or the one before).
@@ -300,6 +328,8 @@ impl ShardState {
             Value::Set(_) => MetricKind::Set,
             // Timers, histograms and distributions parse their values alike.
             Value::Histogram(_) => MetricKind::Histogram,
+            // Never in the live state: the full path reports the line.
+            Value::Summary(_) | Value::SetEstimate(_) => return None,
         };
         let value = parse_value(kind, line.value).ok()?;
         Some(self.add_to(i, value, rate))
@@ -359,7 +389,7 @@ impl ShardState {
             let slot = &mut self.slots[i as usize];
             if !slot.by_text {
                 slot.by_text = true;
-                slot.text_hash = th;
+                slot.set_text_hash(th);
                 self.hot[i as usize].rate = rate;
                 self.by_text.insert(th, i);
             }
@@ -370,10 +400,12 @@ impl ShardState {
         }
         let key = view.to_key(canonical, extend);
         let value = empty_value(key.kind);
+        let (text_lo, text_hi) = text_index::key_parts(th);
         Some(self.insert(
             Slot {
                 hash,
-                text_hash: th,
+                text_lo,
+                text_hi,
                 by_text: true,
                 key,
             },
@@ -388,7 +420,7 @@ impl ShardState {
     /// Adds a new series to the vectors and their indexes.
     fn insert(&mut self, slot: Slot, hot: Hot) -> usize {
         let i = self.slots.len();
-        let (hash, th, by_text) = (slot.hash, slot.text_hash, slot.by_text);
+        let (hash, th, by_text) = (slot.hash, slot.text_hash(), slot.by_text);
         self.slots.push(slot);
         self.hot.push(hot);
         let slots = &self.slots;
@@ -407,7 +439,7 @@ impl ShardState {
             e.remove();
         }
         if slot.by_text {
-            self.by_text.remove(slot.text_hash);
+            self.by_text.remove(slot.text_hash());
         }
         if i != last {
             let moved = &self.slots[last];
@@ -415,7 +447,7 @@ impl ShardState {
                 *j = i as u32;
             }
             if moved.by_text {
-                self.by_text.set_slot(moved.text_hash, i as u32);
+                self.by_text.set_slot(moved.text_hash(), i as u32);
             }
         }
         self.slots.swap_remove(i);
@@ -486,7 +518,8 @@ impl ShardState {
                 self.insert(
                     Slot {
                         hash,
-                        text_hash: 0,
+                        text_lo: 0,
+                        text_hi: 0,
                         by_text: false,
                         key: incoming.key,
                     },
@@ -505,8 +538,7 @@ impl ShardState {
                 (Value::Gauge(a), Value::Gauge(b)) => *a = b,
                 (Value::Histogram(a), Value::Histogram(mut b)) => {
                     a.stats.merge(&b.stats);
-                    let digest = b.digest().clone();
-                    a.merge_digest(digest);
+                    a.merge_digest(b.digest());
                 }
                 (Value::Set(a), Value::Set(b)) => a.merge(&b),
                 // Same key means same kind, so the values always match.
@@ -529,14 +561,24 @@ impl ShardState {
             }
             hot.touched = false;
             let slot = &self.slots[i];
+            let summarize = self.summarize.as_deref().filter(|e| !e.forwards(slot.key.scope));
             let value = match &mut hot.value {
                 Value::Counter(v) => Value::Counter(std::mem::take(v)),
                 Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
                 Value::Histogram(h) => {
                     histograms += 1;
-                    Value::Histogram(Box::new(h.take_interval()))
+                    match summarize {
+                        Some(e) => Value::Summary(Box::new(e.summarize(h))),
+                        None => Value::Histogram(Box::new(h.take_interval())),
+                    }
                 }
-                Value::Set(s) => Value::Set(Box::new(s.take_interval())),
+                Value::Set(s) => match summarize {
+                    Some(_) => Value::SetEstimate(s.take_estimate()),
+                    None => Value::Set(Box::new(s.take_interval())),
+                },
+                // Never in the live state; taken like the others all the same.
+                Value::Summary(s) => Value::Summary(s.clone()),
+                Value::SetEstimate(v) => Value::SetEstimate(std::mem::take(v)),
             };
             series.push(Entry {
                 hash: slot.hash,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::aggregate::Scope;
+use crate::config::Aggregate;
 use crate::protocol::parse_line;
 
 fn feed(state: &mut ShardState, extend: &ExtendTags, lines: &str) {
@@ -42,6 +43,9 @@ fn values(interval: &Interval) -> Vec<(String, String, f64)> {
                 Value::Counter(v) | Value::Gauge(v) => *v,
                 Value::Histogram(h) => h.stats.count,
                 Value::Set(s) => s.estimate(),
+                Value::Summary(_) | Value::SetEstimate(_) => {
+                    panic!("a shard built without summarizing reduced a value")
+                }
             };
             (e.key.name.to_string(), e.key.tags.joined().to_string(), value)
         })
@@ -269,5 +273,80 @@ proptest::proptest! {
             feed_known_first(&mut fast, &e, &text);
         }
         proptest::prop_assert_eq!(values(&full.take_interval()), values(&fast.take_interval()));
+    }
+}
+
+/// A reported series as (name, tags, value, kind).
+type Reported = (String, String, String, SeriesKind);
+
+/// What an interval reports and forwards, sorted: the series reported and the forwarded keys.
+fn reported(state: &mut ShardState, cfg: &EmitConfig) -> (Vec<Reported>, Vec<String>) {
+    let mut out = sink::Flush::default();
+    let mut forward = Vec::new();
+    crate::aggregate::emit(state.take_interval(), cfg, 1_700_000_000, &mut out, &mut forward);
+    let mut series: Vec<_> = out
+        .series
+        .iter()
+        .map(|s| {
+            let value = format!("{:?}", s.value);
+            (s.full_name().to_string(), s.tags.joined().to_string(), value, s.kind)
+        })
+        .collect();
+    series.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    let mut forwarded: Vec<String> = forward
+        .iter()
+        .map(|e| format!("{}#{}", e.key.name, e.key.tags.joined()))
+        .collect();
+    forwarded.sort();
+    (series, forwarded)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// A shard that reduces the histograms and sets it reports to their values when the interval is taken
+    /// reports, bit for bit, what the full interval reports through `emit`, and forwards the same series; over
+    /// two intervals (the second after the reset), as a local and as a global, with every aggregate.
+    #[test]
+    fn a_summarized_interval_reports_exactly_what_the_full_interval_reports(
+        lines in proptest::collection::vec(
+            (0u8..6, 0usize..5, proptest::collection::vec(0u32..2000, 1..4), 0usize..3, 0usize..3),
+            1..60,
+        ),
+        is_local in proptest::bool::ANY,
+    ) {
+        let scope_tags = ["", "|#veneurlocalonly", "|#veneurglobalonly,a:b"];
+        let text: String = lines
+            .iter()
+            .map(|(name, kind, values, rate, scope)| {
+                let kind = ["c", "g", "ms", "h", "s"][*kind];
+                let value = if kind == "s" {
+                    values[0].to_string()
+                } else {
+                    // Some zero samples and some fractions among them.
+                    values.iter().map(|v| format!("{}", f64::from(*v) / 8.0 - 10.0)).collect::<Vec<_>>().join(":")
+                };
+                let rate = ["", "|@0.5", "|@0.1"][*rate];
+                format!("m{name}:{value}|{kind}{rate}{}\n", scope_tags[*scope])
+            })
+            .collect();
+        let all = [
+            Aggregate::Min,
+            Aggregate::Max,
+            Aggregate::Count,
+            Aggregate::Sum,
+            Aggregate::Avg,
+            Aggregate::Hmean,
+            Aggregate::Median,
+        ];
+        let cfg = EmitConfig::new(is_local, &all, &[0.25, 0.5, 0.99]);
+        let e = ExtendTags::default();
+        let mut full = ShardState::default();
+        let mut summarized = ShardState::default().summarizing(std::sync::Arc::new(cfg.clone()));
+        for _ in 0..2 {
+            feed(&mut full, &e, &text);
+            feed(&mut summarized, &e, &text);
+            proptest::prop_assert_eq!(reported(&mut full, &cfg), reported(&mut summarized, &cfg));
+        }
     }
 }

@@ -34,6 +34,19 @@ fn parts(h: u128) -> (u64, u32) {
     (h as u64, (h >> 64) as u32)
 }
 
+/// The part of a text hash the index uses, as (low 64 bits, 32 more): what a holder keeps to find its entry again
+/// (12 bytes with 8-byte alignment; a `u128` takes 16 and aligns its holder to 16).
+#[inline]
+pub fn key_parts(h: u128) -> (u64, u32) {
+    parts(h)
+}
+
+/// A hash the index treats as the one `key_parts` was given.
+#[inline]
+pub fn from_key_parts(lo: u64, hi: u32) -> u128 {
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
 /// Starts loading the cache line at `p` (a hint: no effect on correctness, never faults).
 #[inline(always)]
 pub fn prefetch<T>(p: *const T) {

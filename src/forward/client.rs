@@ -126,7 +126,7 @@ impl Forward for Forwarder {
             let metrics = tokio::task::spawn_blocking(move || {
                 entries
                     .iter_mut()
-                    .map(|e| Bytes::from(prost::Message::encode_to_vec(&encode(e))))
+                    .filter_map(|e| encode(e).map(|m| Bytes::from(prost::Message::encode_to_vec(&m))))
                     .collect::<Vec<_>>()
             })
             .await

@@ -132,10 +132,12 @@ fn kind_from_proto(t: i32) -> Option<MetricKind> {
     })
 }
 
-/// An entry as a forwarded message.
-pub fn encode(entry: &mut Entry) -> proto::Metric {
+/// An entry as a forwarded message; `None` for a histogram or set already reduced to the values this instance
+/// reports (a shard reduces only what it does not forward, so a forward list never holds one).
+pub fn encode(entry: &mut Entry) -> Option<proto::Metric> {
     use proto::metric::Value as V;
     let value = match &mut entry.value {
+        Value::Summary(_) | Value::SetEstimate(_) => return None,
         Value::Counter(v) => V::Counter(*v),
         Value::Gauge(v) => V::Gauge(*v),
         Value::Histogram(h) => {
@@ -169,7 +171,7 @@ pub fn encode(entry: &mut Entry) -> proto::Metric {
             }),
         }),
     };
-    proto::Metric {
+    Some(proto::Metric {
         name: entry.key.name.to_string(),
         tags: entry.key.tags.iter().map(str::to_string).collect(),
         r#type: kind_to_proto(entry.key.kind) as i32,
@@ -179,7 +181,7 @@ pub fn encode(entry: &mut Entry) -> proto::Metric {
             Scope::Global => proto::Scope::Global,
         } as i32,
         value: Some(value),
-    }
+    })
 }
 
 /// A forwarded message as an entry, refusing anything malformed.
@@ -306,7 +308,7 @@ mod tests {
         let mut big = entries(&(0..5000).map(|i| format!("big:m{i}|s\n")).collect::<String>());
         original.append(&mut big);
         for e in original.iter_mut() {
-            let wire = encode(e);
+            let wire = encode(e).expect("a full value");
             let back = decode(wire).unwrap();
             assert_eq!(back.key, e.key);
             assert_eq!(back.hash, e.hash);
@@ -332,7 +334,7 @@ mod tests {
         let mut original = entries("c:2.5|c|#a\ng:7|g\nh:1|h|#veneurglobalonly\nh:3|h|#veneurglobalonly\nsmall:a|s\n");
         assert_eq!(original.len(), 4);
         for e in original.iter_mut() {
-            let full = encode(e);
+            let full = encode(e).expect("a full value");
             let view = to_view(full.clone());
             let wire = view.encode_to_vec();
             assert_eq!(wire, full.encode_to_vec(), "{}: same bytes", full.name);
@@ -424,6 +426,6 @@ mod tests {
         };
         let direct = KeyView::new(m.name, m.kind, m.tags, &extend).hash;
         let mut e = entries(line).pop().unwrap();
-        assert_eq!(decode(encode(&mut e)).unwrap().hash, direct);
+        assert_eq!(decode(encode(&mut e).unwrap()).unwrap().hash, direct);
     }
 }

@@ -136,6 +136,15 @@ pub struct Config {
     /// and a series idle for an interval leaves room. Memory then stays bounded under a flood of distinct series
     /// (a request id in a tag). Series imported from other instances are never refused. Default: `0`.
     pub series_limit: usize,
+    /// TLS on the gRPC import server (`grpc_address`): `{cert_file, key_file, client_ca_file}`; with
+    /// `client_ca_file`, mutual TLS. See [`tls::ServerTlsConfig`]. Default: none (plain HTTP/2).
+    pub grpc_tls: Option<ServerTlsConfig>,
+    /// TLS of the `tls://host:port` statsd listeners (newline-delimited lines, as `tcp://`):
+    /// `{cert_file, key_file, client_ca_file}`. Default: none.
+    pub statsd_tls: Option<ServerTlsConfig>,
+    /// TLS to the global tier: `{ca_file, cert_file, key_file, server_name}`. See [`tls::ClientTlsConfig`].
+    /// Default: none (plain HTTP/2).
+    pub forward_tls: Option<ClientTlsConfig>,
     /// Log lines as `text` or `json` (one object per line: timestamp, level, message, target and fields), on
     /// stderr. Default: `text`.
     pub log_format: LogFormat,
@@ -174,6 +183,9 @@ impl Default for Config {
             stats_address: String::new(),
             max_connections: 1024,
             series_limit: 0,
+            grpc_tls: None,
+            statsd_tls: None,
+            forward_tls: None,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             warnings: Vec::new(),
@@ -200,6 +212,9 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("forward_address", EnvKind::Text),
     ("forward_addresses", EnvKind::List),
     ("forward_discovery", EnvKind::Yaml),
+    ("grpc_tls", EnvKind::Yaml),
+    ("statsd_tls", EnvKind::Yaml),
+    ("forward_tls", EnvKind::Yaml),
     ("proxy", EnvKind::Yaml),
     ("grpc_address", EnvKind::Text),
     ("http_address", EnvKind::Text),
@@ -262,6 +277,8 @@ pub fn percentile_suffix(p: f64) -> String {
 pub enum ListenAddress {
     Udp(SocketAddr),
     Tcp(SocketAddr),
+    /// TCP with TLS (`statsd_tls`), newline-delimited like `Tcp`.
+    Tls(SocketAddr),
     /// Unix datagram socket.
     Unixgram(PathBuf),
     /// Unix stream socket with length-prefixed frames.
@@ -269,7 +286,7 @@ pub enum ListenAddress {
 }
 
 impl ListenAddress {
-    /// Parses `udp://host:port`, `tcp://host:port`, `unixgram:///path` or `unix:///path`.
+    /// Parses `udp://host:port`, `tcp://host:port`, `tls://host:port`, `unixgram:///path` or `unix:///path`.
     pub fn parse(url: &str) -> Result<Self, String> {
         let (scheme, rest) = url
             .split_once("://")
@@ -290,10 +307,11 @@ impl ListenAddress {
         match scheme {
             "udp" => socket(rest).map(ListenAddress::Udp),
             "tcp" => socket(rest).map(ListenAddress::Tcp),
+            "tls" => socket(rest).map(ListenAddress::Tls),
             "unixgram" => path(rest).map(ListenAddress::Unixgram),
             "unix" => path(rest).map(ListenAddress::Unix),
             other => Err(format!(
-                "unknown scheme {other:?} (expected udp, tcp, unixgram or unix)"
+                "unknown scheme {other:?} (expected udp, tcp, tls, unixgram or unix)"
             )),
         }
     }
@@ -303,6 +321,7 @@ impl fmt::Display for ListenAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenAddress::Udp(a) => write!(f, "udp://{a}"),
+            ListenAddress::Tls(a) => write!(f, "tls://{a}"),
             ListenAddress::Tcp(a) => write!(f, "tcp://{a}"),
             ListenAddress::Unixgram(p) => write!(f, "unixgram://{}", p.display()),
             ListenAddress::Unix(p) => write!(f, "unix://{}", p.display()),
@@ -484,6 +503,7 @@ impl Config {
             }
         }
         forward::validate(self)?;
+        tls::validate(self)?;
         crate::logging::parse_filter(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", &self.log_level, reason))?;
         for (key, tags) in [("extend_tags", &self.extend_tags), ("tags", &self.tags)] {
@@ -618,9 +638,11 @@ pub fn system_hostname() -> String {
 
 mod forward;
 mod sinks;
+pub mod tls;
 pub mod veneur;
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use sinks::{DatadogConfig, PrometheusConfig, SinkConfig, SinkKind};
+pub use tls::{ClientTlsConfig, ServerTlsConfig};
 
 #[cfg(test)]
 mod tests;

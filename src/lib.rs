@@ -49,6 +49,7 @@ pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;
+pub mod tls;
 
 /// The version of this build, as printed by `harrier --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

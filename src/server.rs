@@ -30,6 +30,7 @@ use crate::sink::datadog::DatadogSink;
 use crate::sink::prometheus::PrometheusSink;
 use crate::sink::Sink;
 use crate::telemetry::{ListenerStats, Telemetry};
+use crate::tls::ReloadingServer;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -48,6 +49,8 @@ pub enum ServerError {
     Start { what: String, source: std::io::Error },
     #[error("sink {name}: {message}")]
     Sink { name: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A server that is running.
@@ -157,6 +160,21 @@ pub async fn start_with_forwarder(
     forwarder: Option<Arc<dyn Forward>>,
 ) -> Result<RunningServer, ServerError> {
     config.validate()?;
+    crate::tls::install_provider();
+    // Certificates are read before anything is bound: a bad file stops the start, naming the key and the file.
+    let statsd_tls = match &config.statsd_tls {
+        Some(files) => Some(ReloadingServer::load("statsd_tls", files, &[])?),
+        None => None,
+    };
+    let grpc_tls = match &config.grpc_tls {
+        Some(files) => Some(ReloadingServer::load("grpc_tls", files, &[b"h2"])?),
+        None => None,
+    };
+    if let Some(files) = &config.forward_tls {
+        // Read now, so that a bad file stops the start (each connection to a global reads them again).
+        crate::tls::client_config(files, "localhost")?;
+    }
+    let reloading: Vec<Arc<ReloadingServer>> = statsd_tls.iter().chain(grpc_tls.iter()).cloned().collect();
     let opts = ListenOptions {
         num_readers: config.num_readers,
         num_workers: config.num_workers,
@@ -164,6 +182,7 @@ pub async fn start_with_forwarder(
         max_packet: config.metric_max_length,
         idle_timeout: config.tcp_idle_timeout,
         max_connections: config.max_connections,
+        tls: statsd_tls.clone(),
     };
     let mut bound = Vec::new();
     // A proxy takes no DogStatsD: only forwarded streams.
@@ -241,6 +260,7 @@ pub async fn start_with_forwarder(
             config.forward_max_intervals,
             config.interval,
             telemetry.clone(),
+            config.forward_tls.clone().map(Arc::new),
         ))
     } else {
         None
@@ -271,24 +291,24 @@ pub async fn start_with_forwarder(
         );
         let proxy = router.map(|r| ProxyService::new(r, acks.clone(), telemetry.clone(), stop_rx.clone()));
         let mut stop = grpc_stop_rx;
+        let telemetry = telemetry.clone();
         tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            let builder = tonic::transport::Server::builder();
+            let mut builder = builder;
+            let routes = match proxy {
+                Some(p) => builder.add_service(ViewServer::new(p).max_decoding_message_size(limit)),
+                None => builder.add_service(ForwardServer::new(global).max_decoding_message_size(limit)),
+            };
+            let handshakes = stop.clone();
             let shutdown = async move { crate::shutdown::stopped(&mut stop).await };
-            let mut builder = tonic::transport::Server::builder();
-            let served = match proxy {
-                Some(p) => {
-                    let service = ViewServer::new(p).max_decoding_message_size(limit);
-                    builder
-                        .add_service(service)
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                }
+            let served = match grpc_tls {
                 None => {
-                    let service = ForwardServer::new(global).max_decoding_message_size(limit);
-                    builder
-                        .add_service(service)
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                    routes.serve_with_incoming_shutdown(incoming, shutdown).await
+                }
+                Some(tls) => {
+                    let incoming = crate::tls::incoming(l, tls, telemetry, handshakes);
+                    routes.serve_with_incoming_shutdown(incoming, shutdown).await
                 }
             };
             if let Err(e) = served {
@@ -296,6 +316,7 @@ pub async fn start_with_forwarder(
             }
         })
     });
+    tokio::spawn(crate::tls::watch(reloading, telemetry.clone(), stop_rx.clone()));
     let forwarder = match forwarder {
         Some(f) => Some(f),
         None if config.is_local() => router.map(|r| r as Arc<dyn Forward>),

@@ -32,6 +32,9 @@ pub struct ListenerStats {
     pub refused: AtomicU64,
     /// Socket errors.
     pub errors: AtomicU64,
+    /// TLS handshakes that failed (`tls://` listeners): a plaintext client, a refused client certificate, a
+    /// timeout.
+    pub tls_errors: AtomicU64,
 }
 
 impl ListenerStats {
@@ -161,6 +164,10 @@ impl Telemetry {
             let connections = take(&l.connections);
             if connections > 0.0 {
                 push("listener.connections", &tags, connections, SeriesKind::Counter);
+            }
+            let tls_errors = take(&l.tls_errors);
+            if tls_errors > 0.0 {
+                push("listener.tls_handshake_errors", &tags, tls_errors, SeriesKind::Counter);
             }
             let refused = take(&l.refused);
             if refused > 0.0 {

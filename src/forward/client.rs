@@ -25,6 +25,7 @@ use super::route::Members;
 use super::wire::route_key;
 use super::{encode, view as proto};
 use crate::aggregate::Entry;
+use crate::config::ClientTlsConfig;
 use crate::flush::Forward;
 use crate::telemetry::{LimitedLog, Telemetry};
 use bytes::Bytes;
@@ -71,6 +72,7 @@ impl Forwarder {
         max_intervals: u32,
         interval: Duration,
         telemetry: Arc<Telemetry>,
+        tls: Option<Arc<ClientTlsConfig>>,
     ) -> Arc<Forwarder> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -91,6 +93,7 @@ impl Forwarder {
             origins: HashMap::new(),
             next_origin: 0,
             reachable: reachable.clone(),
+            tls,
         };
         tokio::spawn(task.run(rx, reports));
         Arc::new(Forwarder {
@@ -171,6 +174,8 @@ struct Task {
     origins: HashMap<u64, Origin>,
     next_origin: u64,
     reachable: Arc<AtomicUsize>,
+    /// `forward_tls`: connections to the globals are TLS with these files.
+    tls: Option<Arc<ClientTlsConfig>>,
 }
 
 fn dest_tag(addr: &str) -> String {
@@ -244,7 +249,14 @@ impl Task {
 
     fn dest(&mut self, addr: &Arc<str>) -> Option<&mut Destination> {
         if !self.dests.contains_key(addr) {
-            match Destination::new(addr.clone(), self.sender_base, self.interval, self.reports_tx.clone()) {
+            let tls = self.tls.as_deref();
+            match Destination::new(
+                addr.clone(),
+                self.sender_base,
+                self.interval,
+                self.reports_tx.clone(),
+                tls,
+            ) {
                 Ok(d) => {
                     self.dests.insert(addr.clone(), d);
                 }

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::ClientTlsConfig;
+
 use super::view::forward_client::ForwardClient;
 use super::view::{self as proto, AcknowledgeRequest};
 use super::wire::RawBatch;
@@ -123,9 +125,23 @@ impl Destination {
         sender_base: u64,
         interval: Duration,
         reports: mpsc::UnboundedSender<AckReport>,
+        tls: Option<&ClientTlsConfig>,
     ) -> Result<Destination, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("forward address {addr:?}: {e}"))?
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("forward address {addr:?}: {e}"))?;
+        let endpoint = match tls {
+            Some(files) => {
+                let host = addr.rsplit_once(':').map_or(&*addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let config = crate::tls::client_config(files, host).map_err(|e| e.to_string())?;
+                endpoint
+                    .tls_config(config)
+                    .map_err(|e| format!("forward_tls for {addr:?}: {e}"))?
+            }
+            None => endpoint,
+        };
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(1).min(interval))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

@@ -44,6 +44,8 @@ pub struct ListenOptions {
     pub idle_timeout: Duration,
     /// Most connections open at once per stream listener (0: no limit).
     pub max_connections: usize,
+    /// The identity of `tls://` listeners (`statsd_tls`).
+    pub tls: Option<Arc<crate::tls::ReloadingServer>>,
 }
 
 impl ListenOptions {
@@ -59,6 +61,7 @@ enum Sockets {
     /// UDP or unix datagram sockets: one reader thread each, or one per worker.
     Datagram(Vec<Socket>),
     Tcp(std::net::TcpListener),
+    Tls(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener, PathBuf),
 }
 
@@ -106,13 +109,19 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
                 sockets: Sockets::Datagram(sockets),
             })
         }
-        ListenAddress::Tcp(addr) => {
+        ListenAddress::Tcp(addr) | ListenAddress::Tls(addr) => {
             let l = std::net::TcpListener::bind(addr).map_err(err)?;
             l.set_nonblocking(true).map_err(err)?;
             let bound = l.local_addr().map_err(err)?;
-            Ok(BoundListener {
-                address: ListenAddress::Tcp(bound),
-                sockets: Sockets::Tcp(l),
+            Ok(match address {
+                ListenAddress::Tls(_) => BoundListener {
+                    address: ListenAddress::Tls(bound),
+                    sockets: Sockets::Tls(l),
+                },
+                _ => BoundListener {
+                    address: ListenAddress::Tcp(bound),
+                    sockets: Sockets::Tcp(l),
+                },
             })
         }
         ListenAddress::Unix(path) => {
@@ -252,6 +261,19 @@ impl BoundListener {
                 Ok(Running::Task(tokio::spawn(stream::accept(
                     l,
                     stream::Framing::Lines,
+                    ctx,
+                ))))
+            }
+            Sockets::Tls(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                let tls = opts
+                    .tls
+                    .clone()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a tls:// listener needs statsd_tls"))?;
+                let ctx = stream::Context::new(index, stats, ingest, opts, stop.signal);
+                Ok(Running::Task(tokio::spawn(stream::accept(
+                    l,
+                    stream::Framing::TlsLines(tls),
                     ctx,
                 ))))
             }

@@ -67,7 +67,7 @@ impl Context {
 
 /// A stream listener: TCP or unix.
 pub(super) trait Accept: Send + 'static {
-    type Conn: AsyncRead + Unpin + Send + 'static;
+    type Conn: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send;
 }
 
@@ -86,10 +86,13 @@ impl Accept for tokio::net::UnixListener {
 }
 
 /// How a connection's bytes are cut into packets.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(super) enum Framing {
     /// Newline-delimited lines (TCP).
     Lines,
+    /// Newline-delimited lines inside TLS: the handshake first (in the connection's task, bounded by a timeout,
+    /// so that a slow or plaintext client holds up no other), then as `Lines`.
+    TlsLines(Arc<crate::tls::ReloadingServer>),
     /// 4-byte little-endian length, then the packet (unix stream sockets).
     LengthPrefixed,
 }
@@ -115,8 +118,9 @@ pub(super) async fn accept<L: Accept>(listener: L, framing: Framing, ctx: Contex
                 }
                 Ok(conn) => {
                     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    match framing {
+                    match &framing {
                         Framing::Lines => connections.spawn(read_lines(conn, ctx.clone())),
+                        Framing::TlsLines(tls) => connections.spawn(read_tls_lines(conn, tls.clone(), ctx.clone())),
                         Framing::LengthPrefixed => connections.spawn(read_frames(conn, ctx.clone())),
                     };
                 }
@@ -173,6 +177,25 @@ fn done(r: Result<std::io::Result<usize>, tokio::time::error::Elapsed>, stats: &
         Ok(Err(_)) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             Read::Close
+        }
+    }
+}
+
+/// A TLS connection: its handshake, then its lines. A failed handshake is counted
+/// (`harrier.listener.tls_handshake_errors{listener}`) and the connection closed.
+async fn read_tls_lines<R>(conn: R, tls: Arc<crate::tls::ReloadingServer>, ctx: Context)
+where
+    R: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = ctx.stop.clone();
+    let stream = tokio::select! {
+        _ = stopped(&mut stop) => return,
+        s = tls.handshake(conn) => s,
+    };
+    match stream {
+        Ok(stream) => read_lines(stream, ctx).await,
+        Err(_) => {
+            ctx.stats.tls_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

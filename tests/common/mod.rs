@@ -92,9 +92,9 @@ impl CaptureSink {
 pub fn series_id(s: &Series) -> String {
     let tags: Vec<&str> = s.tags.output().collect();
     if tags.is_empty() {
-        s.name.to_string()
+        s.full_name().to_string()
     } else {
-        format!("{}#{}", s.name, tags.join(","))
+        format!("{}#{}", s.full_name(), tags.join(","))
     }
 }
 

@@ -19,6 +19,9 @@ static LOG: LimitedLog = LimitedLog::new("import");
 
 /// Most metrics accepted in one stream.
 const MAX_METRICS_PER_STREAM: u64 = 5_000_000;
+/// Most encoded bytes one stream may carry (each message is also bounded by the server's decoding limit): what a
+/// stream holds is kept until its end, so a peer cannot make the global hold more than this per stream.
+const MAX_BYTES_PER_STREAM: usize = 256 * 1024 * 1024;
 
 /// Import streams merged at the same time; more wait.
 const CONCURRENT_IMPORTS: usize = 64;
@@ -49,6 +52,11 @@ impl ImportService {
         }
     }
 
+    fn refuse_batch(&self, reason: &str) {
+        self.telemetry
+            .count("harrier.import.batches_refused", &[&format!("reason:{reason}")], 1);
+    }
+
     fn response(&self, accepted: u64, rejected: u64, duplicate: bool) -> Response<SendMetricsResponse> {
         Response::new(SendMetricsResponse {
             accepted,
@@ -74,6 +82,10 @@ impl ImportService {
         let n = shards.len();
         let mut per_shard: Vec<Vec<Entry>> = (0..n).map(|_| Vec::new()).collect();
         let (mut accepted, mut rejected) = (0u64, 0u64);
+        let mut bytes = 0usize;
+        // A stream (one batch of a sender) with any malformed metric is refused whole: nothing of a peer that
+        // sends garbage is merged. Each bad metric is counted by reason, the batch once by its first reason.
+        let mut refused: Option<&'static str> = None;
         loop {
             let next = tokio::select! {
                 _ = crate::shutdown::stopped(&mut stop) => return Err(Status::unavailable("shutting down")),
@@ -82,22 +94,39 @@ impl ImportService {
             let Some(item) = next else { break };
             for m in item.into_metrics() {
                 if accepted + rejected >= MAX_METRICS_PER_STREAM {
+                    self.refuse_batch("too_many_metrics");
                     return Err(Status::resource_exhausted("too many metrics in one stream"));
+                }
+                bytes += prost::Message::encoded_len(&m);
+                if bytes > MAX_BYTES_PER_STREAM {
+                    self.refuse_batch("too_many_bytes");
+                    return Err(Status::resource_exhausted("too many bytes in one stream"));
                 }
                 let name = m.name.clone();
                 match decode(m) {
-                    Ok(entry) => {
+                    Ok(entry) if refused.is_none() => {
                         accepted += 1;
                         per_shard[Pipeline::shard_of(entry.hash, n)].push(entry);
                     }
+                    // The batch is refused already: the rest is only checked and counted.
+                    Ok(_) => accepted += 1,
                     Err(e) => {
                         rejected += 1;
                         self.telemetry
                             .count("harrier.import.errors", &[&format!("reason:{}", e.reason())], 1);
-                        LOG.log(|| format!("refused an imported metric {name:?}: {e}"));
+                        LOG.log(|| format!("refused an imported metric {name:?} (and its whole batch): {e}"));
+                        if refused.is_none() {
+                            refused = Some(e.reason());
+                            per_shard.iter_mut().for_each(Vec::clear);
+                        }
                     }
                 }
             }
+        }
+        if let Some(reason) = refused {
+            self.refuse_batch(reason);
+            // Answered (not an error), so that the sender does not send it again: every metric counts as rejected.
+            return Ok(self.response(0, accepted + rejected, false));
         }
         if *self.stop.borrow() {
             return Err(Status::unavailable("shutting down"));

@@ -2,13 +2,15 @@
 //!
 //! # Architecture
 //!
-//! Services send DogStatsD lines over UDP (or TCP, or unix sockets) to a **local** Harrier on their host.
+//! Services send DogStatsD lines over UDP (or TCP, TLS, or unix sockets) to a **local** Harrier on their host.
 //! Listeners move datagrams into pooled buffers; parser workers turn each packet into borrowed
 //! [`protocol::Message`]s and route each metric by the hash of its series key (name, type, sorted tags) to the
 //! aggregation shard that owns it. A shard owns its maps: no lock is shared on the hot path, and a series it
 //! already knows costs no allocation.
 //!
-//! Every `interval`, the flusher swaps each shard's maps for empty ones and turns the old ones into output.
+//! Every `interval`, each shard takes its interval out (the values of the series touched, reset in place; the
+//! histograms and sets it reports itself already reduced to the values reported) and the flusher turns them into
+//! output.
 //! What combines safely across hosts (counters, gauges, a histogram's min/max/count) goes straight to the
 //! sinks. What does not (t-digests of histograms and timers, HyperLogLogs of sets) is forwarded over gRPC to a
 //! **global** Harrier, which merges the sketches of every host and emits true fleet-wide percentiles and
@@ -23,14 +25,17 @@
 //!
 //! - [`config`]: the YAML configuration, environment overrides and validation.
 //! - [`protocol`]: the DogStatsD wire format: packets into borrowed messages.
-//! - [`listen`]: sockets into pooled batches of raw packets.
+//! - [`listen`]: sockets into pooled batches of raw packets; `listen::framing` cuts stream connections (TCP and TLS
+//!   lines, unix length-prefixed frames).
 //! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
 //! - [`aggregate`]: series keys, t-digest histograms, HyperLogLog sets, shard state and its output.
-//! - [`flush`]: the interval loop that swaps shards and fans out to sinks and the forwarder.
+//! - [`flush`]: the interval loop that takes each shard's interval and fans out to sinks and the forwarder.
 //! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
 //!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
 //! - [`sink`]: where flushes go: per-backend encoders (console, Datadog JSON, Prometheus remote write) over one
 //!   HTTP delivery layer (client, retries with backoff, request accounting).
+//! - [`tls`]: the process's rustls provider, server identities reloaded without a restart (gRPC import server,
+//!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`telemetry`]: self-metrics (to the sinks, `stats_address` and `GET /metrics`).
 //! - [`logging`]: text or JSON logs with level filters, and the rate-limited log for bad input.
 //! - [`http`]: health (503 on a proxy with no reachable global) and version endpoints.

@@ -5,6 +5,7 @@
 //! of 0 is resolved to the port the OS chose (tests read it from [`BoundListener::address`]).
 
 mod datagram;
+pub mod framing;
 mod stream;
 
 pub use datagram::Source;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use super::ListenOptions;
+use super::{framing, ListenOptions};
 use crate::pipeline::{Ingest, BATCH_BYTES};
 use crate::shutdown::stopped;
 use crate::telemetry::{LimitedLog, ListenerStats};
@@ -204,7 +204,7 @@ where
 /// connection stays open. Bad lines are the parser's business: they are counted and the connection stays open.
 async fn read_lines<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut discarding = false;
+    let mut framer = framing::Lines::new(ctx.max_packet);
     let mut eof = false;
     loop {
         if buf.capacity() - buf.len() < 4096 {
@@ -222,31 +222,26 @@ async fn read_lines<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
         ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
         let mut batch = ctx.ingest.batch(ctx.index);
         let mut start = 0;
-        while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
-            let line = &buf[start..start + pos];
-            if discarding {
-                discarding = false;
-            } else if line.len() > ctx.max_packet {
-                ctx.oversize("line");
-            } else {
+        loop {
+            framer.cut(&buf, &mut start, |line| {
                 batch.push_packet(line);
+                batch.data.len() < BATCH_BYTES
+            });
+            if batch.data.len() < BATCH_BYTES {
+                break;
             }
-            start += pos + 1;
-            if batch.data.len() >= BATCH_BYTES {
-                let full = std::mem::replace(&mut batch, ctx.ingest.batch(ctx.index));
-                if !ctx.ingest.send(full).await {
-                    return;
-                }
+            let full = std::mem::replace(&mut batch, ctx.ingest.batch(ctx.index));
+            if !ctx.ingest.send(full).await {
+                return;
             }
         }
         buf.drain(..start);
-        if buf.len() > ctx.max_packet {
-            // The line in progress is already too long: drop it and everything up to its newline.
-            if !discarding {
-                ctx.oversize("line");
-            }
-            discarding = true;
+        if framer.drop_partial(buf.len()) {
+            // The line in progress is already too long: dropped with everything up to its newline.
             buf.clear();
+        }
+        for _ in 0..framer.take_oversize() {
+            ctx.oversize("line");
         }
         if !ctx.ingest.send(batch).await {
             return;
@@ -254,9 +249,9 @@ async fn read_lines<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
     }
     // A last line without its newline still counts when the client closed, as in the agent (not when the
     // connection is cut, where it may be a fragment).
-    if eof && !discarding && !buf.is_empty() && buf.len() <= ctx.max_packet {
+    if let Some(last) = framer.last(&buf).filter(|_| eof) {
         let mut batch = ctx.ingest.batch(ctx.index);
-        batch.push_packet(&buf);
+        batch.push_packet(last);
         ctx.ingest.send(batch).await;
     }
 }
@@ -274,20 +269,14 @@ async fn read_frames<R: AsyncRead + Unpin>(mut conn: R, mut ctx: Context) {
         ctx.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
         let mut batch = ctx.ingest.batch(ctx.index);
         let mut start = 0;
-        let mut close = false;
-        while buf.len() - start >= 4 {
-            let len = u32::from_le_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]) as usize;
-            if len > ctx.max_packet {
-                ctx.oversize("frame");
-                close = true;
-                break;
-            }
-            if buf.len() - start - 4 < len {
-                break;
-            }
-            ctx.stats.packets.fetch_add(1, Ordering::Relaxed);
-            batch.push_packet(&buf[start + 4..start + 4 + len]);
-            start += 4 + len;
+        let stats = &ctx.stats;
+        let cut = framing::cut_frames(&buf, &mut start, ctx.max_packet, |frame| {
+            stats.packets.fetch_add(1, Ordering::Relaxed);
+            batch.push_packet(frame);
+        });
+        let close = cut.is_err();
+        if close {
+            ctx.oversize("frame");
         }
         buf.drain(..start);
         if !ctx.ingest.send(batch).await || close {

@@ -50,6 +50,10 @@ fn every_documented_key_is_accepted() {
             "metric_sinks" | "forward_addresses" => "[]",
             "forward_discovery" => "{kind: dns_a, name: globals.test, port: 8128}",
             "proxy" => "false",
+            // With the key each needs beside it (files are read at start, not by the parse).
+            "grpc_tls" => "{cert_file: a.pem, key_file: a-key.pem}\ngrpc_address: \"127.0.0.1:0\"",
+            "statsd_tls" => "{cert_file: a.pem, key_file: a-key.pem}\nstatsd_listen_addresses: [\"tls://127.0.0.1:0\"]",
+            "forward_tls" => "{ca_file: ca.pem}\nforward_address: \"127.0.0.1:8128\"",
             _ => "3",
         };
         parse(&format!("{key}: {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
@@ -310,4 +314,26 @@ fn omit_empty_hostname_means_no_host_only_when_no_hostname_is_given() {
     let c = parse("omit_empty_hostname: true\nhostname: web-9\n").unwrap();
     assert_eq!(c.hostname, "web-9");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn tls_keys_are_checked_against_the_listeners_and_forwarding_they_secure() {
+    let err = parse("statsd_listen_addresses: [\"tls://127.0.0.1:0\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("statsd_tls"), "{err}");
+    let err = parse("grpc_tls: {cert_file: a.pem, key_file: b.pem}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("grpc_tls") && err.contains("grpc_address"), "{err}");
+    let err = parse("forward_tls: {ca_file: ca.pem}\n").unwrap_err().to_string();
+    assert!(err.contains("forward_tls") && err.contains("forward_address"), "{err}");
+    let err = parse("forward_address: a:1\nforward_tls: {ca_file: ca.pem, cert_file: c.pem}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key_file"), "{err}");
+    let err = parse("grpc_address: \"127.0.0.1:0\"\ngrpc_tls: {cert_file: \"\", key_file: b.pem}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("grpc_tls.cert_file"), "{err}");
 }

@@ -30,6 +30,8 @@ pub struct Histogram {
     /// half the room of a centroid each, the others as centroids.
     pending_unit: Vec<f64>,
     pending: Vec<Centroid>,
+    /// Where a fold merges into, then swapped with `centroids`: within an interval, folds allocate nothing.
+    scratch: Vec<Centroid>,
     /// Total weight, weighted sum, min and max of everything in `centroids` and `pending`.
     total: f64,
     sum: f64,
@@ -143,6 +145,7 @@ impl Default for Histogram {
             centroids: Vec::new(),
             pending_unit: Vec::new(),
             pending: Vec::new(),
+            scratch: Vec::new(),
             total: 0.0,
             sum: 0.0,
             min: f64::INFINITY,
@@ -229,6 +232,7 @@ impl Histogram {
             centroids: std::mem::take(&mut self.centroids),
             pending_unit: Vec::new(),
             pending: Vec::new(),
+            scratch: Vec::new(),
             total: self.total,
             sum: self.sum,
             min: self.min,
@@ -240,9 +244,11 @@ impl Histogram {
     }
 
     /// Empties this histogram for the next interval, keeping its sample buffer (see [`Histogram::take_interval`]).
-    /// The centroids' buffer is freed: the next interval's first merge builds a new one anyway.
+    /// The centroids' and the merge's buffers are freed, so that an idle histogram costs only its samples' room
+    /// (the next interval's first fold allocates them again).
     pub fn reset(&mut self) {
         self.centroids = Vec::new();
+        self.scratch = Vec::new();
         self.pending_unit.clear();
         self.pending.clear();
         self.total = 0.0;
@@ -290,9 +296,8 @@ impl Histogram {
         // merging t-digest's rule). Counting units by centroids emitted instead lags behind where large merged
         // centroids end, and squeezed everything past the last unit into one centroid.
         let bound = |before: f64| k_to_q(q_to_k(before / total, d) + 1.0, d) * total;
-        // The merge goes into a new buffer (one allocation per BUFFER samples at most, or per flush).
-        let items = self.centroids.len() + self.pending.len() + self.pending_unit.len();
-        let mut merged = Vec::with_capacity(items.min(MAX_DIGEST_CENTROIDS));
+        let mut merged = std::mem::take(&mut self.scratch);
+        merged.clear();
         // A merge of three sorted lists (centroids first among equal means, then weighted samples, then unit ones).
         let (mut i, mut j, mut k) = (0, 0, 0);
         let (centroids, pending, unit) = (&self.centroids, &self.pending, &self.pending_unit);
@@ -339,7 +344,7 @@ impl Histogram {
             }
             push_run(&mut merged, mean, weight, pure && items >= 2);
         }
-        self.centroids = merged;
+        self.scratch = std::mem::replace(&mut self.centroids, merged);
         self.pending.clear();
         self.pending_unit.clear();
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::histogram::Histogram;
-use super::key::{Scope, TagSet};
+use super::key::{Scope, SeriesKey, TagSet};
 use super::shard::{Entry, Interval, Value};
 use crate::config::{percentile_suffix, Aggregate};
 use crate::sink::{self, Series, SeriesKind, Suffix};
@@ -29,22 +29,9 @@ impl EmitConfig {
     /// Takes the interval of a histogram that is reported here (not forwarded) as the values reported: its
     /// aggregates, then its percentiles, in this configuration's order. The histogram is reset in place.
     pub fn summarize(&self, h: &mut Histogram) -> Summary {
-        let stats = h.stats;
         let mut values = Vec::with_capacity(self.aggregates.len() + self.percentiles.len());
         for (agg, _) in &self.aggregates {
-            values.push(if stats.is_empty() {
-                f64::NAN
-            } else {
-                match agg {
-                    Aggregate::Min => stats.min,
-                    Aggregate::Max => stats.max,
-                    Aggregate::Count => stats.count,
-                    Aggregate::Sum => stats.sum,
-                    Aggregate::Avg => stats.avg(),
-                    Aggregate::Hmean => stats.hmean(),
-                    Aggregate::Median => h.quantile(0.5).unwrap_or(f64::NAN),
-                }
-            });
+            values.push(aggregate_value(*agg, h));
         }
         for (q, _) in &self.percentiles {
             values.push(h.quantile(*q).unwrap_or(f64::NAN));
@@ -52,6 +39,53 @@ impl EmitConfig {
         h.reset();
         Summary {
             values: values.into_boxed_slice(),
+        }
+    }
+}
+
+/// Aggregate `agg` of a histogram's own samples; NaN when it has none (or no median).
+fn aggregate_value(agg: Aggregate, h: &mut Histogram) -> f64 {
+    let stats = h.stats;
+    if stats.is_empty() {
+        return f64::NAN;
+    }
+    match agg {
+        Aggregate::Min => stats.min,
+        Aggregate::Max => stats.max,
+        Aggregate::Count => stats.count,
+        Aggregate::Sum => stats.sum,
+        Aggregate::Avg => stats.avg(),
+        Aggregate::Hmean => stats.hmean(),
+        Aggregate::Median => h.quantile(0.5).unwrap_or(f64::NAN),
+    }
+}
+
+/// How aggregate `agg` is reported: a count sums like a counter, the others are gauges.
+fn aggregate_kind(agg: Aggregate) -> SeriesKind {
+    match agg {
+        Aggregate::Count => SeriesKind::SampleCount,
+        _ => SeriesKind::Gauge,
+    }
+}
+
+/// A histogram's reported values (see [`Summary`]) as output series; non-finite ones are left out.
+fn push_summary(out: &mut Vec<Series>, cfg: &EmitConfig, values: &[f64], key: &SeriesKey, timestamp: i64) {
+    let aggregates = cfg
+        .aggregates
+        .iter()
+        .map(|(agg, suffix)| (suffix, aggregate_kind(*agg)));
+    let percentiles = cfg.percentiles.iter().map(|(_, suffix)| (suffix, SeriesKind::Gauge));
+    for ((suffix, kind), &value) in aggregates.chain(percentiles).zip(values) {
+        if value.is_finite() {
+            let (name, suffix) = suffix.apply(&key.name);
+            out.push(Series {
+                name,
+                suffix,
+                tags: key.tags.clone(),
+                value,
+                kind,
+                timestamp,
+            });
         }
     }
 }
@@ -175,61 +209,37 @@ pub fn emit(
                     &entry.key.tags,
                 ));
             }
+            Value::Histogram(h) if !forward_this => {
+                // Reported here: reduced as a summarizing shard reduces it.
+                counts.histograms += 1;
+                let summary = cfg.summarize(h);
+                push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
+            }
             Value::Histogram(h) => {
                 counts.histograms += 1;
-                let name = &entry.key.name;
-                let tags = &entry.key.tags;
                 // Aggregates: from this instance's own samples, except a global-only series, whose are reported
-                // by the global (from the forwarded stats merged into these).
-                let emit_aggregates = !(cfg.is_local && scope == Scope::Global);
-                if emit_aggregates && !h.stats.is_empty() {
-                    let stats = h.stats;
+                // by the global (from the forwarded stats merged into these). The sketch is forwarded.
+                if scope != Scope::Global {
                     for (agg, suffix) in &cfg.aggregates {
-                        let (value, kind) = match agg {
-                            Aggregate::Min => (stats.min, SeriesKind::Gauge),
-                            Aggregate::Max => (stats.max, SeriesKind::Gauge),
-                            Aggregate::Count => (stats.count, SeriesKind::SampleCount),
-                            Aggregate::Sum => (stats.sum, SeriesKind::Gauge),
-                            Aggregate::Avg => (stats.avg(), SeriesKind::Gauge),
-                            Aggregate::Hmean => (stats.hmean(), SeriesKind::Gauge),
-                            Aggregate::Median => match h.quantile(0.5) {
-                                Some(v) => (v, SeriesKind::Gauge),
-                                None => continue,
-                            },
-                        };
+                        let value = aggregate_value(*agg, h);
                         if value.is_finite() {
-                            out.series.push(point(suffix.apply(name), value, kind, tags));
+                            let point = point(
+                                suffix.apply(&entry.key.name),
+                                value,
+                                aggregate_kind(*agg),
+                                &entry.key.tags,
+                            );
+                            out.series.push(point);
                         }
                     }
                 }
-                if forward_this {
-                    h.compress();
-                    counts.forwarded += 1;
-                    forward.push(entry);
-                    continue;
-                }
-                for (q, suffix) in &cfg.percentiles {
-                    if let Some(v) = h.quantile(*q) {
-                        out.series.push(point(suffix.apply(name), v, SeriesKind::Gauge, tags));
-                    }
-                }
+                h.compress();
+                counts.forwarded += 1;
+                forward.push(entry);
             }
             Value::Summary(summary) => {
                 counts.histograms += 1;
-                let outputs = cfg.aggregates.iter().map(|(agg, suffix)| {
-                    let kind = match agg {
-                        Aggregate::Count => SeriesKind::SampleCount,
-                        _ => SeriesKind::Gauge,
-                    };
-                    (suffix, kind)
-                });
-                let outputs = outputs.chain(cfg.percentiles.iter().map(|(_, suffix)| (suffix, SeriesKind::Gauge)));
-                for ((suffix, kind), &value) in outputs.zip(summary.values.iter()) {
-                    if value.is_finite() {
-                        out.series
-                            .push(point(suffix.apply(&entry.key.name), value, kind, &entry.key.tags));
-                    }
-                }
+                push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
             }
             Value::SetEstimate(v) => {
                 counts.sets += 1;

@@ -80,8 +80,12 @@ fn read(key: &str, path: &str) -> Result<Vec<u8>, TlsError> {
 
 /// The certificates of a PEM file (at least one).
 pub fn load_certs(key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    parse_certs(key, path, &read(key, path)?)
+}
+
+/// The certificates of `pem`, the contents of `path` (at least one).
+fn parse_certs(key: &str, path: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             key: key.to_string(),
@@ -100,8 +104,12 @@ pub fn load_certs(key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>,
 
 /// The private key of a PEM file.
 pub fn load_key(key: &str, path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+    parse_key(key, path, &read(key, path)?)
+}
+
+/// The private key of `pem`, the contents of `path`.
+fn parse_key(key: &str, path: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             key: key.to_string(),
             path: path.to_string(),
@@ -165,7 +173,7 @@ pub fn server_config(key: &str, files: &ServerTlsConfig, alpn: &[&[u8]]) -> Resu
 pub fn client_config(files: &ClientTlsConfig, host: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
     let ca = read("forward_tls.ca_file", &files.ca_file)?;
     // Parsed here too, so that a bad file is named at start rather than at the first connection.
-    load_certs("forward_tls.ca_file", &files.ca_file)?;
+    parse_certs("forward_tls.ca_file", &files.ca_file, &ca)?;
     let name = if files.server_name.is_empty() {
         host
     } else {
@@ -178,8 +186,8 @@ pub fn client_config(files: &ClientTlsConfig, host: &str) -> Result<tonic::trans
         let cert = read("forward_tls.cert_file", &files.cert_file)?;
         let key = read("forward_tls.key_file", &files.key_file)?;
         // The pair is checked as a server would check it, so that a mismatch stops the start.
-        let certs = load_certs("forward_tls.cert_file", &files.cert_file)?;
-        let private = load_key("forward_tls.key_file", &files.key_file)?;
+        let certs = parse_certs("forward_tls.cert_file", &files.cert_file, &cert)?;
+        let private = parse_key("forward_tls.key_file", &files.key_file, &key)?;
         rustls::sign::CertifiedKey::from_der(certs, private, &provider()).map_err(|e| TlsError::Mismatch {
             key: "forward_tls".to_string(),
             cert_path: files.cert_file.clone(),

@@ -8,7 +8,9 @@
 //!   senders use: a proxy routes a metric by its name, type and tags without decoding (or re-encoding) its sketch.
 //!   Its `MetricBatch` is `crate::forward::wire::RawBatch`: each metric kept as its encoded bytes.
 //!
-//! And `proto/prometheus/remote.proto` (remote write's `WriteRequest`), message types only.
+//! And `proto/prometheus/remote.proto` (remote write's `WriteRequest`) and
+//! `proto/datadog/agentpayload/agent_payload.proto` (the Datadog agent's `MetricPayload` and `SketchPayload`),
+//! message types only.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/harrier/forward/v1/forward.proto";
@@ -58,5 +60,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_server(false)
         .compile_fds(protox::compile([remote], ["proto"])?)?;
+
+    // The Datadog agent's payloads (`$OUT_DIR/datadog.agentpayload.rs`), message types only: the sink writes the
+    // wire format directly; tests and tools decode with these.
+    let agent = "proto/datadog/agentpayload/agent_payload.proto";
+    println!("cargo:rerun-if-changed={agent}");
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(protox::compile([agent], ["proto"])?)?;
     Ok(())
 }

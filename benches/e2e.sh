@@ -148,6 +148,8 @@ YAML
   grep -v "listening on\|stopping, with" "$WORK/server.err" | tail -3 | sed 's/^/   server stderr: /' || true
   kill $ipid 2>/dev/null || true
   wait $ipid 2>/dev/null || true
+  # v2 series bodies (protobuf, zstd) are decoded by harrier-load; v1 JSON ones by the script below.
+  "$LOAD" --decode "$WORK/bodies" >"$WORK/v2-series.jsonl"
   python3 - "$WORK" "$HZ" "$((s1 - s0))" "$((f1 - f0))" "$floor_sent" "$rss" "$((drops1 - drops0))" <<'PY'
 import json, sys, os, zlib, collections
 work, hz, sticks, fticks, floor_sent, rss, drops = sys.argv[1:]
@@ -157,21 +159,23 @@ m = json.load(open(f"{work}/manifest.json"))
 lines_in = 0.0
 counters = collections.defaultdict(float)
 flush_ms, sink_ms = [], []
-for f in os.listdir(f"{work}/bodies"):
-    if not f.endswith("api_v1_series"):
-        continue
-    body = json.loads(zlib.decompress(open(f"{work}/bodies/{f}", "rb").read()))
-    for s in body["series"]:
-        v = s["points"][0][1] * (s.get("interval") or 1 if s["type"] == "rate" else 1)
-        name, tags = s["metric"], ",".join(t for t in s.get("tags", []))
-        if name == "harrier.listener.lines":
-            lines_in += v
-        elif name == "harrier.flush.duration_ms":
-            flush_ms.append(v)
-        elif name == "harrier.sink.duration_ms":
-            sink_ms.append(v)
-        elif s["type"] == "rate" and name.startswith("load.") and not name.endswith(".count"):
-            counters[f"{name}|#{tags}" if tags else name] += v
+def all_series():
+    for f in os.listdir(f"{work}/bodies"):
+        if f.endswith("api_v1_series"):
+            yield from json.loads(zlib.decompress(open(f"{work}/bodies/{f}", "rb").read()))["series"]
+    for line in open(f"{work}/v2-series.jsonl"):
+        yield json.loads(line)
+for s in all_series():
+    v = s["points"][0][1] * (s.get("interval") or 1 if s["type"] == "rate" else 1)
+    name, tags = s["metric"], ",".join(t for t in s.get("tags", []))
+    if name == "harrier.listener.lines":
+        lines_in += v
+    elif name == "harrier.flush.duration_ms":
+        flush_ms.append(v)
+    elif name == "harrier.sink.duration_ms":
+        sink_ms.append(v)
+    elif s["type"] == "rate" and name.startswith("load.") and not name.endswith(".count"):
+        counters[f"{name}|#{tags}" if tags else name] += v
 mismatched = sum(1 for k, v in m["counters"].items() if abs(counters.get(k, 0.0) - v) > 1e-6 * max(1, v))
 lost = m["lines"] - lines_in
 server_ns = sticks / hz * 1e9 / max(lines_in, 1)

@@ -586,7 +586,7 @@ pub mod tls;
 pub mod veneur;
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::ListenAddress;
-pub use sinks::{DatadogConfig, PrometheusConfig, SinkConfig, SinkKind};
+pub use sinks::{Compression, DatadogConfig, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};
 
 #[cfg(test)]

@@ -119,10 +119,14 @@ impl Flusher {
                 }
             }
         }
-        // The sinks of the last regular flush finish (each is bounded by one interval) before the final flush
-        // starts and the process exits: detached, they were cut off by the exit when a stop came right after a
-        // flush.
-        let _ = tokio::time::timeout(self.interval, async { while in_flight.join_next().await.is_some() {} }).await;
+        // The sinks of the last regular flush finish (each is bounded by one interval and its request timeout)
+        // before the final flush starts and the process exits: detached, they were cut off by the exit when a stop
+        // came right after a flush.
+        let slack = self.sinks.iter().map(|s| s.request_timeout()).max().unwrap_or_default();
+        let _ = tokio::time::timeout(self.interval + slack, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
         in_flight.detach_all();
     }
 
@@ -214,14 +218,15 @@ impl Flusher {
             let sink = sink.clone();
             let out = out.clone();
             let telemetry = self.telemetry.clone();
-            let deadline = self.interval;
+            // Attempts start within the interval; one under way at its end may run to the sink's request timeout.
+            let deadline = self.interval + sink.request_timeout();
             sink_tasks.spawn(async move {
                 let t0 = Instant::now();
                 let outcome = match tokio::time::timeout(deadline, sink.flush(out)).await {
                     Ok(outcome) => outcome,
                     Err(_) => SinkOutcome::Failed {
                         reason: "deadline",
-                        detail: format!("not done within one interval ({deadline:?})"),
+                        detail: format!("not done within one interval and the request timeout ({deadline:?})"),
                     },
                 };
                 let result = match &outcome {

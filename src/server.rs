@@ -2,7 +2,8 @@
 //!
 //! Start: bind every listener (errors name the address), start the shards and parse workers, the readers, the
 //! HTTP server and the flusher. Stop (SIGTERM, SIGINT or [`RunningServer::shutdown`]): stop reading, let every
-//! batch already read reach its shard, run a final flush bounded by one interval, then stop the shards.
+//! batch already read reach its shard, run a final flush bounded by one interval (and the sinks' request timeout),
+//! then stop the shards.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -379,11 +380,18 @@ pub async fn start_with_forwarder(
         drop(ingest);
         pipeline.sync().await;
         let _ = flush_task.await;
-        // 3. The final flush, bounded by one interval.
+        // 3. The final flush, bounded by one interval and the sinks' request timeout (a request under way is not
+        // cut; what fails goes to the retry queue, and to `retry_queue_dir` when set).
         if flush_on_shutdown {
             let mut tasks = JoinSet::new();
             flusher.flush_once(&mut tasks).await;
-            let _ = tokio::time::timeout(interval, async { while tasks.join_next().await.is_some() {} }).await;
+            let slack = flusher
+                .sinks
+                .iter()
+                .map(|s| s.request_timeout())
+                .max()
+                .unwrap_or_default();
+            let _ = tokio::time::timeout(interval + slack, async { while tasks.join_next().await.is_some() {} }).await;
         }
         drop(flusher);
         // Senders waiting to hear what is flushed get their answer; then the import server stops (imports were

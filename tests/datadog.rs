@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::intake::{Intake, Reply, Request};
 use common::*;
 use harrier::aggregate::TagSet;
-use harrier::config::{Config, DatadogConfig};
+use harrier::config::{Config, DatadogConfig, SeriesApi};
 use harrier::server;
 use harrier::sink::datadog::DatadogSink;
 use harrier::sink::{Flush, Series, SeriesKind, Sink, SinkOutcome};
@@ -23,6 +23,8 @@ fn dd_config(intake: &Intake, max_per_body: usize) -> DatadogConfig {
         api_key: KEY.to_string(),
         api_hostname: intake.url(),
         flush_max_per_body: max_per_body,
+        // These tests pin v1 JSON ("series_api: v1 still gives today's output"); tests/datadog_v2.rs covers v2.
+        series_api: SeriesApi::V1,
         ..DatadogConfig::default()
     }
 }
@@ -88,7 +90,7 @@ async fn a_local_server_sends_the_documented_json_with_the_key_only_in_the_heade
     let yaml = format!(
         "statsd_listen_addresses: [\"udp://127.0.0.1:0\"]\ninterval: 10s\nhostname: web-1\nnum_workers: 2\n\
          aggregates: [min, max, count]\npercentiles: [0.5, 0.99]\n\
-         metric_sinks: [{{kind: datadog, name: dd, config: {{api_key: {KEY}, api_hostname: \"{}\"}}}}]\n",
+         metric_sinks: [{{kind: datadog, name: dd, config: {{api_key: {KEY}, api_hostname: \"{}\", series_api: v1}}}}]\n",
         intake.url()
     );
     let config = Config::from_yaml_with_env(&yaml, "t", |_| None).unwrap();
@@ -270,7 +272,7 @@ async fn a_hanging_intake_does_not_delay_the_next_flush_or_ingest() {
     let intake = Intake::start(|_, i| if i == 0 { Reply::Hang } else { Reply::Status(202) }).await;
     let yaml = format!(
         "statsd_listen_addresses: [\"udp://127.0.0.1:0\"]\ninterval: 1s\nnum_workers: 2\n\
-         metric_sinks: [{{kind: datadog, config: {{api_key: {KEY}, api_hostname: \"{}\"}}}}]\n",
+         metric_sinks: [{{kind: datadog, config: {{api_key: {KEY}, api_hostname: \"{}\", series_api: v1}}}}]\n",
         intake.url()
     );
     let config = Config::from_yaml_with_env(&yaml, "t", |_| None).unwrap();
@@ -305,7 +307,7 @@ async fn an_intake_answering_400_leaves_the_server_healthy() {
     let intake = Intake::start(|_, _| Reply::Status(400)).await;
     let yaml = format!(
         "statsd_listen_addresses: [\"udp://127.0.0.1:0\"]\ninterval: 300ms\nnum_workers: 2\n\
-         metric_sinks: [{{kind: datadog, config: {{api_key: {KEY}, api_hostname: \"{}\"}}}}]\n",
+         metric_sinks: [{{kind: datadog, config: {{api_key: {KEY}, api_hostname: \"{}\", series_api: v1}}}}]\n",
         intake.url()
     );
     let config = Config::from_yaml_with_env(&yaml, "t", |_| None).unwrap();
@@ -356,7 +358,7 @@ async fn an_intake_down_longer_than_an_interval_gets_the_queued_payloads_when_it
     );
     assert!(
         telemetry
-            .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+            .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd", "endpoint:series"])
             .unwrap_or(0.0)
             > 0.0
     );
@@ -387,7 +389,7 @@ async fn an_intake_down_longer_than_an_interval_gets_the_queued_payloads_when_it
     );
     assert!(names.values().all(|&n| n == 1));
     assert_eq!(
-        telemetry.peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"]),
+        telemetry.peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd", "endpoint:series"]),
         Some(0.0)
     );
 }
@@ -400,7 +402,7 @@ async fn a_full_retry_queue_drops_its_oldest_payload_and_counts_it() {
     let (probe, probe_telemetry) = sink(&intake, 1000);
     probe.flush(flush_of(10, interval)).await;
     let one = probe_telemetry
-        .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+        .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd", "endpoint:series"])
         .unwrap();
     assert!(one > 0.0);
     // Room for one and a half bodies.
@@ -415,7 +417,7 @@ async fn a_full_retry_queue_drops_its_oldest_payload_and_counts_it() {
     sink.flush(flush_of(10, interval)).await;
     assert_eq!(telemetry.peek("harrier.sink.dropped", "reason:retry_queue_full"), 1);
     let queued = telemetry
-        .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+        .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd", "endpoint:series"])
         .unwrap();
     assert_eq!(queued, one, "one body left");
 }
@@ -452,9 +454,14 @@ async fn queued_payloads_in_retry_queue_dir_survive_a_restart_and_never_hold_the
     let up = Intake::accepting().await;
     let telemetry = Arc::new(Telemetry::default());
     let second = DatadogSink::new("dd", cfg(&up), telemetry.clone()).unwrap();
+    // Found on disk, and read back when sent.
+    assert_eq!(
+        telemetry.peek_gauge("harrier.sink.retry_queue_payloads", &["sink:dd", "endpoint:series"]),
+        Some(1.0)
+    );
     assert!(
         telemetry
-            .peek_gauge("harrier.sink.retry_queue_bytes", &["sink:dd"])
+            .peek_gauge("harrier.sink.retry_queue_disk_bytes", &["sink:dd"])
             .unwrap_or(0.0)
             > 0.0
     );

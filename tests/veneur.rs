@@ -114,10 +114,7 @@ async fn a_veneur_v14_config_runs_and_its_counter_arrives_with_the_sink_tags_and
     sock.send_to(b"veneur.deploys:3|c|#svc:api", server.udp_address().unwrap())
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || !intake
-            .requests_to("/api/v1/series")
-            .is_empty())
-        .await,
+        eventually(Duration::from_secs(10), || !intake.series_requests().is_empty()).await,
         "the Datadog sink made from datadog_api_key/datadog_api_hostname posted"
     );
     // Self-metrics go to stats_address as DogStatsD, not to the sinks.
@@ -127,35 +124,24 @@ async fn a_veneur_v14_config_runs_and_its_counter_arrives_with_the_sink_tags_and
     assert!(datagram.contains("harrier.") && datagram.contains("|c"), "{datagram}");
     server.shutdown().await;
 
-    let reqs = intake.requests_to("/api/v1/series");
+    let reqs = intake.series_requests();
     assert_eq!(
         reqs[0].headers.get("dd-api-key").map(String::as_str),
         Some("test-key-v14")
     );
-    let series: Vec<serde_json::Value> = reqs
+    let points: Vec<_> = intake.points().into_iter().map(|(_, p)| p).collect();
+    let deploys = points
         .iter()
-        .flat_map(|r| r.json()["series"].as_array().cloned().unwrap_or_default())
-        .collect();
-    let deploys = series
-        .iter()
-        .find(|s| s["metric"] == "veneur.deploys")
-        .unwrap_or_else(|| panic!("no veneur.deploys in {series:?}"));
-    let tags: Vec<&str> = deploys["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t.as_str())
-        .collect();
+        .find(|p| p.metric == "veneur.deploys")
+        .unwrap_or_else(|| panic!("no veneur.deploys in {points:?}"));
     assert_eq!(
-        tags,
+        deploys.tags,
         vec!["env:ci", "svc:api", "team:metrics"],
         "extend_tags and tags applied"
     );
-    assert!(deploys.get("host").is_none(), "omit_empty_hostname: no host: {deploys}");
+    assert_eq!(deploys.host, None, "omit_empty_hostname: no host: {deploys:?}");
     assert!(
-        series
-            .iter()
-            .all(|s| !s["metric"].as_str().unwrap_or("").starts_with("harrier.")),
+        points.iter().all(|p| !p.metric.starts_with("harrier.")),
         "self-metrics went to stats_address only"
     );
 }
@@ -182,18 +168,18 @@ async fn a_veneur_head_config_runs_with_its_nested_datadog_sink() {
         .unwrap();
     let arrived = || {
         intake
-            .requests_to("/api/v1/series")
-            .iter()
-            .flat_map(|r| r.json()["series"].as_array().cloned().unwrap_or_default())
-            .find(|s| s["metric"] == "veneur.head")
+            .points()
+            .into_iter()
+            .map(|(_, p)| p)
+            .find(|p| p.metric == "veneur.head")
     };
     assert!(eventually(Duration::from_secs(10), || arrived().is_some()).await);
     server.shutdown().await;
-    let s = arrived().unwrap();
-    assert_eq!(s["host"], "veneur-head");
-    assert_eq!(s["tags"], serde_json::json!(["env:ci", "svc:api"]));
+    let p = arrived().unwrap();
+    assert_eq!(p.host.as_deref(), Some("veneur-head"));
+    assert_eq!(p.tags, ["env:ci", "svc:api"]);
     assert_eq!(
-        intake.requests_to("/api/v1/series")[0]
+        intake.series_requests()[0]
             .headers
             .get("dd-api-key")
             .map(String::as_str),

@@ -29,6 +29,9 @@ RECEIVE: harrier-load --discard [--listen 127.0.0.1:8125] [--duration SECS]
 INTAKE:  harrier-load --intake DIR [--listen 127.0.0.1:8080] [--duration SECS]
          an HTTP/1.1 server (keep-alive) that answers 202 to every request at once and stores each body, as
          received, in DIR/<n>.<path with / as _>, to be decoded after the run (off the measured path)
+DECODE:  harrier-load --decode DIR
+         prints each series of the /api/v2/series bodies (MetricPayload, zstd or zlib) stored in DIR as one JSON
+         object per line, in the shape of a v1 series: metric, tags, type, interval and points [[ts, v]]
 ";
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,7 @@ struct Options {
     listen: SocketAddr,
     names: usize,
     intake: Option<String>,
+    decode: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -65,6 +69,7 @@ fn parse_options() -> Result<Options, String> {
         listen: "127.0.0.1:8125".parse().unwrap_or_else(|_| unreachable!()),
         names: 0,
         intake: None,
+        decode: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -103,6 +108,7 @@ fn parse_options() -> Result<Options, String> {
             "--discard" => o.discard = true,
             "--names" => o.names = num(value()?)? as usize,
             "--intake" => o.intake = Some(value()?),
+            "--decode" => o.decode = Some(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -132,6 +138,8 @@ fn main() {
         discard(&opts)
     } else if let Some(dir) = &opts.intake {
         intake(&opts, dir)
+    } else if let Some(dir) = &opts.decode {
+        decode(dir)
     } else {
         send(&opts)
     };
@@ -499,6 +507,69 @@ fn intake(opts: &Options, dir: &str) -> Result<(), String> {
 }
 
 /// Receives and counts datagrams with `recvmmsg`, nothing else: the receive floor of this machine.
+/// `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Prints the series of the stored `/api/v2/series` bodies as v1-shaped JSON lines.
+fn decode(dir: &str) -> Result<(), String> {
+    use harrier::sink::datadog::payload::{metric_payload::MetricType, MetricPayload};
+    use prost::Message;
+    use std::io::{Read, Write};
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{dir}: {e}"))?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        if !entry.file_name().to_string_lossy().ends_with("api_v2_series") {
+            continue;
+        }
+        let raw = std::fs::read(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        let body = if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            zstd::stream::decode_all(&raw[..]).map_err(|e| format!("zstd: {e}"))?
+        } else {
+            let mut body = Vec::new();
+            flate2::read::ZlibDecoder::new(&raw[..])
+                .read_to_end(&mut body)
+                .map_err(|e| format!("zlib: {e}"))?;
+            body
+        };
+        let payload = MetricPayload::decode(&body[..]).map_err(|e| format!("MetricPayload: {e}"))?;
+        for s in payload.series {
+            let kind = match s.r#type() {
+                MetricType::Rate => "rate",
+                MetricType::Count => "count",
+                _ => "gauge",
+            };
+            let tags: Vec<String> = s.tags.iter().map(|t| json_string(t)).collect();
+            for p in &s.points {
+                writeln!(
+                    out,
+                    "{{\"metric\":{},\"tags\":[{}],\"type\":\"{kind}\",\"interval\":{},\"points\":[[{},{}]]}}",
+                    json_string(&s.metric),
+                    tags.join(","),
+                    s.interval,
+                    p.timestamp,
+                    p.value
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn discard(opts: &Options) -> Result<(), String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).map_err(|e| e.to_string())?;
     let _ = sock.set_recv_buffer_size(8 * 1024 * 1024);

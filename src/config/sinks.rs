@@ -8,6 +8,7 @@ use serde::Deserialize;
 use yaml_serde::{Mapping, Value};
 
 use super::{deserialize_duration, ConfigError};
+use crate::sink::delivery::DeliverySettings;
 
 /// One entry of `metric_sinks`.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -194,8 +195,43 @@ pub struct DatadogConfig {
     /// (counted in `harrier.sink.dropped{reason:retry_queue_full}`). 0: no queue. Default: `67108864` (64 MiB).
     pub retry_queue_max_bytes: usize,
     /// A directory where queued payloads are also written (bodies only: the API key never reaches the disk), so
-    /// that they survive a restart and are sent by the next run. Default: empty (memory only).
+    /// that they survive a restart and are sent by the next run; beyond `retry_queue_max_bytes`, the oldest wait
+    /// there only. Default: empty (memory only).
     pub retry_queue_dir: String,
+    /// Most bytes of payloads kept in `retry_queue_dir`; beyond it the oldest are removed (and dropped, counted, if
+    /// not also in memory). Default: `268435456` (256 MiB).
+    pub retry_queue_max_disk_bytes: usize,
+    /// How long one request may take, whatever the interval (a request under way at the end of its interval is
+    /// not cut). Default: `20s` (the agent's `forwarder_timeout`).
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "super::serialize_duration"
+    )]
+    pub request_timeout: Duration,
+    /// `v2` (the default): series as the agent's `MetricPayload` protobuf to `/api/v2/series`; `v1`: JSON to
+    /// `/api/v1/series`.
+    pub series_api: SeriesApi,
+    /// Compression of `/api/v2/series` and sketch bodies: `zstd` (the default, as today's agent) or `deflate`
+    /// (zlib). v1 JSON bodies are always deflate.
+    pub compression: Compression,
+}
+
+/// `series_api` of a Datadog sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesApi {
+    V1,
+    #[default]
+    V2,
+}
+
+/// `compression` of a Datadog sink's protobuf bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Deflate,
 }
 
 impl Default for DatadogConfig {
@@ -206,6 +242,22 @@ impl Default for DatadogConfig {
             flush_max_per_body: 25_000,
             retry_queue_max_bytes: 64 << 20,
             retry_queue_dir: String::new(),
+            retry_queue_max_disk_bytes: 256 << 20,
+            request_timeout: Duration::from_secs(20),
+            series_api: SeriesApi::V2,
+            compression: Compression::Zstd,
+        }
+    }
+}
+
+impl DatadogConfig {
+    /// The delivery layer's settings.
+    pub fn delivery(&self) -> DeliverySettings {
+        DeliverySettings {
+            retry_queue_max_bytes: self.retry_queue_max_bytes,
+            retry_queue_dir: self.retry_queue_dir.clone(),
+            retry_queue_max_disk_bytes: self.retry_queue_max_disk_bytes,
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -218,6 +270,10 @@ impl fmt::Debug for DatadogConfig {
             .field("flush_max_per_body", &self.flush_max_per_body)
             .field("retry_queue_max_bytes", &self.retry_queue_max_bytes)
             .field("retry_queue_dir", &self.retry_queue_dir)
+            .field("retry_queue_max_disk_bytes", &self.retry_queue_max_disk_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("series_api", &self.series_api)
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -250,6 +306,14 @@ pub struct PrometheusConfig {
     /// As the Datadog sink's: queued requests are also written there (bodies only, never the headers) and sent
     /// by the next run. Default: empty (memory only).
     pub retry_queue_dir: String,
+    /// As the Datadog sink's. Default: `268435456` (256 MiB).
+    pub retry_queue_max_disk_bytes: usize,
+    /// As the Datadog sink's. Default: `20s`.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "super::serialize_duration"
+    )]
+    pub request_timeout: Duration,
 }
 
 impl Default for PrometheusConfig {
@@ -261,11 +325,23 @@ impl Default for PrometheusConfig {
             counter_expiry: Duration::from_secs(600),
             retry_queue_max_bytes: 64 << 20,
             retry_queue_dir: String::new(),
+            retry_queue_max_disk_bytes: 256 << 20,
+            request_timeout: Duration::from_secs(20),
         }
     }
 }
 
 impl PrometheusConfig {
+    /// The delivery layer's settings.
+    pub fn delivery(&self) -> DeliverySettings {
+        DeliverySettings {
+            retry_queue_max_bytes: self.retry_queue_max_bytes,
+            retry_queue_dir: self.retry_queue_dir.clone(),
+            retry_queue_max_disk_bytes: self.retry_queue_max_disk_bytes,
+            request_timeout: self.request_timeout,
+        }
+    }
+
     /// `headers` as request headers, their values marked sensitive (never shown); `Err` names the first header
     /// whose name or value cannot be sent.
     pub fn header_map(&self) -> Result<reqwest::header::HeaderMap, &str> {
@@ -291,6 +367,8 @@ impl fmt::Debug for PrometheusConfig {
             .field("counter_expiry", &self.counter_expiry)
             .field("retry_queue_max_bytes", &self.retry_queue_max_bytes)
             .field("retry_queue_dir", &self.retry_queue_dir)
+            .field("retry_queue_max_disk_bytes", &self.retry_queue_max_disk_bytes)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }

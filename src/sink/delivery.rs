@@ -1,28 +1,28 @@
 //! The delivery layer every HTTP sink shares under its own encoder: one keep-alive client, POSTs retried with
-//! exponential backoff and jitter until the flush's deadline, and every request's outcome counted.
+//! exponential backoff and jitter, the [retry queue](super::retry_queue), and every request's outcome counted.
 //!
-//! Failure policy: 5xx, 408, 429, timeouts and connection errors are retried until the deadline (one interval);
-//! 413 is handed back to the encoder, which may split the payload; any other status is dropped at once. Each
-//! request is counted as `harrier.sink.requests{sink,endpoint,result}`. Header values are never logged (they
-//! carry API keys and auth tokens): logs name the sink, the endpoint and the outcome only.
+//! Failure policy (the agent forwarder's): 5xx, 408, 429, timeouts and connection errors are retried; 413 is handed
+//! back to the encoder, which may split the payload; any other status is dropped at once and counted. Each request
+//! is counted as `harrier.sink.requests{sink,endpoint,result}`, each attempt after a payload's first as
+//! `harrier.sink.retries{sink,endpoint}`, and each payload given up as `harrier.sink.dropped{sink,endpoint,reason}`.
+//! Header values are never logged (they carry API keys and auth tokens): logs name the sink, the endpoint and the
+//! outcome only.
 //!
-//! A payload still failing with a retryable outcome at the deadline goes to the sink's **retry queue** (in memory,
-//! bounded by `retry_queue_max_bytes`; beyond it the oldest payloads are dropped and counted in
-//! `harrier.sink.dropped{sink,reason:retry_queue_full}`). Each flush sends its own payloads first and then the
-//! queued ones, oldest first, concurrently and to the same deadline; what fails again is queued again, in order.
-//! While the intake keeps failing, the queue is tried every 1, 2, 4 and then 8 intervals. The queue's size is the
-//! gauge `harrier.sink.retry_queue_bytes{sink}`. With `retry_queue_dir`, queued payloads are also written there
-//! (bodies only: headers, and so API keys, never reach the disk) and loaded again at the next start.
+//! Time: a payload's attempts start while its flush's interval lasts; each attempt may take `request_timeout`
+//! (default 20 s, the agent's), whatever the interval, so a slow intake is waited for rather than cut off and sent
+//! the same payload again. A payload still failing at the end of its interval goes to the retry queue. Each flush
+//! sends its own payloads first and then the queued ones, oldest first, concurrently; what fails again is queued
+//! again, in order. While the intake keeps failing, the queue is tried every 1, 2, 4 and then 8 intervals.
 
-use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 
+pub use super::retry_queue::Resolve;
+use super::retry_queue::{forget, Queued, RetryQueue};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 static LOG: LimitedLog = LimitedLog::new("sink delivery");
@@ -53,47 +53,17 @@ impl Sent {
     }
 }
 
-/// A payload waiting to be sent again.
-struct Queued {
-    endpoint: &'static str,
-    url: String,
-    headers: HeaderMap,
-    body: Bytes,
-    /// Its copy in `retry_queue_dir`, if the sink has one.
-    file: Option<PathBuf>,
-}
-
-/// `retry_queue_dir`: where queued payloads are also written (their bodies only, named by sequence and endpoint:
-/// no header, so no API key, ever reaches the disk), so that they survive a restart.
-struct Disk {
-    dir: PathBuf,
-    next: AtomicU64,
-}
-
-/// Which endpoint, URL and headers a payload found on disk goes to (the sink's current ones).
-pub type Resolve = dyn Fn(&str) -> Option<(&'static str, String, HeaderMap)> + Send + Sync;
-
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Queued>,
-    bytes: usize,
-    /// While the intake keeps failing: no new attempt before this, and how many intervals the last wait was.
-    skip_until: Option<Instant>,
-    wait_intervals: u32,
-}
-
-/// A sink's payloads that ran out of retries in their own interval, oldest first.
-struct RetryQueue {
-    max_bytes: usize,
-    state: Mutex<QueueState>,
-    disk: Option<Disk>,
-}
-
-impl RetryQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        // A poisoned lock means a panic mid-update; the queue is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// What every HTTP sink's delivery is configured with (each sink's config has these fields).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `retry_queue_max_bytes`: bodies kept in memory for a later attempt, requests in flight included; 0: none.
+    pub retry_queue_max_bytes: usize,
+    /// `retry_queue_dir`: where queued bodies are also written; empty: memory only.
+    pub retry_queue_dir: String,
+    /// `retry_queue_max_disk_bytes`: most bytes of bodies in `retry_queue_dir`.
+    pub retry_queue_max_disk_bytes: usize,
+    /// `request_timeout`: how long one attempt may take, whatever the interval.
+    pub request_timeout: Duration,
 }
 
 /// A sink's client, retry queue and accounting; cheap to clone into each request's task.
@@ -103,162 +73,85 @@ pub struct Delivery {
     client: reqwest::Client,
     telemetry: Arc<Telemetry>,
     queue: Arc<RetryQueue>,
+    request_timeout: Duration,
+}
+
+/// Counts a request's body in flight for as long as it lives (dropped when its attempt ends or is cancelled).
+struct InFlight<'a>(&'a RetryQueue, usize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight(self.1, false);
+    }
 }
 
 impl Delivery {
-    /// A delivery whose retry queue holds at most `retry_queue_max_bytes` of payloads (0: no queue).
-    pub fn new(sink: &str, telemetry: Arc<Telemetry>, retry_queue_max_bytes: usize) -> Result<Self, String> {
+    /// A sink's delivery; with `retry_queue_dir` set, `resolve` names where payloads an earlier run left there go.
+    pub fn new(
+        sink: &str,
+        telemetry: Arc<Telemetry>,
+        settings: &DeliverySettings,
+        resolve: &Resolve,
+    ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5).min(settings.request_timeout))
             .user_agent(concat!("harrier/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let sink: Arc<str> = sink.into();
+        let mut queue = RetryQueue::new(sink.clone(), settings.retry_queue_max_bytes, telemetry.clone());
+        if !settings.retry_queue_dir.is_empty() {
+            queue.attach_disk(
+                Path::new(&settings.retry_queue_dir),
+                settings.retry_queue_max_disk_bytes,
+                resolve,
+            )?;
+        }
         Ok(Delivery {
-            sink: sink.into(),
+            sink,
             client,
             telemetry,
-            queue: Arc::new(RetryQueue {
-                max_bytes: retry_queue_max_bytes,
-                state: Mutex::default(),
-                disk: None,
-            }),
+            queue: Arc::new(queue),
+            request_timeout: settings.request_timeout,
         })
     }
 
-    /// Also keeps queued payloads in `dir/<sink>/`, bounded with the queue, and loads what an earlier run left
-    /// there (oldest first), sending it to the endpoint `resolve` names. Call before any flush.
-    pub fn with_disk(mut self, dir: &Path, resolve: &Resolve) -> Result<Self, String> {
-        let name: String = self
-            .sink
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let dir = dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("retry_queue_dir {}: {e}", dir.display()))?;
-        let mut found: Vec<(u64, String, PathBuf)> = std::fs::read_dir(&dir)
-            .map_err(|e| format!("retry_queue_dir {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let file = e.file_name().to_string_lossy().into_owned();
-                let (seq, endpoint) = file.strip_suffix(".payload")?.split_once('-')?;
-                Some((seq.parse().ok()?, endpoint.to_string(), e.path()))
-            })
-            .collect();
-        found.sort();
-        let next = found.last().map_or(0, |f| f.0 + 1);
-        let mut items = Vec::new();
-        for (_, endpoint, path) in found {
-            match (resolve(&endpoint), std::fs::read(&path)) {
-                (Some((endpoint, url, headers)), Ok(body)) => items.push(Queued {
-                    endpoint,
-                    url,
-                    headers,
-                    body: body.into(),
-                    file: Some(path),
-                }),
-                _ => {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        let queue = Arc::get_mut(&mut self.queue).ok_or("the retry queue is already shared")?;
-        queue.disk = Some(Disk {
-            dir,
-            next: AtomicU64::new(next),
-        });
-        self.enqueue(items, false);
-        Ok(self)
+    /// How long one attempt may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
-    /// Bytes of payloads waiting in the retry queue.
+    /// Bytes of payloads waiting in memory in the retry queue.
     pub fn queued_bytes(&self) -> usize {
-        self.queue.lock().bytes
+        self.queue.bytes()
     }
 
-    /// Puts payloads at the back (new failures) or, in their order, at the front (queued ones that failed again)
-    /// of the retry queue, dropping the oldest beyond its bound.
-    fn enqueue(&self, mut items: Vec<Queued>, front: bool) {
-        if let Some(disk) = &self.queue.disk {
-            for item in items.iter_mut().filter(|i| i.file.is_none()) {
-                let seq = disk.next.fetch_add(1, Ordering::Relaxed);
-                let path = disk.dir.join(format!("{seq:020}-{}.payload", item.endpoint));
-                let tmp = path.with_extension("tmp");
-                let written = std::fs::write(&tmp, &item.body).and_then(|()| std::fs::rename(&tmp, &path));
-                match written {
-                    Ok(()) => item.file = Some(path),
-                    Err(e) => LOG.log(|| format!("{}: cannot write {}: {e}", self.sink, path.display())),
-                }
-            }
-        }
-        let mut dropped = 0u64;
-        {
-            let mut q = self.queue.lock();
-            q.bytes += items.iter().map(|i| i.body.len()).sum::<usize>();
-            if front {
-                // Pushed to the front last to first, so that they keep their order there.
-                for item in items.into_iter().rev() {
-                    q.items.push_front(item);
-                }
-            } else {
-                q.items.extend(items);
-            }
-            while q.bytes > self.queue.max_bytes {
-                let Some(oldest) = q.items.pop_front() else { break };
-                q.bytes -= oldest.body.len();
-                forget(&oldest);
-                dropped += 1;
-            }
-            self.telemetry.gauge(
-                "harrier.sink.retry_queue_bytes",
-                &[&format!("sink:{}", self.sink)],
-                q.bytes as f64,
-            );
-        }
-        if dropped > 0 {
-            self.count_dropped("retry_queue_full", dropped);
-            LOG.log(|| {
-                format!(
-                    "{}: retry queue full: dropped its {dropped} oldest payload(s)",
-                    self.sink
-                )
-            });
-        }
-    }
-
-    /// Sends the queued payloads again, oldest first and concurrently, until `deadline`; those that fail again
-    /// with a retryable outcome go back to the front of the queue in their order. Returns the failures' reasons.
+    /// Sends the queued payloads again, oldest first and concurrently, starting no attempt after `deadline`;
+    /// those that fail again with a retryable outcome go back to the front of the queue in their order. Returns
+    /// the failures' reasons.
     pub async fn retry_queued(&self, deadline: Instant) -> Vec<&'static str> {
         let interval = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
-        let items: Vec<Queued> = {
-            let mut q = self.queue.lock();
-            if q.items.is_empty() || q.skip_until.is_some_and(|t| Instant::now() < t) {
-                return Vec::new();
-            }
-            q.bytes = 0;
-            q.items.drain(..).collect()
-        };
+        let items = self.queue.take_all();
+        if items.is_empty() {
+            return Vec::new();
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for (i, item) in items.into_iter().enumerate() {
             let me = self.clone();
             tasks.spawn(async move {
+                let body = item.body.clone().unwrap_or_default();
                 let sent = me
-                    .post_once(item.endpoint, &item.url, &item.headers, item.body.clone(), deadline)
+                    .post_once(item.endpoint, &item.url, &item.headers, body, deadline, 1)
                     .await;
                 (i, item, sent)
             });
         }
         let mut again = Vec::new();
         let mut failures = Vec::new();
-        let mut delivered = 0;
+        let mut delivered = false;
         while let Some(done) = tasks.join_next().await {
             let Ok((i, item, sent)) = done else {
                 failures.push("panicked");
@@ -267,13 +160,13 @@ impl Delivery {
             match sent {
                 Sent::Ok => {
                     forget(&item);
-                    delivered += 1;
+                    delivered = true;
                 }
                 Sent::GaveUp(_) => again.push((i, item)),
                 other => {
                     forget(&item);
                     let reason = other.failure().unwrap_or("dropped");
-                    self.count_dropped(reason, 1);
+                    self.queue.count_dropped(item.endpoint, reason, 1);
                     failures.push(reason);
                 }
             }
@@ -282,30 +175,14 @@ impl Delivery {
         if !again.is_empty() {
             failures.push("queued");
         }
-        {
-            let mut q = self.queue.lock();
-            if delivered > 0 || again.is_empty() {
-                (q.skip_until, q.wait_intervals) = (None, 0);
-            } else {
-                // Nothing got through: wait 1, 2, 4, then 8 intervals before the next attempt.
-                q.wait_intervals = (q.wait_intervals * 2).clamp(1, 8);
-                q.skip_until = Some(Instant::now() + jitter(interval * q.wait_intervals));
-            }
-        }
-        self.enqueue(again.into_iter().map(|(_, item)| item).collect(), true);
+        self.queue.round_done(delivered, !again.is_empty(), interval);
+        self.queue.push(again.into_iter().map(|(_, item)| item).collect(), true);
         failures
     }
 
     /// The sink's name.
     pub fn sink(&self) -> &str {
         &self.sink
-    }
-
-    /// Counts payloads given up in `harrier.sink.dropped{sink,reason}`.
-    fn count_dropped(&self, reason: &str, n: u64) {
-        let sink = format!("sink:{}", self.sink);
-        let reason = format!("reason:{reason}");
-        self.telemetry.count("harrier.sink.dropped", &[&sink, &reason], n);
     }
 
     /// Counts one outcome in `harrier.sink.requests{sink,endpoint,result}`.
@@ -317,8 +194,9 @@ impl Delivery {
             .count("harrier.sink.requests", &[&sink, &endpoint, &result], 1);
     }
 
-    /// POSTs `body` to `url` with `headers`, retrying what is worth retrying until `deadline`; a payload that
-    /// still fails then goes to the retry queue (when the sink has one).
+    /// POSTs `body` to `url` with `headers`, retrying what is worth retrying while `deadline` (the end of the
+    /// flush's interval) has not passed; a payload that still fails then goes to the retry queue (when the sink
+    /// has one). An attempt under way at the deadline is not cut: it runs to its `request_timeout`.
     pub async fn post(
         &self,
         endpoint: &'static str,
@@ -327,23 +205,29 @@ impl Delivery {
         body: Bytes,
         deadline: Instant,
     ) -> Sent {
-        match self.post_once(endpoint, url, headers, body.clone(), deadline).await {
-            Sent::GaveUp(reason) if self.queue.max_bytes > 0 && body.len() <= self.queue.max_bytes => {
+        match self.post_once(endpoint, url, headers, body.clone(), deadline, 0).await {
+            Sent::GaveUp(reason) if self.queue.takes(body.len()) => {
                 let item = Queued {
                     endpoint,
                     url: url.to_string(),
                     headers: headers.clone(),
-                    body,
+                    len: body.len(),
+                    body: Some(body),
                     file: None,
                 };
-                self.enqueue(vec![item], false);
+                self.queue.push(vec![item], false);
                 Sent::Queued(reason)
+            }
+            Sent::GaveUp(reason) => {
+                self.queue.count_dropped(endpoint, reason, 1);
+                Sent::GaveUp(reason)
             }
             sent => sent,
         }
     }
 
-    /// One payload's attempts until `deadline`, without the retry queue.
+    /// One payload's attempts, none started after `deadline`, without the retry queue; `retries` is how many
+    /// attempts it had before (a queued payload's are retries from the first).
     async fn post_once(
         &self,
         endpoint: &'static str,
@@ -351,19 +235,28 @@ impl Delivery {
         headers: &HeaderMap,
         body: Bytes,
         deadline: Instant,
+        mut retries: u32,
     ) -> Sent {
+        self.queue.in_flight(body.len(), true);
+        let _in_flight = InFlight(&self.queue, body.len());
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            if Instant::now() >= deadline {
                 self.count(endpoint, "deadline");
                 return Sent::GaveUp("deadline");
-            };
+            }
+            if retries > 0 {
+                let sink = format!("sink:{}", self.sink);
+                let ep = format!("endpoint:{endpoint}");
+                self.telemetry.count("harrier.sink.retries", &[&sink, &ep], 1);
+            }
+            retries += 1;
             let req = self
                 .client
                 .post(url)
-                .timeout(left)
+                .timeout(self.request_timeout)
                 .headers(headers.clone())
                 .body(body.clone());
             let retry_reason: &'static str = match req.send().await {
@@ -386,6 +279,7 @@ impl Delivery {
                             let why = resp.text().await.unwrap_or_default();
                             let why = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
                             LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried): {why}", self.sink));
+                            self.queue.count_dropped(endpoint, reason, 1);
                             return Sent::Dropped(reason);
                         }
                     }
@@ -411,13 +305,6 @@ impl Delivery {
     }
 }
 
-/// Removes a payload's copy on disk (delivered, or dropped).
-fn forget(item: &Queued) {
-    if let Some(path) = &item.file {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
 /// The `result` word of an HTTP status.
 pub fn status_reason(status: u16) -> &'static str {
     match status {
@@ -434,7 +321,7 @@ pub fn status_reason(status: u16) -> &'static str {
 }
 
 /// A delay between half and all of `d`, from a cheap per-call random source.
-fn jitter(d: Duration) -> Duration {
+pub(super) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.subsec_nanos() as u64);

@@ -6,6 +6,7 @@ pub mod console;
 pub mod datadog;
 pub mod delivery;
 pub mod prometheus;
+pub mod retry_queue;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -187,6 +188,11 @@ pub trait Sink: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The kind (`console`, `datadog`, …), for self-metrics.
     fn kind(&self) -> &'static str;
-    /// Delivers one flush. Called concurrently with other sinks; the flusher bounds it by one interval.
+    /// Delivers one flush. Called concurrently with other sinks; the flusher bounds it by one interval plus
+    /// [`Sink::request_timeout`].
     fn flush(&self, flush: Arc<Flush>) -> SinkFuture<'_>;
+    /// How long a request started within the interval may still run after it (HTTP sinks: `request_timeout`).
+    fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -296,7 +296,6 @@ pub struct PrometheusSink {
 
 impl PrometheusSink {
     pub fn new(name: &str, cfg: PrometheusConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        let delivery = Delivery::new(name, telemetry, cfg.retry_queue_max_bytes)?;
         let mut headers = HeaderMap::new();
         headers.insert("Content-Encoding", HeaderValue::from_static("snappy"));
         headers.insert("Content-Type", HeaderValue::from_static("application/x-protobuf"));
@@ -304,13 +303,9 @@ impl PrometheusSink {
         // Validated with the config; the value is never shown.
         let configured = cfg.header_map().map_err(|k| format!("bad header {k:?}"))?;
         headers.extend(configured);
-        let delivery = if cfg.retry_queue_dir.is_empty() {
-            delivery
-        } else {
-            let (url, h) = (cfg.url.clone(), headers.clone());
-            let resolve = move |endpoint: &str| (endpoint == "write").then(|| ("write", url.clone(), h.clone()));
-            delivery.with_disk(std::path::Path::new(&cfg.retry_queue_dir), &resolve)?
-        };
+        let (url, h) = (cfg.url.clone(), headers.clone());
+        let resolve = move |endpoint: &str| (endpoint == "write").then(|| ("write", url.clone(), h.clone()));
+        let delivery = Delivery::new(name, telemetry, &cfg.delivery(), &resolve)?;
         Ok(PrometheusSink {
             delivery,
             cfg,
@@ -327,6 +322,10 @@ impl Sink for PrometheusSink {
 
     fn kind(&self) -> &'static str {
         "prometheus_remote_write"
+    }
+
+    fn request_timeout(&self) -> std::time::Duration {
+        self.delivery.request_timeout()
     }
 
     fn flush(&self, flush: Arc<Flush>) -> SinkFuture<'_> {

@@ -27,13 +27,101 @@ impl Request {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("the body is JSON")
     }
+
+    /// The series points of a `/api/v1/series` (JSON) or `/api/v2/series` (the agent's `MetricPayload`) body;
+    /// empty for any other path.
+    pub fn points(&self) -> Vec<Point> {
+        match self.path.as_str() {
+            "/api/v1/series" => {
+                let json = self.json();
+                let series = json["series"].as_array().expect("a series array").clone();
+                series
+                    .iter()
+                    .map(|s| Point {
+                        metric: s["metric"].as_str().expect("metric").to_string(),
+                        tags: s["tags"]
+                            .as_array()
+                            .map(|t| t.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+                            .unwrap_or_default(),
+                        host: s["host"].as_str().map(str::to_string),
+                        device: s["device"].as_str().map(str::to_string),
+                        value: s["points"][0][1].as_f64().expect("a value"),
+                        kind: s["type"].as_str().expect("type").to_string(),
+                        interval: s["interval"].as_i64().unwrap_or(0),
+                        timestamp: s["points"][0][0].as_i64().expect("a timestamp"),
+                    })
+                    .collect()
+            }
+            "/api/v2/series" => {
+                use harrier::sink::datadog::payload::{metric_payload::MetricType, MetricPayload};
+                use prost::Message;
+                assert_eq!(
+                    self.headers.get("content-type").map(String::as_str),
+                    Some("application/x-protobuf")
+                );
+                let p = MetricPayload::decode(&self.body[..]).expect("a MetricPayload");
+                p.series
+                    .into_iter()
+                    .map(|s| {
+                        assert_eq!(s.points.len(), 1, "one point per series");
+                        let resource =
+                            |kind: &str| s.resources.iter().find(|r| r.r#type == kind).map(|r| r.name.clone());
+                        Point {
+                            host: resource("host"),
+                            device: resource("device"),
+                            kind: match s.r#type() {
+                                MetricType::Gauge => "gauge",
+                                MetricType::Rate => "rate",
+                                MetricType::Count => "count",
+                                MetricType::Unspecified => "unspecified",
+                            }
+                            .to_string(),
+                            metric: s.metric,
+                            tags: s.tags,
+                            value: s.points[0].value,
+                            interval: s.interval,
+                            timestamp: s.points[0].timestamp,
+                        }
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
-/// What to answer: a status, or no answer at all.
+/// What to answer: a status, no answer at all, or a status after a delay.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reply {
     Status(u16),
     Hang,
+    After(Duration, u16),
+}
+
+/// One series point as the intake received it, from a v1 JSON or a v2 protobuf body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub metric: String,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub device: Option<String>,
+    pub value: f64,
+    /// `gauge`, `rate` or `count`.
+    pub kind: String,
+    /// 0 when absent.
+    pub interval: i64,
+    pub timestamp: i64,
+}
+
+impl Point {
+    /// What the point stands for over its interval: a rate times its interval, else the value.
+    pub fn total(&self) -> f64 {
+        if self.kind == "rate" {
+            self.value * self.interval as f64
+        } else {
+            self.value
+        }
+    }
 }
 
 type Policy = Arc<dyn Fn(&Request, usize) -> Reply + Send + Sync>;
@@ -48,6 +136,13 @@ impl Intake {
     /// Starts an intake; `policy` gets each request and its index (0-based, over all paths).
     pub async fn start(policy: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static) -> Intake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Intake::serve_listener(listener, policy)
+    }
+
+    fn serve_listener(
+        listener: TcpListener,
+        policy: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> Intake {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let policy: Policy = Arc::new(policy);
@@ -65,6 +160,15 @@ impl Intake {
         Intake { addr, requests }
     }
 
+    /// Starts an intake on `addr` (a port a test kept closed until now, to refuse connections meanwhile).
+    pub async fn start_on(
+        addr: SocketAddr,
+        policy: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> Intake {
+        let listener = TcpListener::bind(addr).await.expect("the intake's port is free again");
+        Intake::serve_listener(listener, policy)
+    }
+
     /// Answers 202 to everything.
     pub async fn accepting() -> Intake {
         Intake::start(|_, _| Reply::Status(202)).await
@@ -72,6 +176,26 @@ impl Intake {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Every series point received, in order, with the index of its request.
+    pub fn points(&self) -> Vec<(usize, Point)> {
+        let reqs = self.requests.lock().unwrap().clone();
+        reqs.iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.points().into_iter().map(move |p| (i, p)))
+            .collect()
+    }
+
+    /// Requests to either series endpoint.
+    pub fn series_requests(&self) -> Vec<Request> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "/api/v1/series" || r.path == "/api/v2/series")
+            .cloned()
+            .collect()
     }
 
     pub fn requests_to(&self, path: &str) -> Vec<Request> {
@@ -118,14 +242,16 @@ async fn serve(
             }
         }
         let raw: Vec<u8> = buf.drain(..len).collect();
-        let body = if headers.get("content-encoding").map(String::as_str) == Some("deflate") {
-            let mut out = Vec::new();
-            flate2::read::ZlibDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .expect("a deflate body is a valid zlib stream");
-            out
-        } else {
-            raw.clone()
+        let body = match headers.get("content-encoding").map(String::as_str) {
+            Some("deflate") => {
+                let mut out = Vec::new();
+                flate2::read::ZlibDecoder::new(&raw[..])
+                    .read_to_end(&mut out)
+                    .expect("a deflate body is a valid zlib stream");
+                out
+            }
+            Some("zstd") => zstd::stream::decode_all(&raw[..]).expect("a zstd body is a valid zstd frame"),
+            _ => raw.clone(),
         };
         let req = Request {
             method,
@@ -139,7 +265,15 @@ async fn serve(
             r.push(req.clone());
             r.len() - 1
         };
-        match policy(&req, index) {
+        let reply = match policy(&req, index) {
+            Reply::After(delay, code) => {
+                tokio::time::sleep(delay).await;
+                Reply::Status(code)
+            }
+            other => other,
+        };
+        match reply {
+            Reply::After(..) => unreachable!(),
             Reply::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return Ok(());

@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
             for field in message.field.iter_mut() {
-                if matches!(field.name.as_deref(), Some("histogram" | "set")) {
+                if matches!(field.name.as_deref(), Some("histogram" | "set" | "sketch")) {
                     field.r#type = Some(TYPE_BYTES);
                     field.type_name = None;
                     changed += 1;
@@ -39,8 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     assert_eq!(
-        changed, 2,
-        "forward.proto's Metric must have `histogram` and `set` fields"
+        changed, 3,
+        "forward.proto's Metric must have `histogram`, `set` and `sketch` fields"
     );
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("view");
     std::fs::create_dir_all(&out)?;

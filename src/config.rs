@@ -88,6 +88,10 @@ pub struct Config {
     /// `avg`, `count`, `sum`, `hmean` (the harmonic mean: 0 when a sample was 0; `sum` saturates at ±`f64::MAX`).
     /// Default: `[min, max, count]`.
     pub aggregates: Vec<Aggregate>,
+    /// What a distribution (`d`) is: `sketch`, the Datadog agent's DDSketch (merged exactly across hosts by the
+    /// global tier, sent to a Datadog sink as a sketch to `/api/beta/sketches`, and reported to other sinks as
+    /// `aggregates` and `percentiles`); or `histogram`, a t-digest like `h`. Default: `sketch`.
+    pub distributions: Distributions,
     /// Aggregation shards, each owning its own series. Default: the number of CPU cores.
     pub num_workers: usize,
     /// Reader threads per UDP or unix datagram listener, each with its own socket (UDP sockets are bound with
@@ -171,6 +175,7 @@ impl Default for Config {
             extend_tags: Vec::new(),
             percentiles: vec![0.5, 0.9, 0.99],
             aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
+            distributions: Distributions::Sketch,
             num_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             num_readers: 0,
             read_buffer_size_bytes: 16 * 1024 * 1024,
@@ -221,6 +226,7 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("extend_tags", EnvKind::List),
     ("percentiles", EnvKind::List),
     ("aggregates", EnvKind::List),
+    ("distributions", EnvKind::Text),
     ("num_workers", EnvKind::Yaml),
     ("num_readers", EnvKind::Yaml),
     ("read_buffer_size_bytes", EnvKind::Yaml),
@@ -236,41 +242,6 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("log_format", EnvKind::Text),
     ("log_level", EnvKind::Text),
 ];
-
-/// A histogram aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Aggregate {
-    Min,
-    Max,
-    Median,
-    Avg,
-    Count,
-    Sum,
-    Hmean,
-}
-
-impl Aggregate {
-    /// The suffix appended to the metric name.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Aggregate::Min => "min",
-            Aggregate::Max => "max",
-            Aggregate::Median => "median",
-            Aggregate::Avg => "avg",
-            Aggregate::Count => "count",
-            Aggregate::Sum => "sum",
-            Aggregate::Hmean => "hmean",
-        }
-    }
-}
-
-/// The name suffix of a percentile: `0.99` → `99percentile`, `0.999` → `99_9percentile`.
-pub fn percentile_suffix(p: f64) -> String {
-    let percent = format!("{:.6}", p * 100.0);
-    let percent = percent.trim_end_matches('0').trim_end_matches('.');
-    format!("{}percentile", percent.replace('.', "_"))
-}
 
 impl Config {
     /// The effective configuration as YAML, with secrets (API keys, sink header values) redacted: what
@@ -579,11 +550,13 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+pub mod aggregation;
 mod forward;
 mod listen;
 mod sinks;
 pub mod tls;
 pub mod veneur;
+pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::ListenAddress;
 pub use sinks::{Compression, DatadogConfig, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};

@@ -175,9 +175,12 @@ impl Flusher {
                 counts.checks += c.checks;
                 counts.events += c.events;
                 counts.timestamped += c.timestamped;
+                counts.distributions += c.distributions;
                 counts.forwarded += c.forwarded;
             }
             add_tags(out.series.iter_mut().map(|s| &mut s.tags), &sink_tags);
+            add_tags(out.sketch_series.iter_mut().map(|s| &mut s.tags), &sink_tags);
+            add_tags(out.sketches.iter_mut().map(|s| &mut s.tags), &sink_tags);
             add_tags(out.checks.iter_mut().map(|c| &mut c.tags), &sink_tags);
             add_tags(out.events.iter_mut().map(|e| &mut e.tags), &sink_tags);
             (out, forward, counts)

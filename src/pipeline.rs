@@ -361,7 +361,9 @@ impl Pipeline {
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
                 line_pool: line_pool.clone(),
-                state: ShardState::with_limit(limit.clone()).summarizing(emit.clone()),
+                state: ShardState::with_limit(limit.clone())
+                    .sketching(emit.sketches)
+                    .summarizing(emit.clone()),
             };
             threads.push(
                 std::thread::Builder::new()

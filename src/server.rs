@@ -217,11 +217,10 @@ pub async fn start_with_forwarder(
         sinks.push(Arc::new(ConsoleSink::new("console")));
     }
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
-    let emit = Arc::new(EmitConfig::new(
-        config.is_local(),
-        &config.aggregates,
-        &config.percentiles,
-    ));
+    let emit = Arc::new(EmitConfig {
+        sketches: config.distributions == crate::config::Distributions::Sketch,
+        ..EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles)
+    });
     let pipeline = Pipeline::start(
         config.num_workers,
         extend,

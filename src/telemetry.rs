@@ -190,6 +190,7 @@ impl Telemetry {
             ("counter", counts.counters),
             ("gauge", counts.gauges),
             ("histogram", counts.histograms),
+            ("distribution", counts.distributions),
             ("set", counts.sets),
             ("service_check", counts.checks),
             ("event", counts.events),

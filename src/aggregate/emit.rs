@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use super::ddsketch::DdSketch;
 use super::histogram::Histogram;
 use super::key::{Scope, SeriesKey, TagSet};
 use super::shard::{Entry, Interval, Value};
 use crate::config::{percentile_suffix, Aggregate};
-use crate::sink::{self, Series, SeriesKind, Suffix};
+use crate::sink::{self, Series, SeriesKind, SketchSeries, Suffix};
 /// How a flushed shard turns into output.
 #[derive(Debug, Clone)]
 pub struct EmitConfig {
@@ -17,6 +18,10 @@ pub struct EmitConfig {
     pub aggregates: Vec<(Aggregate, NameSuffix)>,
     /// (quantile, its name suffix, e.g. `.99percentile`)
     pub percentiles: Vec<(f64, NameSuffix)>,
+    /// `distributions: sketch`: distributions are DDSketches (see [`ShardState::sketching`]).
+    ///
+    /// [`ShardState::sketching`]: super::ShardState::sketching
+    pub sketches: bool,
 }
 
 impl EmitConfig {
@@ -58,6 +63,25 @@ fn aggregate_value(agg: Aggregate, h: &mut Histogram) -> f64 {
         Aggregate::Hmean => stats.hmean(),
         Aggregate::Median => h.quantile(0.5).unwrap_or(f64::NAN),
     }
+}
+
+/// A sketch's values as [`EmitConfig::summarize`] orders a histogram's: aggregates, then percentiles (NaN for the
+/// harmonic mean, which a sketch cannot give, and for an empty sketch).
+fn sketch_values(cfg: &EmitConfig, s: &DdSketch) -> Vec<f64> {
+    if s.is_empty() {
+        return vec![f64::NAN; cfg.aggregates.len() + cfg.percentiles.len()];
+    }
+    let aggregates = cfg.aggregates.iter().map(|(agg, _)| match agg {
+        Aggregate::Min => s.min(),
+        Aggregate::Max => s.max(),
+        Aggregate::Count => s.count() as f64,
+        Aggregate::Sum => s.sum(),
+        Aggregate::Avg => s.avg(),
+        Aggregate::Median => s.quantile(0.5),
+        Aggregate::Hmean => f64::NAN,
+    });
+    let percentiles = cfg.percentiles.iter().map(|(q, _)| s.quantile(*q));
+    aggregates.chain(percentiles).collect()
 }
 
 /// How aggregate `agg` is reported: a count sums like a counter, the others are gauges.
@@ -134,6 +158,7 @@ impl EmitConfig {
                 .iter()
                 .map(|&p| (p, NameSuffix::new(format!(".{}", percentile_suffix(p)))))
                 .collect(),
+            sketches: false,
         }
     }
 }
@@ -149,6 +174,8 @@ pub struct EmitCounts {
     pub events: u64,
     pub timestamped: u64,
     pub forwarded: u64,
+    /// Distributions kept as sketches (`distributions: sketch`).
+    pub distributions: u64,
 }
 
 /// Turns a shard's interval into output series, checks and events; in local mode, the entries to forward are
@@ -236,6 +263,23 @@ pub fn emit(
                 h.compress();
                 counts.forwarded += 1;
                 forward.push(entry);
+            }
+            Value::Sketch(_) if forward_this => {
+                counts.distributions += 1;
+                counts.forwarded += 1;
+                forward.push(entry);
+            }
+            Value::Sketch(sketch) => {
+                counts.distributions += 1;
+                // For sinks that take no sketches: the configured aggregates and percentiles of the sketch.
+                let values = sketch_values(cfg, sketch);
+                push_summary(&mut out.sketch_series, cfg, &values, &entry.key, timestamp);
+                out.sketches.push(SketchSeries {
+                    name: entry.key.name.clone(),
+                    tags: entry.key.tags.clone(),
+                    timestamp,
+                    sketch: std::mem::take(sketch),
+                });
             }
             Value::Summary(summary) => {
                 counts.histograms += 1;

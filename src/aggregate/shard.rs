@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use hashbrown::HashTable;
 
+use super::ddsketch::DdSketch;
 use super::emit::{EmitConfig, Summary};
 use super::histogram::{saturating_add, Histogram};
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
@@ -20,6 +21,8 @@ pub enum Value {
     /// Last value.
     Gauge(f64),
     Histogram(Box<Histogram>),
+    /// A distribution under `distributions: sketch`: the agent's DDSketch.
+    Sketch(Box<DdSketch>),
     Set(Box<Set>),
     /// A histogram's interval reduced to the values this instance reports (see [`Summary`]): only in a taken
     /// [`Interval`], never in a shard's live state.
@@ -134,6 +137,8 @@ pub struct ShardState {
     hot: Vec<Hot>,
     /// See [`ShardState::summarizing`].
     summarize: Option<std::sync::Arc<EmitConfig>>,
+    /// `distributions: sketch`: a distribution's series is a [`DdSketch`] (else a histogram).
+    sketches: bool,
     by_key: HashTable<u32>,
     by_text: TextIndex,
     canon: Canon,
@@ -172,6 +177,12 @@ impl ShardState {
     /// its digest, which is most of what a flush holds at a million series.
     pub fn summarizing(mut self, emit: std::sync::Arc<EmitConfig>) -> Self {
         self.summarize = Some(emit);
+        self
+    }
+
+    /// `distributions: sketch`: keep each distribution as the agent's DDSketch (else as a histogram).
+    pub fn sketching(mut self, on: bool) -> Self {
+        self.sketches = on;
         self
     }
 
@@ -298,6 +309,7 @@ impl ShardState {
                 text_index::prefetch(p.wrapping_add(192));
             }
             Value::Set(s) => text_index::prefetch(&**s as *const Set),
+            Value::Sketch(s) => text_index::prefetch(&**s as *const DdSketch),
             _ => {}
         }
     }
@@ -327,7 +339,7 @@ impl ShardState {
             Value::Gauge(_) => MetricKind::Gauge,
             Value::Set(_) => MetricKind::Set,
             // Timers, histograms and distributions parse their values alike.
-            Value::Histogram(_) => MetricKind::Histogram,
+            Value::Histogram(_) | Value::Sketch(_) => MetricKind::Histogram,
             // Never in the live state: the full path reports the line.
             Value::Summary(_) | Value::SetEstimate(_) => return None,
         };
@@ -365,6 +377,12 @@ impl ShardState {
                     h.add(v, sample_rate);
                 }
             }
+            (Value::Sketch(s), MetricValue::Numbers(values)) => {
+                // As the agent: weight 1/rate truncated, the sum by 1/rate itself.
+                for v in values.iter() {
+                    s.insert_sampled(v, sample_rate);
+                }
+            }
             (Value::Set(s), MetricValue::SetMember(member)) => s.insert(member.as_bytes()),
             // The kind is part of the key, so the value always matches it.
             _ => return Err(Dropped::Unparsable),
@@ -399,7 +417,7 @@ impl ShardState {
             return None;
         }
         let key = view.to_key(canonical, extend);
-        let value = empty_value(key.kind);
+        let value = empty_value(key.kind, self.sketches);
         let (text_lo, text_hi) = text_index::key_parts(th);
         Some(self.insert(
             Slot {
@@ -541,6 +559,7 @@ impl ShardState {
                     a.merge_digest(b.digest());
                 }
                 (Value::Set(a), Value::Set(b)) => a.merge(&b),
+                (Value::Sketch(a), Value::Sketch(b)) => a.merge(&b),
                 // Same key means same kind, so the values always match.
                 _ => {}
             }
@@ -576,6 +595,12 @@ impl ShardState {
                     Some(_) => Value::SetEstimate(s.take_estimate()),
                     None => Value::Set(Box::new(s.take_interval())),
                 },
+                // Reported or forwarded whole: the sink sends the sketch itself. The live one keeps its room.
+                Value::Sketch(s) => {
+                    let taken = Value::Sketch(s.clone());
+                    s.clear();
+                    taken
+                }
                 // Never in the live state; taken like the others all the same.
                 Value::Summary(s) => Value::Summary(s.clone()),
                 Value::SetEstimate(v) => Value::SetEstimate(std::mem::take(v)),
@@ -608,8 +633,9 @@ impl ShardState {
 /// Most `|T` points passed through per shard and interval; more are dropped and counted.
 pub const MAX_TIMESTAMPED: usize = 200_000;
 
-fn empty_value(kind: MetricKind) -> Value {
+fn empty_value(kind: MetricKind, sketches: bool) -> Value {
     match kind {
+        MetricKind::Distribution if sketches => Value::Sketch(Box::default()),
         MetricKind::Counter => Value::Counter(0.0),
         MetricKind::Gauge => Value::Gauge(0.0),
         MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution => Value::Histogram(Box::default()),

@@ -42,6 +42,7 @@ fn values(interval: &Interval) -> Vec<(String, String, f64)> {
             let value = match &e.value {
                 Value::Counter(v) | Value::Gauge(v) => *v,
                 Value::Histogram(h) => h.stats.count,
+                Value::Sketch(s) => s.count() as f64,
                 Value::Set(s) => s.estimate(),
                 Value::Summary(_) | Value::SetEstimate(_) => {
                     panic!("a shard built without summarizing reduced a value")

@@ -46,6 +46,7 @@ fn every_documented_key_is_accepted() {
             "log_level" => "warn",
             "percentiles" => "[0.5]",
             "aggregates" => "[min]",
+            "distributions" => "histogram",
             "flush_on_shutdown" => "false",
             "metric_sinks" | "forward_addresses" => "[]",
             "forward_discovery" => "{kind: dns_a, name: globals.test, port: 8128}",

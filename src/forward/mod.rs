@@ -24,6 +24,7 @@ pub mod wire;
 
 use tdigest::{Centroid, TDigest};
 
+use crate::aggregate::ddsketch::DdSketch;
 use crate::aggregate::histogram::{DIGEST_SIZE, MAX_DIGEST_CENTROIDS};
 use crate::aggregate::set::{self, Set};
 use crate::aggregate::{Entry, Histogram, Scope, SeriesKey, Stats, TagSet, Value};
@@ -50,6 +51,7 @@ pub fn to_view(m: proto::Metric) -> view::Metric {
         proto::metric::Value::Gauge(g) => view::metric::Value::Gauge(g),
         proto::metric::Value::Histogram(h) => view::metric::Value::Histogram(h.encode_to_vec().into()),
         proto::metric::Value::Set(s) => view::metric::Value::Set(s.encode_to_vec().into()),
+        proto::metric::Value::Sketch(s) => view::metric::Value::Sketch(s.encode_to_vec().into()),
     });
     view::Metric {
         name: m.name,
@@ -89,6 +91,8 @@ pub enum ImportError {
     BadSet,
     #[error("a tag contains a comma (tags are split on commas on the wire, so none can hold one)")]
     BadTag,
+    #[error("a distribution sketch is malformed: {0}")]
+    BadSketch(&'static str),
     #[error("the name, a tag or the number of tags is over its limit (MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS)")]
     TooLong,
 }
@@ -104,6 +108,7 @@ impl ImportError {
             ImportError::BadDigest => "bad_digest",
             ImportError::BadSet => "bad_set",
             ImportError::BadTag => "bad_tag",
+            ImportError::BadSketch(_) => "bad_sketch",
             ImportError::TooLong => "too_long",
         }
     }
@@ -161,6 +166,17 @@ pub fn encode(entry: &mut Entry) -> Option<proto::Metric> {
                 report_stats: entry.key.scope == Scope::Global,
             })
         }
+        Value::Sketch(s) => {
+            let (k, n) = s.to_wire();
+            V::Sketch(proto::Sketch {
+                k,
+                n,
+                count: s.count(),
+                min: s.min(),
+                max: s.max(),
+                sum: s.sum(),
+            })
+        }
         Value::Set(s) => V::Set(proto::Set {
             precision: u32::from(set::PRECISION),
             sketch: Some(match s.as_ref() {
@@ -208,6 +224,9 @@ pub fn decode(m: proto::Metric) -> Result<Entry, ImportError> {
         }
         (k, Some(V::Histogram(h))) if k.is_histogram() => Value::Histogram(Box::new(decode_histogram(h)?)),
         (MetricKind::Set, Some(V::Set(s))) => Value::Set(Box::new(decode_set(s)?)),
+        (MetricKind::Distribution, Some(V::Sketch(s))) => Value::Sketch(Box::new(
+            DdSketch::from_wire(&s.k, &s.n, s.count, s.min, s.max, s.sum).map_err(ImportError::BadSketch)?,
+        )),
         _ => return Err(ImportError::TypeMismatch),
     };
     if m.tags.iter().any(|t| t.contains(',')) {
@@ -299,6 +318,30 @@ mod tests {
             }
         }
         state.take_interval().series
+    }
+
+    #[test]
+    fn a_distribution_sketch_round_trips_exactly_and_a_malformed_one_is_refused() {
+        let mut sketch = DdSketch::default();
+        for v in 1..=5000 {
+            sketch.insert(v as f64 * 0.01, 1 + v % 3);
+        }
+        let key = SeriesKey::new("d", MetricKind::Distribution, Scope::Mixed, TagSet::from_tags(["a:b"]));
+        let mut entry = Entry {
+            hash: key.hash(),
+            key,
+            value: Value::Sketch(Box::new(sketch.clone())),
+        };
+        let wire = encode(&mut entry).expect("a full value");
+        match decode(wire.clone()).unwrap().value {
+            Value::Sketch(back) => assert_eq!(*back, sketch),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = wire;
+        if let Some(proto::metric::Value::Sketch(s)) = &mut bad.value {
+            s.count += 1;
+        }
+        assert!(matches!(decode(bad), Err(ImportError::BadSketch(_))));
     }
 
     #[test]

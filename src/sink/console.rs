@@ -31,7 +31,7 @@ fn tags(set: &TagSet) -> String {
 /// Writes a flush as text, one line per item, without building it in memory first.
 pub fn render_to(flush: &Flush, out: &mut impl Write) -> std::io::Result<()> {
     let default_host = flush.hostname.as_str();
-    for s in &flush.series {
+    for s in flush.all_series() {
         write!(
             out,
             "{} {} {} {} host={}",

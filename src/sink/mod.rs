@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::aggregate::ddsketch::DdSketch;
 use crate::aggregate::TagSet;
 use crate::protocol::{AlertType, CheckStatus, Priority};
 
@@ -152,8 +153,29 @@ pub struct Flush {
     /// Host for series, checks and events that name none; empty means none.
     pub hostname: String,
     pub series: Vec<Series>,
+    /// Distributions as sketches (`distributions: sketch`), for sinks that send sketches (Datadog).
+    pub sketches: Vec<SketchSeries>,
+    /// The same distributions as their configured aggregates and percentiles, for every other sink.
+    pub sketch_series: Vec<Series>,
     pub checks: Vec<CheckRun>,
     pub events: Vec<Event>,
+}
+
+/// A distribution's interval as the agent's DDSketch.
+#[derive(Debug, Clone, Default)]
+pub struct SketchSeries {
+    pub name: Arc<str>,
+    pub tags: TagSet,
+    /// Unix seconds of the flush.
+    pub timestamp: i64,
+    pub sketch: Box<DdSketch>,
+}
+
+impl Flush {
+    /// The series for a sink that takes no sketches: `series`, then `sketch_series`.
+    pub fn all_series(&self) -> impl Iterator<Item = &Series> {
+        self.series.iter().chain(&self.sketch_series)
+    }
 }
 
 /// What a sink reports for one flush.

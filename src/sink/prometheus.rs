@@ -220,7 +220,8 @@ pub fn encode_flush(flush: &Flush, totals: &mut Totals, max_samples: usize, expi
     let mut in_current = 0;
     // The label sets sent so far in this flush, back to back in `sent`, found by hash in `seen`.
     let mut sent: Vec<u8> = Vec::new();
-    let mut seen: HashTable<(u64, usize, usize)> = HashTable::with_capacity(flush.series.len());
+    let mut seen: HashTable<(u64, usize, usize)> =
+        HashTable::with_capacity(flush.series.len() + flush.sketch_series.len());
     let mut duplicates = 0;
     let mut labels = LabelBuilder::default();
     // Flushes are stamped in whole seconds; a flush in the same second as the one before (the final flush at
@@ -228,7 +229,7 @@ pub fn encode_flush(flush: &Flush, totals: &mut Totals, max_samples: usize, expi
     // at one timestamp.
     let flush_ms = flush.timestamp.saturating_mul(1000).max(totals.last_flush_ms + 1);
     totals.last_flush_ms = flush_ms;
-    for s in &flush.series {
+    for s in flush.all_series() {
         if !s.value.is_finite() {
             continue;
         }

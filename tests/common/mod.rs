@@ -46,7 +46,7 @@ impl CaptureSink {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|f| f.series.clone())
+            .flat_map(|f| f.all_series().cloned().collect::<Vec<_>>())
             .collect()
     }
 

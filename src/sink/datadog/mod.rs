@@ -21,6 +21,7 @@ use crate::config::{Compression, DatadogConfig, SeriesApi};
 use crate::telemetry::Telemetry;
 
 pub mod json;
+pub mod sketches;
 pub mod v2;
 
 pub use json::{
@@ -52,10 +53,10 @@ pub struct Limits {
 
 /// Cuts series into equal chunks of at most `limits.per_body`, and encodes each with `encode`, splitting again
 /// any body over the byte limits. A single series too large on its own is dropped (counted in the returned number).
-pub fn split_bodies(
-    series: &[Series],
+pub fn split_bodies<T>(
+    series: &[T],
     limits: &Limits,
-    encode: impl Fn(&[Series]) -> Body,
+    encode: impl Fn(&[T]) -> Body,
 ) -> (Vec<(Body, std::ops::Range<usize>)>, usize) {
     let n = series.len();
     let mut out = Vec::new();
@@ -171,7 +172,6 @@ impl DatadogSink {
     }
 
     /// The route of sketch payloads, per `compression`.
-    #[allow(dead_code)] // Used once distributions are sent as sketches (next commit).
     fn sketch_route(&self) -> &'static str {
         match self.cfg.compression {
             Compression::Zstd => "sketches",
@@ -195,6 +195,37 @@ impl DatadogSink {
             SeriesApi::V1 => json::encode_series(series, &flush.hostname, interval),
             SeriesApi::V2 => v2::encode_series(series, &flush.hostname, interval, self.cfg.compression),
         }
+    }
+
+    /// Sends a range of sketches, splitting on 413.
+    async fn send_sketches(
+        self: Arc<Self>,
+        flush: Arc<Flush>,
+        body: Body,
+        range: std::ops::Range<usize>,
+        deadline: Instant,
+    ) -> Vec<&'static str> {
+        let mut failures = Vec::new();
+        let mut pending = vec![(body, range)];
+        let route = self.sketch_route();
+        while let Some((body, range)) = pending.pop() {
+            match self.post(route, body.compressed, deadline).await {
+                Sent::Ok => {}
+                Sent::TooLarge if range.len() > 1 => {
+                    let mid = range.start + range.len() / 2;
+                    for r in [range.start..mid, mid..range.end] {
+                        let b = sketches::encode_sketches(
+                            &flush.sketches[r.clone()],
+                            &flush.hostname,
+                            self.cfg.compression,
+                        );
+                        pending.push((b, r));
+                    }
+                }
+                other => failures.extend(other.failure()),
+            }
+        }
+        failures
     }
 
     /// Sends a range of series, splitting on 413.
@@ -260,6 +291,20 @@ impl Sink for DatadogSink {
             }
             for (body, range) in bodies {
                 tasks.spawn(me.clone().send_series(flush.clone(), body, range, deadline));
+            }
+            if !flush.sketches.is_empty() {
+                let (f, compression) = (flush.clone(), self.cfg.compression);
+                let built = tokio::task::spawn_blocking(move || {
+                    sketches::build_payloads(&f.sketches, max, &f.hostname, compression)
+                })
+                .await;
+                let (bodies, too_large) = built.unwrap_or_default();
+                if too_large > 0 {
+                    self.delivery.count(self.sketch_route(), "sketch_too_large");
+                }
+                for (body, range) in bodies {
+                    tasks.spawn(me.clone().send_sketches(flush.clone(), body, range, deadline));
+                }
             }
             // Then what earlier intervals could not deliver, concurrently with this one's.
             let retry = me.clone();

@@ -28,12 +28,14 @@
 //! - [`listen`]: sockets into pooled batches of raw packets; `listen::framing` cuts stream connections (TCP and TLS
 //!   lines, unix length-prefixed frames).
 //! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
-//! - [`aggregate`]: series keys, t-digest histograms, HyperLogLog sets, shard state and its output.
+//! - [`aggregate`]: series keys, t-digest histograms, the agent's DDSketch for distributions, HyperLogLog sets,
+//!   shard state and its output.
 //! - [`flush`]: the interval loop that takes each shard's interval and fans out to sinks and the forwarder.
 //! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
 //!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
-//! - [`sink`]: where flushes go: per-backend encoders (console, Datadog JSON, Prometheus remote write) over one
-//!   HTTP delivery layer (client, retries with backoff, request accounting).
+//! - [`sink`]: where flushes go: per-backend encoders (console; Datadog v2 protobuf series, sketches and v1 JSON;
+//!   Prometheus remote write) over one HTTP delivery layer (client, retries with backoff, request timeout,
+//!   accounting) and its retry queue (bounded in memory, optionally spilled to disk).
 //! - [`tls`]: the process's rustls provider, server identities reloaded without a restart (gRPC import server,
 //!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`telemetry`]: self-metrics (to the sinks, `stats_address` and `GET /metrics`).

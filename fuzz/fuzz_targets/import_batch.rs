@@ -37,8 +37,13 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut out = Flush::default();
     emit(state.take_interval(), &cfg, 1_700_000_000, &mut out, &mut Vec::new());
-    for s in &out.series {
+    for s in out.all_series() {
         // Non-finite values never leave emit except where a sink drops them (it checks too): none may be NaN.
         assert!(!s.value.is_nan(), "{} is NaN", s.full_name());
+    }
+    for s in &out.sketches {
+        // A merged distribution sketch stays consistent: its bins hold its count.
+        let held: u64 = s.sketch.bins().map(|(_, n)| u64::from(n)).sum();
+        assert_eq!(held, s.sketch.count(), "{}", s.name);
     }
 });

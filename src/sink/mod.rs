@@ -7,6 +7,7 @@ pub mod datadog;
 pub mod delivery;
 pub mod prometheus;
 pub mod retry_queue;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hashbrown::{HashMap, HashTable};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::task::JoinSet;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::delivery::Delivery;
+use super::wire::{ld_len, point_len, put_ld, put_point, put_str};
 use super::{Flush, FullName, Series, SeriesKind, Sink, SinkFuture, SinkOutcome};
 use crate::aggregate::TagSet;
 use crate::config::PrometheusConfig;
@@ -151,38 +151,18 @@ impl LabelBuilder {
         self.encoded.clear();
         for (name, value) in &self.labels {
             let (name, value) = (&self.text[name.clone()], &self.text[value.clone()]);
-            let len = string_field_len(name) + string_field_len(value);
-            encode_key(1, WireType::LengthDelimited, &mut self.encoded);
-            encode_varint(len as u64, &mut self.encoded);
-            encode_string(1, name, &mut self.encoded);
-            encode_string(2, value, &mut self.encoded);
+            put_ld(&mut self.encoded, 1, ld_len(name.len()) + ld_len(value.len()));
+            put_str(&mut self.encoded, 1, &[name]);
+            put_str(&mut self.encoded, 2, &[value]);
         }
     }
 }
 
-fn string_field_len(s: &str) -> usize {
-    1 + encoded_len_varint(s.len() as u64) + s.len()
-}
-
-fn encode_string(tag: u32, s: &str, out: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(s.len() as u64, out);
-    out.extend_from_slice(s.as_bytes());
-}
-
 /// Appends one `TimeSeries` (the encoded labels and one sample) to a `WriteRequest` being built.
 fn push_time_series(out: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i64) {
-    let sample_len = 9 + 1 + encoded_len_varint(timestamp_ms as u64);
-    let len = labels.len() + 1 + encoded_len_varint(sample_len as u64) + sample_len;
-    encode_key(1, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
+    put_ld(out, 1, labels.len() + ld_len(point_len(timestamp_ms)));
     out.extend_from_slice(labels);
-    encode_key(2, WireType::LengthDelimited, out);
-    encode_varint(sample_len as u64, out);
-    encode_key(1, WireType::SixtyFourBit, out);
-    out.extend_from_slice(&value.to_le_bytes());
-    encode_key(2, WireType::Varint, out);
-    encode_varint(timestamp_ms as u64, out);
+    put_point(out, 2, value, timestamp_ms);
 }
 
 /// A counter series' running total.

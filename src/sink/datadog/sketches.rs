@@ -10,26 +10,13 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
 use super::{Body, Limits};
 use crate::config::Compression;
+use crate::sink::wire::{ld_len, put_ld, put_str};
 use crate::sink::SketchSeries;
 
 /// The agent's limit on a compressed sketch payload (`serializer_max_payload_size`).
 pub const MAX_COMPRESSED_BYTES: usize = 2_621_440;
 /// The agent's limit on an uncompressed sketch payload (`serializer_max_uncompressed_payload_size`).
 pub const MAX_UNCOMPRESSED_BYTES: usize = 4_194_304;
-
-fn ld_len(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
-}
-
-fn put_ld(out: &mut Vec<u8>, field: u32, len: usize) {
-    encode_key(field, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
-}
-
-fn put_str(out: &mut Vec<u8>, field: u32, s: &str) {
-    put_ld(out, field, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
 
 fn zigzag(k: i32) -> u64 {
     u64::from(((k << 1) ^ (k >> 31)) as u32)
@@ -63,12 +50,12 @@ pub fn write_sketch(out: &mut Vec<u8>, s: &SketchSeries, default_host: &str) -> 
         len += ld_len(t.len());
     }
     put_ld(out, 1, len);
-    put_str(out, 1, &s.name);
+    put_str(out, 1, &[&s.name]);
     if !host.is_empty() {
-        put_str(out, 2, host);
+        put_str(out, 2, &[host]);
     }
     for t in s.tags.iter().filter(|t| !t.starts_with("host:")) {
-        put_str(out, 4, t);
+        put_str(out, 4, &[t]);
     }
     put_ld(out, 7, dog_len);
     encode_key(1, WireType::Varint, out);

@@ -13,6 +13,7 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
 use super::{Body, Limits};
 use crate::config::Compression;
+use crate::sink::wire::{ld_len, point_len, put_ld, put_point, put_str};
 use crate::sink::{Series, SeriesKind};
 
 /// The intake's limit on a compressed `/api/v2/series` body.
@@ -25,23 +26,6 @@ pub const MAX_POINTS: usize = 10_000;
 /// `MetricPayload.MetricType`.
 const RATE: u64 = 2;
 const GAUGE: u64 = 3;
-
-/// Bytes of a length-delimited field of `len` bytes (field numbers below 16: a one-byte key).
-fn ld_len(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
-}
-
-fn put_ld(out: &mut Vec<u8>, field: u32, len: usize) {
-    encode_key(field, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
-}
-
-fn put_str(out: &mut Vec<u8>, field: u32, parts: &[&str]) {
-    put_ld(out, field, parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        out.extend_from_slice(p.as_bytes());
-    }
-}
 
 /// What a series is sent as: its value, type and interval (0: none).
 fn typed(s: &Series, interval_secs: f64) -> (f64, u64, i64) {
@@ -83,8 +67,7 @@ pub fn write_series(out: &mut Vec<u8>, s: &Series, default_host: &str, interval_
     }
     let (host, device) = resources(s, default_host);
     let name = s.full_name();
-    let point_len = 9 + 1 + encoded_len_varint(s.timestamp as u64);
-    let mut len = ld_len(name.0.len() + name.1.len()) + ld_len(point_len) + 2;
+    let mut len = ld_len(name.0.len() + name.1.len()) + ld_len(point_len(s.timestamp)) + 2;
     if let Some(h) = host {
         len += ld_len(resource_len("host", h));
     }
@@ -109,11 +92,7 @@ pub fn write_series(out: &mut Vec<u8>, s: &Series, default_host: &str, interval_
     for t in s.tags.iter().filter(|t| !is_resource_tag(t)) {
         put_str(out, 3, &[t]);
     }
-    put_ld(out, 4, point_len);
-    encode_key(1, WireType::SixtyFourBit, out);
-    out.extend_from_slice(&value.to_le_bytes());
-    encode_key(2, WireType::Varint, out);
-    encode_varint(s.timestamp as u64, out);
+    put_point(out, 4, value, s.timestamp);
     encode_key(5, WireType::Varint, out);
     encode_varint(kind, out);
     if interval > 0 {

@@ -197,56 +197,25 @@ impl DatadogSink {
         }
     }
 
-    /// Sends a range of sketches, splitting on 413.
-    async fn send_sketches(
-        self: Arc<Self>,
-        flush: Arc<Flush>,
+    /// Sends the payload of a range of a flush's items (series or sketches) to `route`; on a 413, splits the
+    /// range in two and sends each half as `encode` encodes it.
+    async fn send_split(
+        &self,
+        route: &'static str,
         body: Body,
         range: std::ops::Range<usize>,
         deadline: Instant,
+        encode: impl Fn(std::ops::Range<usize>) -> Body,
     ) -> Vec<&'static str> {
         let mut failures = Vec::new();
         let mut pending = vec![(body, range)];
-        let route = self.sketch_route();
         while let Some((body, range)) = pending.pop() {
             match self.post(route, body.compressed, deadline).await {
                 Sent::Ok => {}
                 Sent::TooLarge if range.len() > 1 => {
                     let mid = range.start + range.len() / 2;
                     for r in [range.start..mid, mid..range.end] {
-                        let b = sketches::encode_sketches(
-                            &flush.sketches[r.clone()],
-                            &flush.hostname,
-                            self.cfg.compression,
-                        );
-                        pending.push((b, r));
-                    }
-                }
-                other => failures.extend(other.failure()),
-            }
-        }
-        failures
-    }
-
-    /// Sends a range of series, splitting on 413.
-    async fn send_series(
-        self: Arc<Self>,
-        flush: Arc<Flush>,
-        body: Body,
-        range: std::ops::Range<usize>,
-        deadline: Instant,
-    ) -> Vec<&'static str> {
-        let mut failures = Vec::new();
-        let mut pending = vec![(body, range)];
-        let route = self.series_route();
-        while let Some((body, range)) = pending.pop() {
-            match self.post(route, body.compressed, deadline).await {
-                Sent::Ok => {}
-                Sent::TooLarge if range.len() > 1 => {
-                    let mid = range.start + range.len() / 2;
-                    for r in [range.start..mid, mid..range.end] {
-                        let b = self.encode(&flush.series[r.clone()], &flush);
-                        pending.push((b, r));
+                        pending.push((encode(r.clone()), r));
                     }
                 }
                 other => failures.extend(other.failure()),
@@ -290,7 +259,11 @@ impl Sink for DatadogSink {
                 self.delivery.count(self.series_route(), "series_too_large");
             }
             for (body, range) in bodies {
-                tasks.spawn(me.clone().send_series(flush.clone(), body, range, deadline));
+                let (me, flush) = (me.clone(), flush.clone());
+                tasks.spawn(async move {
+                    let encode = |r| me.encode(&flush.series[r], &flush);
+                    me.send_split(me.series_route(), body, range, deadline, encode).await
+                });
             }
             if !flush.sketches.is_empty() {
                 let (f, compression) = (flush.clone(), self.cfg.compression);
@@ -303,7 +276,12 @@ impl Sink for DatadogSink {
                     self.delivery.count(self.sketch_route(), "sketch_too_large");
                 }
                 for (body, range) in bodies {
-                    tasks.spawn(me.clone().send_sketches(flush.clone(), body, range, deadline));
+                    let (me, flush) = (me.clone(), flush.clone());
+                    tasks.spawn(async move {
+                        let compression = me.cfg.compression;
+                        let encode = |r| sketches::encode_sketches(&flush.sketches[r], &flush.hostname, compression);
+                        me.send_split(me.sketch_route(), body, range, deadline, encode).await
+                    });
                 }
             }
             // Then what earlier intervals could not deliver, concurrently with this one's.

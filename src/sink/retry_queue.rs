@@ -325,15 +325,17 @@ impl RetryQueue {
 
     /// A request of `len` bytes starts (`true`) or ends: requests in flight count against the memory bound.
     pub fn in_flight(&self, len: usize, starts: bool) {
-        {
+        let over = {
             let mut s = self.lock();
             if starts {
                 s.in_flight += len;
             } else {
                 s.in_flight = s.in_flight.saturating_sub(len);
             }
-        }
-        if starts {
+            // Only a start can go over the bound, and only a queue holding bodies in memory has any to give up.
+            starts && s.mem_bytes > 0 && s.mem_bytes + s.in_flight > self.max_bytes
+        };
+        if over {
             self.bound();
         }
     }

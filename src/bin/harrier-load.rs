@@ -506,26 +506,9 @@ fn intake(opts: &Options, dir: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Receives and counts datagrams with `recvmmsg`, nothing else: the receive floor of this machine.
-/// `s` as a JSON string.
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Prints the series of the stored `/api/v2/series` bodies as v1-shaped JSON lines.
 fn decode(dir: &str) -> Result<(), String> {
+    use harrier::sink::datadog::json::{json_str, json_tags};
     use harrier::sink::datadog::payload::{metric_payload::MetricType, MetricPayload};
     use prost::Message;
     use std::io::{Read, Write};
@@ -552,24 +535,24 @@ fn decode(dir: &str) -> Result<(), String> {
                 MetricType::Count => "count",
                 _ => "gauge",
             };
-            let tags: Vec<String> = s.tags.iter().map(|t| json_string(t)).collect();
             for p in &s.points {
-                writeln!(
-                    out,
-                    "{{\"metric\":{},\"tags\":[{}],\"type\":\"{kind}\",\"interval\":{},\"points\":[[{},{}]]}}",
-                    json_string(&s.metric),
-                    tags.join(","),
-                    s.interval,
-                    p.timestamp,
-                    p.value
-                )
-                .map_err(|e| e.to_string())?;
+                let mut line = String::from("{\"metric\":");
+                json_str(&mut line, &s.metric);
+                line.push_str(",\"tags\":");
+                json_tags(&mut line, s.tags.iter().map(String::as_str));
+                let _ = write!(
+                    line,
+                    ",\"type\":\"{kind}\",\"interval\":{},\"points\":[[{},{}]]}}",
+                    s.interval, p.timestamp, p.value
+                );
+                writeln!(out, "{line}").map_err(|e| e.to_string())?;
             }
         }
     }
     Ok(())
 }
 
+/// Receives and counts datagrams with `recvmmsg`, nothing else: the receive floor of this machine.
 fn discard(opts: &Options) -> Result<(), String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).map_err(|e| e.to_string())?;
     let _ = sock.set_recv_buffer_size(8 * 1024 * 1024);

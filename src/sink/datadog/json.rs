@@ -11,7 +11,7 @@ pub const MAX_COMPRESSED_BYTES: usize = 3_200_000;
 pub const MAX_UNCOMPRESSED_BYTES: usize = 62_914_560;
 
 /// Appends `s` as a JSON string.
-fn json_str(out: &mut String, s: &str) {
+pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
     json_escaped(out, s);
     out.push('"');
@@ -47,7 +47,8 @@ fn json_name(out: &mut String, name: FullName<'_>) {
     out.push('"');
 }
 
-fn json_tags<'a>(out: &mut String, tags: impl Iterator<Item = &'a str>) {
+/// Appends `tags` as a JSON array of strings.
+pub fn json_tags<'a>(out: &mut String, tags: impl Iterator<Item = &'a str>) {
     out.push('[');
     for (i, t) in tags.enumerate() {
         if i > 0 {

@@ -4,6 +4,7 @@
 pub mod ddsketch;
 pub mod emit;
 pub mod histogram;
+pub mod huge_pages;
 pub mod key;
 pub mod set;
 pub mod shard;

@@ -7,6 +7,7 @@ use hashbrown::HashTable;
 use super::ddsketch::DdSketch;
 use super::emit::{EmitConfig, Summary};
 use super::histogram::{saturating_add, Histogram};
+use super::huge_pages::HugeTable;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
 use super::set::Set;
 use super::text_index::{self, TextIndex};
@@ -134,7 +135,8 @@ struct Hot {
 #[derive(Debug, Default)]
 pub struct ShardState {
     slots: Vec<Slot>,
-    hot: Vec<Hot>,
+    /// Mapped in huge pages once large (see [`super::huge_pages`]).
+    hot: HugeTable<Hot>,
     /// See [`ShardState::summarizing`].
     summarize: Option<std::sync::Arc<EmitConfig>>,
     /// `distributions: sketch`: a distribution's series is a [`DdSketch`] (else a histogram).

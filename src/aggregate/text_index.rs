@@ -22,10 +22,13 @@ const VACANT: Entry = Entry {
     slot: EMPTY,
 };
 
+use super::huge_pages::{HugePages, HugeTable, HugeVec};
+
 /// Text hash → slot number.
 #[derive(Debug, Default)]
 pub struct TextIndex {
-    entries: Vec<Entry>,
+    /// Mapped in huge pages once large: a lookup then costs no page walk (see [`super::huge_pages`]).
+    entries: HugeTable<Entry>,
     len: usize,
 }
 
@@ -107,7 +110,9 @@ impl TextIndex {
     }
 
     fn resize(&mut self, capacity: usize) {
-        let old = std::mem::replace(&mut self.entries, vec![VACANT; capacity]);
+        let mut entries = HugeVec::with_capacity_in(capacity, HugePages);
+        entries.resize(capacity, VACANT);
+        let old = std::mem::replace(&mut self.entries.0, entries);
         for e in old.into_iter().filter(|e| e.slot != EMPTY) {
             self.place((e.lo, e.hi), e.slot);
         }

@@ -62,8 +62,9 @@ fn known_histograms_allocate_nothing_per_sample_even_when_folding_into_the_diges
     let extend = ExtendTags::default();
     let mut state = ShardState::default();
     let line = "lat:12.5|ms|#route:/a\nlat:3.25:900:17|h|@0.5|#route:/b\n";
-    // Warm up past a few folds, so that every buffer has reached its working size.
-    feed(&mut state, &extend, &line.repeat(2000));
+    // Warm up past a few folds and a drain of the shard's sample log (80,000 samples), so that every buffer has
+    // reached its working size.
+    feed(&mut state, &extend, &line.repeat(20_000));
     let packet = line.repeat(50_000);
     let mut n = 0;
     let allocations = allocations_during(|| {

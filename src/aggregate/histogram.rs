@@ -261,7 +261,12 @@ impl Histogram {
     /// Adds one sample received with `sample_rate` (weight 1/rate).
     #[inline]
     pub fn add(&mut self, value: f64, sample_rate: f64) {
-        let weight = 1.0 / sample_rate;
+        self.add_weighted(value, 1.0 / sample_rate);
+    }
+
+    /// Adds a sample of weight `weight` (1 / its sample rate).
+    #[inline]
+    pub fn add_weighted(&mut self, value: f64, weight: f64) {
         self.stats.add(value, weight);
         self.push(value, weight);
     }

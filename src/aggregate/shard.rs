@@ -9,7 +9,8 @@ use super::emit::{EmitConfig, Summary};
 use super::histogram::{saturating_add, Histogram};
 use super::huge_pages::HugeTable;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
-use super::set::Set;
+use super::sample_log::SampleLog;
+use super::set::{member_hash, Set};
 use super::text_index::{self, TextIndex};
 use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
 use crate::sink::{self, CheckRun, Series, SeriesKind};
@@ -137,6 +138,9 @@ pub struct ShardState {
     slots: Vec<Slot>,
     /// Mapped in huge pages once large (see [`super::huge_pages`]).
     hot: HugeTable<Hot>,
+    /// Histogram samples of rate 1 and set members not yet applied to their series (see [`super::sample_log`]):
+    /// drained when full, and before anything reads the state.
+    log: SampleLog,
     /// See [`ShardState::summarizing`].
     summarize: Option<std::sync::Arc<EmitConfig>>,
     /// `distributions: sketch`: a distribution's series is a [`DdSketch`] (else a histogram).
@@ -298,21 +302,12 @@ impl ShardState {
         Some(i)
     }
 
-    /// Starts loading the state behind series `i`'s value (a histogram's buffers and statistics, a set's table),
-    /// once its per-line state has arrived.
+    /// Starts loading the state behind series `i`'s value once its per-line state has arrived: a DDSketch's. (A
+    /// histogram's samples and a set's members go to the log, which does not touch their state.)
     #[inline(always)]
     pub fn prefetch_value(&self, i: usize) {
-        match &self.hot[i].value {
-            Value::Histogram(h) => {
-                let p = &**h as *const Histogram as *const u8;
-                text_index::prefetch(p);
-                text_index::prefetch(p.wrapping_add(64));
-                text_index::prefetch(p.wrapping_add(128));
-                text_index::prefetch(p.wrapping_add(192));
-            }
-            Value::Set(s) => text_index::prefetch(&**s as *const Set),
-            Value::Sketch(s) => text_index::prefetch(&**s as *const DdSketch),
-            _ => {}
+        if let Value::Sketch(s) = &self.hot[i].value {
+            text_index::prefetch(&**s as *const DdSketch);
         }
     }
 
@@ -374,10 +369,12 @@ impl ShardState {
                     *last = v;
                 }
             }
-            (Value::Histogram(h), MetricValue::Numbers(values)) => {
+            (Value::Histogram(_), MetricValue::Numbers(values)) => {
+                let weight = 1.0 / sample_rate;
                 for v in values.iter() {
-                    h.add(v, sample_rate);
+                    self.log.push(i, v.to_bits(), weight);
                 }
+                self.drain_if_full();
             }
             (Value::Sketch(s), MetricValue::Numbers(values)) => {
                 // As the agent: weight 1/rate truncated, the sum by 1/rate itself.
@@ -385,11 +382,48 @@ impl ShardState {
                     s.insert_sampled(v, sample_rate);
                 }
             }
-            (Value::Set(s), MetricValue::SetMember(member)) => s.insert(member.as_bytes()),
+            (Value::Set(_), MetricValue::SetMember(member)) => {
+                self.log.push(i, member_hash(member.as_bytes()), 1.0);
+                self.drain_if_full();
+            }
             // The kind is part of the key, so the value always matches it.
             _ => return Err(Dropped::Unparsable),
         }
         Ok(())
+    }
+
+    #[inline]
+    fn drain_if_full(&mut self) {
+        if self.log.is_full(self.hot.len()) {
+            self.drain_log();
+        }
+    }
+
+    /// Applies the logged samples to their series (before anything reads a histogram's or a set's state).
+    fn drain_log(&mut self) {
+        let hot = &mut self.hot;
+        self.log
+            .drain(hot.len(), |i, samples| match (&mut hot[i].value, samples) {
+                (Value::Histogram(h), None) => {
+                    let p = &**h as *const Histogram as *const u8;
+                    text_index::prefetch(p);
+                    text_index::prefetch(p.wrapping_add(64));
+                    text_index::prefetch(p.wrapping_add(128));
+                }
+                (Value::Set(s), None) => text_index::prefetch(&**s as *const Set),
+                (Value::Histogram(h), Some(samples)) => {
+                    for sample in samples {
+                        h.add_weighted(f64::from_bits(sample.bits), sample.weight);
+                    }
+                }
+                (Value::Set(s), Some(samples)) => {
+                    for sample in samples {
+                        s.insert_hash(sample.bits);
+                    }
+                }
+                // Only histograms and sets log samples, and a series keeps its kind.
+                _ => {}
+            });
     }
 
     /// The slot of a series not found by its text: found by its canonical key (and then also registered by this
@@ -521,6 +555,7 @@ impl ShardState {
     /// Merges entries imported from other instances: counters add, gauges are replaced, digests and sets merge.
     /// Histogram stats merge too; an importer sends empty stats where the sender already reported them.
     pub fn import(&mut self, entries: Vec<Entry>) {
+        self.drain_log();
         for incoming in entries {
             let hash = incoming.hash;
             let slots = &self.slots;
@@ -571,6 +606,7 @@ impl ShardState {
     /// Ends the interval: takes out the values of the series touched in it (resetting them in place), removes the
     /// series that were not, and takes the checks, events and timestamped points.
     pub fn take_interval(&mut self) -> Interval {
+        self.drain_log();
         let mut series = Vec::with_capacity(self.slots.len());
         let mut histograms = 0;
         let mut i = 0;
@@ -622,6 +658,7 @@ impl ShardState {
             self.by_key.shrink_to(slots.len(), |&j| slots[j as usize].hash);
             self.by_text.shrink();
         }
+        self.log.shrink(self.slots.len());
         Interval {
             series,
             histograms,

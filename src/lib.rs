@@ -29,7 +29,8 @@
 //!   lines, unix length-prefixed frames).
 //! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
 //! - [`aggregate`]: series keys, t-digest histograms, the agent's DDSketch for distributions, HyperLogLog sets,
-//!   shard state and its output.
+//!   shard state and its output; a shard's hot tables in huge pages (`aggregate::huge_pages`) and the log that
+//!   applies histogram samples and set members to their series in batches (`aggregate::sample_log`).
 //! - [`flush`]: the interval loop that takes each shard's interval and fans out to sinks and the forwarder.
 //! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
 //!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.

@@ -551,122 +551,6 @@ impl ShardState {
         });
         Ok(())
     }
-
-    /// Merges entries imported from other instances: counters add, gauges are replaced, digests and sets merge.
-    /// Histogram stats merge too; an importer sends empty stats where the sender already reported them.
-    pub fn import(&mut self, entries: Vec<Entry>) {
-        self.drain_log();
-        for incoming in entries {
-            let hash = incoming.hash;
-            let slots = &self.slots;
-            let found = self
-                .by_key
-                .find(hash, |&i| {
-                    let s = &slots[i as usize];
-                    s.hash == hash && s.key == incoming.key
-                })
-                .copied();
-            let Some(i) = found else {
-                if let Some(l) = &self.limit {
-                    l.force();
-                }
-                self.insert(
-                    Slot {
-                        hash,
-                        text_lo: 0,
-                        text_hi: 0,
-                        by_text: false,
-                        key: incoming.key,
-                    },
-                    Hot {
-                        value: incoming.value,
-                        rate: 1.0,
-                        touched: true,
-                    },
-                );
-                continue;
-            };
-            let hot = &mut self.hot[i as usize];
-            hot.touched = true;
-            match (&mut hot.value, incoming.value) {
-                (Value::Counter(a), Value::Counter(b)) => *a = saturating_add(*a, b),
-                (Value::Gauge(a), Value::Gauge(b)) => *a = b,
-                (Value::Histogram(a), Value::Histogram(mut b)) => {
-                    a.stats.merge(&b.stats);
-                    a.merge_digest(b.digest());
-                }
-                (Value::Set(a), Value::Set(b)) => a.merge(&b),
-                (Value::Sketch(a), Value::Sketch(b)) => a.merge(&b),
-                // Same key means same kind, so the values always match.
-                _ => {}
-            }
-        }
-    }
-
-    /// Ends the interval: takes out the values of the series touched in it (resetting them in place), removes the
-    /// series that were not, and takes the checks, events and timestamped points.
-    pub fn take_interval(&mut self) -> Interval {
-        self.drain_log();
-        let mut series = Vec::with_capacity(self.slots.len());
-        let mut histograms = 0;
-        let mut i = 0;
-        while i < self.slots.len() {
-            let hot = &mut self.hot[i];
-            if !hot.touched {
-                self.remove(i);
-                continue;
-            }
-            hot.touched = false;
-            let slot = &self.slots[i];
-            let summarize = self.summarize.as_deref().filter(|e| !e.forwards(slot.key.scope));
-            let value = match &mut hot.value {
-                Value::Counter(v) => Value::Counter(std::mem::take(v)),
-                Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
-                Value::Histogram(h) => {
-                    histograms += 1;
-                    match summarize {
-                        Some(e) => Value::Summary(Box::new(e.summarize(h))),
-                        None => Value::Histogram(Box::new(h.take_interval())),
-                    }
-                }
-                Value::Set(s) => match summarize {
-                    Some(_) => Value::SetEstimate(s.take_estimate()),
-                    None => Value::Set(Box::new(s.take_interval())),
-                },
-                // Reported or forwarded whole: the sink sends the sketch itself. The live one keeps its room.
-                Value::Sketch(s) => {
-                    let taken = Value::Sketch(s.clone());
-                    s.clear();
-                    taken
-                }
-                // Never in the live state; taken like the others all the same.
-                Value::Summary(s) => Value::Summary(s.clone()),
-                Value::SetEstimate(v) => Value::SetEstimate(std::mem::take(v)),
-            };
-            series.push(Entry {
-                hash: slot.hash,
-                key: slot.key.clone(),
-                value,
-            });
-            i += 1;
-        }
-        // Give memory back after a burst of series.
-        if self.slots.capacity() > 1024 && self.slots.len() < self.slots.capacity() / 4 {
-            self.slots.shrink_to(self.slots.len() * 2);
-            self.hot.shrink_to(self.slots.len() * 2);
-            let slots = &self.slots;
-            self.by_key.shrink_to(slots.len(), |&j| slots[j as usize].hash);
-            self.by_text.shrink();
-        }
-        self.log.shrink(self.slots.len());
-        Interval {
-            series,
-            histograms,
-            checks: std::mem::take(&mut self.checks).into_values().collect(),
-            events: std::mem::take(&mut self.events),
-            timestamped: std::mem::take(&mut self.timestamped),
-        }
-    }
 }
 
 /// Most `|T` points passed through per shard and interval; more are dropped and counted.
@@ -690,6 +574,8 @@ fn canonical_tags(tags: Tags<'_>, extend: &ExtendTags) -> TagSet {
             .chain(extend.tags().iter().map(|t| &**t)),
     )
 }
+
+mod interval;
 
 #[cfg(test)]
 #[path = "shard_tests.rs"]

@@ -4,11 +4,12 @@
 //! At production cardinality a histogram's or a set's state is a few cache lines and a buffer somewhere in the
 //! heap, in small pages: adding one sample to it as its line arrives costs a TLB miss and a cache miss or two,
 //! the largest cost left on the hot path once the text index and the per-series values were in huge pages. A line
-//! of these types now only appends (series, 8 bytes, weight code) to this log, a sequential write into memory that stays in the
-//! cache. When the log is full, and before anything reads the state (the flush, an import), [`SampleLog::drain`]
-//! groups the log by series with a counting sort that keeps arrival order within a series, and hands each series
-//! its samples at once: its state is then touched once per batch instead of once per sample. Each series sees
-//! the same samples in the same order as if they had been added one by one, so the results are the same.
+//! of these types now only appends (series, 8 bytes, weight code) to this log, a sequential write into memory that
+//! stays in the cache. When the log is full, and before anything reads the state (the flush, an import),
+//! [`SampleLog::drain`] groups the log by series with a counting sort that keeps arrival order within a series, and
+//! hands each series its samples at once: its state is then touched once per batch instead of once per sample.
+//! Each series sees the same samples in the same order as if they had been added one by one, so the results are
+//! the same.
 
 use super::huge_pages::HugeTable;
 
@@ -48,7 +49,7 @@ pub struct SampleLog {
     /// The weights other than 1 of the entries, in the order they were logged (a weight repeated back to back is
     /// stored once): cleared at each drain, so never longer than the log.
     weights: Vec<f64>,
-    /// Per series: the number of its entries, then where its samples start in `grouped`.
+    /// The drain's per-series offsets into `grouped` (see [`SampleLog::drain`]).
     starts: Vec<u32>,
     /// The samples grouped by series.
     grouped: HugeTable<Sample>,
@@ -183,7 +184,10 @@ mod tests {
     proptest! {
         #[test]
         fn a_drain_hands_each_series_its_samples_in_the_order_they_were_logged(
-            logged in proptest::collection::vec((0usize..50, any::<u64>(), prop_oneof![Just(1.0), Just(10.0), 1.0f64..100.0]), 0..3000),
+            logged in proptest::collection::vec(
+                (0usize..50, any::<u64>(), prop_oneof![Just(1.0), Just(10.0), 1.0f64..100.0]),
+                0..3000,
+            ),
         ) {
             let mut log = SampleLog::default();
             for &(s, bits, weight) in &logged {

@@ -138,8 +138,8 @@ pub struct ShardState {
     slots: Vec<Slot>,
     /// Mapped in huge pages once large (see [`super::huge_pages`]).
     hot: HugeTable<Hot>,
-    /// Histogram samples of rate 1 and set members not yet applied to their series (see [`super::sample_log`]):
-    /// drained when full, and before anything reads the state.
+    /// Histogram samples (with their weight) and set members not yet applied to their series (see
+    /// [`super::sample_log`]): drained when full, and before anything reads the state.
     log: SampleLog,
     /// See [`ShardState::summarizing`].
     summarize: Option<std::sync::Arc<EmitConfig>>,
@@ -431,15 +431,7 @@ impl ShardState {
     fn slot_for(&mut self, view: &KeyView<'_>, th: u128, rate: f64, extend: &ExtendTags) -> Option<usize> {
         let canonical = self.canon.build(view, extend);
         let hash = view.hash;
-        let slots = &self.slots;
-        let found = self
-            .by_key
-            .find(hash, |&i| {
-                let s = &slots[i as usize];
-                s.hash == hash && view.matches(&s.key, canonical)
-            })
-            .copied();
-        if let Some(i) = found {
+        if let Some(i) = find_key(&self.by_key, &self.slots, hash, |key| view.matches(key, canonical)) {
             let slot = &mut self.slots[i as usize];
             if !slot.by_text {
                 slot.by_text = true;
@@ -555,6 +547,17 @@ impl ShardState {
 
 /// Most `|T` points passed through per shard and interval; more are dropped and counted.
 pub const MAX_TIMESTAMPED: usize = 200_000;
+
+/// The slot, in `by_key`, of the series of key hash `hash` whose key `is_key` accepts (a free function, so that
+/// callers may hold other fields of the shard, such as a key built in its `canon`).
+fn find_key(by_key: &HashTable<u32>, slots: &[Slot], hash: u64, is_key: impl Fn(&SeriesKey) -> bool) -> Option<u32> {
+    by_key
+        .find(hash, |&i| {
+            let s = &slots[i as usize];
+            s.hash == hash && is_key(&s.key)
+        })
+        .copied()
+}
 
 fn empty_value(kind: MetricKind, sketches: bool) -> Value {
     match kind {

@@ -1,6 +1,6 @@
 //! The ends of a shard's interval: entries imported from other instances merged in, and the interval taken out.
 
-use super::{Entry, Hot, Interval, ShardState, Slot, Value};
+use super::{find_key, Entry, Hot, Interval, ShardState, Slot, Value};
 use crate::aggregate::histogram::saturating_add;
 
 impl ShardState {
@@ -10,15 +10,7 @@ impl ShardState {
         self.drain_log();
         for incoming in entries {
             let hash = incoming.hash;
-            let slots = &self.slots;
-            let found = self
-                .by_key
-                .find(hash, |&i| {
-                    let s = &slots[i as usize];
-                    s.hash == hash && s.key == incoming.key
-                })
-                .copied();
-            let Some(i) = found else {
+            let Some(i) = find_key(&self.by_key, &self.slots, hash, |key| *key == incoming.key) else {
                 if let Some(l) = &self.limit {
                     l.force();
                 }

@@ -5,10 +5,12 @@
 //! `cargo bench --bench aggregate`; read `elem/s`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use harrier::aggregate::{ExtendTags, Histogram, Set, ShardState, TagSet};
+use harrier::pipeline::Ingester;
 use harrier::protocol::{self, Message, Metric};
 use harrier::sink::datadog::build_bodies;
 use harrier::sink::prometheus::{self, encode_flush, Totals};
@@ -253,32 +255,46 @@ fn load_lines(n: usize, series: usize, mixed: bool) -> String {
 
 /// The worker's whole per-line path for its own lines: split, parse, key, aggregate.
 fn worker_path(c: &mut Criterion) {
-    let extend = ExtendTags::default();
     let mut group = c.benchmark_group("worker_path");
     for (name, series, mixed) in [("counters_1k", 1_000, false), ("mixed_10k", 10_000, true)] {
         let text = load_lines(100_000, series, mixed);
-        let mut state = ShardState::default();
+        // The worker's own core: the batch validated as UTF-8 once, then each line aggregated from its value alone
+        // if its text is known, else parsed in full.
+        let mut core = Ingester::new(ShardState::default(), Arc::default());
         group.throughput(Throughput::Elements(100_000));
         group.bench_function(name, |b| {
-            // As a worker does: the whole batch validated as UTF-8 once, then each line aggregated from its value
-            // alone if its text is known, else parsed in full.
-            b.iter(|| {
-                let Ok(text) = std::str::from_utf8(black_box(text.as_bytes())) else {
-                    return;
-                };
-                for line in protocol::str_lines(text) {
-                    if let Some(view) = protocol::split_metric(line) {
-                        if state.add_known_line(&view).is_some() {
-                            continue;
-                        }
-                    }
-                    if let Ok(Message::Metric(m)) = protocol::parse_str(line) {
-                        let _ = state.add_metric(&m, None, &extend);
-                    }
-                }
-            })
+            b.iter(|| core.lines(black_box(text.as_bytes()), 1_700_000_000))
         });
     }
+    // 150,000 bad lines (six parse errors in turn, in 1,400-byte packets): what each costs the worker that
+    // rejects and counts it (its own counter and rate-limited log; no lock, no allocation).
+    let bad: [&[u8]; 6] = [
+        b"nopipe:1",
+        b"x:1|zz",
+        b"x:nan|g",
+        b"x:1|c|@7",
+        b"x:1|c|T-x",
+        b"x:1|c|#a:b|@",
+    ];
+    let mut packets = vec![Vec::new()];
+    for i in 0..150_000 {
+        let p = packets.last_mut().unwrap();
+        p.extend_from_slice(bad[i % bad.len()]);
+        p.push(b'\n');
+        if p.len() > 1400 {
+            packets.push(Vec::new());
+        }
+    }
+    let mut core = Ingester::new(ShardState::default(), Arc::default());
+    group.throughput(Throughput::Elements(150_000));
+    group.bench_function("bad_lines_150k", |b| {
+        b.iter(|| {
+            for p in &packets {
+                core.lines(black_box(p), 1_700_000_000);
+            }
+            core.take_drops()
+        })
+    });
     group.finish();
 }
 

@@ -92,7 +92,11 @@ pub struct Config {
     /// global tier, sent to a Datadog sink as a sketch to `/api/beta/sketches`, and reported to other sinks as
     /// `aggregates` and `percentiles`); or `histogram`, a t-digest like `h`. Default: `sketch`.
     pub distributions: Distributions,
-    /// Aggregation shards, each owning its own series. Default: the number of CPU cores.
+    /// Worker threads, each reading and aggregating on its own (a series received by several is merged at the
+    /// flush). `0`: fitted to the work and to the cores the process may run on (`sched_getaffinity`): one per
+    /// datagram socket read by a worker when that is all there is to read (one for the usual single UDP listener,
+    /// leaving the other cores to the applications on the host), else one per core (reader threads, stream
+    /// listeners, or a `grpc_address` taking imports). Default: `0`.
     pub num_workers: usize,
     /// Reader threads per UDP or unix datagram listener, each with its own socket (UDP sockets are bound with
     /// SO_REUSEPORT when more than one, which lets the kernel spread senders over them, but also lets another
@@ -176,7 +180,7 @@ impl Default for Config {
             percentiles: vec![0.5, 0.9, 0.99],
             aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
             distributions: Distributions::Sketch,
-            num_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            num_workers: 0,
             num_readers: 0,
             read_buffer_size_bytes: 16 * 1024 * 1024,
             metric_max_length: 8192,
@@ -392,10 +396,7 @@ impl Config {
                 ));
             }
         }
-        for (key, v) in [
-            ("num_workers", self.num_workers),
-            ("metric_max_length", self.metric_max_length),
-        ] {
+        for (key, v) in [("metric_max_length", self.metric_max_length)] {
             if v == 0 {
                 return Err(ConfigError::invalid(key, 0, "must be at least 1"));
             }

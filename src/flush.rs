@@ -1,6 +1,6 @@
-//! The interval loop: every `interval`, take each shard's state, turn it into output, and hand the output to
-//! every sink concurrently (and, in local mode, the sketches to the forwarder). Neither ingest nor the next
-//! flush waits for a sink: each sink call runs in its own task, bounded by one interval.
+//! The interval loop: every `interval`, take each shard's state, merge the states into one, turn it into output,
+//! and hand the output to every sink concurrently (and, in local mode, the sketches to the forwarder). Neither
+//! ingest nor the next flush waits for a sink: each sink call runs in its own task, bounded by one interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::aggregate::merge::merge_intervals;
 use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry, TagSet};
 use crate::forward::ack::Acks;
 use crate::pipeline::{await_flush, flush_shards, request_flush, ShardSender};
@@ -156,8 +157,9 @@ impl Flusher {
                 hostname,
                 ..Flush::default()
             };
+            // One interval with one entry per series, whichever workers received its lines.
+            let states = merge_intervals(states);
             let mut forward = Vec::new();
-            let mut counts = EmitCounts::default();
             // The output's size up front (a histogram is several series): grown by doubling instead, a million
             // series' output was reallocated and copied a dozen times, and held twice at the last copy.
             let per_histogram = emit_cfg.aggregates.len() + emit_cfg.percentiles.len();
@@ -166,18 +168,10 @@ impl Flusher {
                 .map(|st| st.series.len() + st.histograms * per_histogram.saturating_sub(1) + st.timestamped.len())
                 .sum();
             out.series.reserve_exact(expected);
-            for state in states {
-                let c = emit(state, &emit_cfg, timestamp, &mut out, &mut forward);
-                counts.counters += c.counters;
-                counts.gauges += c.gauges;
-                counts.histograms += c.histograms;
-                counts.sets += c.sets;
-                counts.checks += c.checks;
-                counts.events += c.events;
-                counts.timestamped += c.timestamped;
-                counts.distributions += c.distributions;
-                counts.forwarded += c.forwarded;
-            }
+            let counts = match states {
+                Some(state) => emit(state, &emit_cfg, timestamp, &mut out, &mut forward),
+                None => EmitCounts::default(),
+            };
             add_tags(out.series.iter_mut().map(|s| &mut s.tags), &sink_tags);
             add_tags(out.sketch_series.iter_mut().map(|s| &mut s.tags), &sink_tags);
             add_tags(out.sketches.iter_mut().map(|s| &mut s.tags), &sink_tags);

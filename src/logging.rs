@@ -77,3 +77,38 @@ impl LimitedLog {
         }
     }
 }
+
+/// A [`LimitedLog`] owned by one thread (a worker's): at most one line per second, naming how many were suppressed
+/// since the last, with no atomics and no clock read of its own (the caller passes the time it already has).
+#[derive(Debug)]
+pub struct LocalLog {
+    what: &'static str,
+    last_second: i64,
+    suppressed: u64,
+}
+
+impl LocalLog {
+    pub const fn new(what: &'static str) -> Self {
+        LocalLog {
+            what,
+            last_second: i64::MIN,
+            suppressed: 0,
+        }
+    }
+
+    /// Logs `message()` unless a line was logged in the second `now` (Unix seconds) or later.
+    pub fn log(&mut self, now: i64, message: impl FnOnce() -> String) {
+        if now > self.last_second {
+            self.last_second = now;
+            let suppressed = std::mem::take(&mut self.suppressed);
+            tracing::warn!(what = self.what, suppressed, "{}: {}", self.what, message());
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// Lines suppressed since the last one logged.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+}

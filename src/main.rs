@@ -82,7 +82,8 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.num_workers.clamp(1, 4))
+        // Flushes, sink encoding, forwarding, imports, HTTP: up to 4 threads, at most one per core.
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4))
         .thread_name("harrier-io")
         .on_thread_start(harrier::pipeline::background_priority)
         .enable_all()

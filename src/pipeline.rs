@@ -3,19 +3,18 @@
 //! A datagram listener's socket is either read by a worker itself (`num_readers: 0`, the default: the worker
 //! sleeps in `poll(2)` on its sockets and an eventfd that wakes it for messages, and under light traffic naps a
 //! millisecond between reads so that one wake-up reads many datagrams), or by reader threads that fill
-//! pooled [`Batch`]es with raw, newline-separated packets and hand each batch to a worker (round robin), as stream
-//! listeners always do. Each worker thread owns one shard's [`ShardState`] and parses what it receives: a line whose
-//! series belongs to its own shard is aggregated on the spot (parsed once, hashed once, no copy); a line owned by
-//! another shard is copied into that worker's outgoing buffer and handed over once per batch, so every series is
-//! aggregated by exactly one thread and no lock is shared on the hot path. With one worker nothing is ever handed
-//! over. A line whose text (name and everything after the value) the worker's shard already knows is aggregated from
-//! its value alone, without the full parse. Buffers travel back to their pools, so steady state allocates nothing
-//! per line.
+//! pooled [`Batch`]es with raw, newline-separated packets and hand them to a worker, as stream listeners always do.
+//! Each worker thread owns one [`ShardState`] and aggregates every line it receives, whatever its series: nothing
+//! is handed from one worker to another per line, and no lock is shared on the hot path (gostatsd's model). A
+//! series sent to two workers (two sockets, connections or readers) has a partial state in each; the flush merges
+//! the workers' intervals into one ([`crate::aggregate::merge`]) before reporting. Each reader thread and each
+//! stream connection sends all its batches to one worker (its lane), so one sender's lines stay in order. A line
+//! whose text (name and everything after the value) the worker's shard already knows is aggregated from its value
+//! alone, without the full parse. Buffers travel back to their pool, so steady state allocates nothing per line.
 //!
 //! Raw batches are bounded per worker (a full worker makes its listener wait, and the kernel's socket buffer
-//! absorbs the burst). Hand-overs between workers never wait, so that two workers can never wait on each other:
-//! they are bounded in bytes per receiving worker ([`HANDOVER_MAX_BYTES`], over a second of a million lines per
-//! second), and what would exceed the bound is dropped and counted (`harrier.lines.dropped{reason:worker_behind}`).
+//! absorbs the burst). Lines a worker drops (bad lines by parse error, `series_limit`, timestamp rules) are counted
+//! in the worker's own counters and logged by its own rate limiter; the counts join the telemetry once per flush.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -25,14 +24,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::aggregate::key::text_hash;
 use crate::aggregate::shard::SeriesLimit;
-use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, KeyView, ShardState};
+use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, ShardState};
 use crate::listen::Source;
 use crate::protocol::{self, LineView, Message, ParseError};
-use crate::telemetry::{unix_now, LimitedLog, Telemetry};
+use crate::telemetry::{unix_now, Telemetry};
 
 /// Bytes of lines gathered before a batch is handed on.
 pub const BATCH_BYTES: usize = 64 * 1024;
@@ -51,9 +49,6 @@ type Staged<'a> = (&'a str, Option<(LineView<'a>, u128)>);
 const GROUP_FROM_SERIES: usize = 8192;
 /// Buffers kept in a pool; more are freed.
 const POOL_MAX: usize = 4096;
-/// Bytes of lines handed over to one worker and not yet processed, beyond which further hand-overs to it are
-/// dropped and counted: a worker that stops keeping up must not grow memory without bound.
-pub const HANDOVER_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Newline-separated packets from one listener.
 #[derive(Debug, Default)]
@@ -101,8 +96,6 @@ impl BufferPool {
 pub enum ShardMsg {
     /// Raw packets from a listener.
     Raw(Batch),
-    /// Validated lines owned by this worker's shard, handed over by another worker.
-    Lines(Vec<u8>),
     /// End the interval and send what it aggregated back.
     Flush(oneshot::Sender<Interval>),
     /// Merge entries imported from another instance (global mode).
@@ -172,13 +165,11 @@ pub struct ShardSender {
     tx: mpsc::UnboundedSender<ShardMsg>,
     /// Raw batches queued and not yet processed.
     raw_queued: Arc<AtomicUsize>,
-    /// Bytes of handed-over lines queued and not yet processed.
-    handover_bytes: Arc<AtomicUsize>,
     waker: Arc<Waker>,
 }
 
 impl ShardSender {
-    /// Sends a control or hand-over message (never waits). False once the worker is gone.
+    /// Sends a control message (never waits). False once the worker is gone.
     pub fn send(&self, msg: ShardMsg) -> bool {
         let sent = self.tx.send(msg).is_ok();
         self.waker.wake();
@@ -193,37 +184,36 @@ impl ShardSender {
         self.tx.is_closed()
     }
 
-    /// Hands lines over to this worker, unless that would put more than [`HANDOVER_MAX_BYTES`] in its queue: then
-    /// the lines come back, for the caller to count and drop.
-    fn send_lines(&self, lines: Vec<u8>) -> Result<(), Vec<u8>> {
-        let len = lines.len();
-        if self.handover_bytes.fetch_add(len, Ordering::AcqRel) + len > HANDOVER_MAX_BYTES {
-            self.handover_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(lines);
-        }
-        // If the worker is gone (shutdown), nothing takes these bytes off the count; it no longer matters.
-        self.send(ShardMsg::Lines(lines));
-        Ok(())
-    }
-
     fn send_raw(&self, batch: Batch) -> bool {
         self.raw_queued.fetch_add(1, Ordering::AcqRel);
         self.send(ShardMsg::Raw(batch))
     }
 }
 
-/// Where listeners send batches: round robin over the workers.
+/// Where listeners send batches: each handle sends to one worker, its lane (see [`Ingest::lane`]).
 #[derive(Debug, Clone)]
 pub struct Ingest {
     workers: Vec<ShardSender>,
+    /// Lanes given out so far.
     next: Arc<AtomicUsize>,
+    /// The worker this handle sends to (modulo the number of workers).
+    lane: usize,
     pub pool: BufferPool,
 }
 
 impl Ingest {
+    /// A handle on the next lane: a reader thread or a stream connection takes one, so that its batches all go to
+    /// one worker (its lines stay in order, and a gauge's last value is the last one sent), while readers and
+    /// connections spread over the workers round robin.
+    pub fn lane(&self) -> Ingest {
+        Ingest {
+            lane: self.next.fetch_add(1, Ordering::Relaxed),
+            ..self.clone()
+        }
+    }
+
     fn pick(&self) -> &ShardSender {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        &self.workers[i]
+        &self.workers[self.lane % self.workers.len()]
     }
 
     /// Gives a datagram socket to worker `i` (modulo the number of workers) to read itself.
@@ -315,13 +305,10 @@ pub struct Pipeline {
     threads: Vec<JoinHandle<()>>,
 }
 
-static BAD_LINE_LOG: LimitedLog = LimitedLog::new("rejected line");
-static SERIES_LIMIT_LOG: LimitedLog = LimitedLog::new("series limit");
-static BEHIND_LOG: LimitedLog = LimitedLog::new("worker behind");
-
 impl Pipeline {
     /// Starts `workers` worker threads, each owning one shard; `emit` is how the flush reports the shards'
-    /// intervals (a shard reduces what is reported here to its values when the interval is taken).
+    /// intervals (with one worker, the shard reduces what is reported here to its values when the interval is
+    /// taken; with several, the intervals are merged first, so they keep their whole state).
     pub fn start(
         workers: usize,
         extend: Arc<ExtendTags>,
@@ -337,35 +324,26 @@ impl Pipeline {
             let sender = ShardSender {
                 tx,
                 raw_queued: Arc::default(),
-                handover_bytes: Arc::default(),
                 waker: Arc::new(Waker::new().expect("creating a worker's eventfd")),
             };
-            receivers.push((
-                rx,
-                sender.raw_queued.clone(),
-                sender.handover_bytes.clone(),
-                sender.waker.clone(),
-            ));
+            receivers.push((rx, sender.raw_queued.clone(), sender.waker.clone()));
             shards.push(sender);
         }
         let batch_pool = BufferPool::default();
-        let line_pool = BufferPool::default();
         let mut threads = Vec::with_capacity(workers);
-        for (i, (rx, raw_queued, handover_bytes, waker)) in receivers.into_iter().enumerate() {
+        for (i, (rx, raw_queued, waker)) in receivers.into_iter().enumerate() {
+            let mut state = ShardState::with_limit(limit.clone()).sketching(emit.sketches);
+            if workers == 1 {
+                // Nothing to merge at the flush: reduce what this instance reports as the interval is taken.
+                state = state.summarizing(emit.clone());
+            }
             let worker = Worker {
-                index: i,
                 waker,
                 sources: Vec::new(),
-                shards: shards.clone(),
                 raw_queued,
-                handover_bytes,
-                extend: extend.clone(),
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
-                line_pool: line_pool.clone(),
-                state: ShardState::with_limit(limit.clone())
-                    .sketching(emit.sketches)
-                    .summarizing(emit.clone()),
+                core: Ingester::new(state, extend.clone()),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -378,6 +356,7 @@ impl Pipeline {
             ingest: Ingest {
                 workers: shards.clone(),
                 next: Arc::default(),
+                lane: 0,
                 pool: batch_pool,
             },
             shards,
@@ -385,21 +364,17 @@ impl Pipeline {
         }
     }
 
-    /// Waits until every worker has processed what was queued before this call, hand-overs included. Listeners
-    /// must have stopped.
+    /// Waits until every worker has processed what was queued before this call. Listeners must have stopped.
     pub async fn sync(&self) {
-        // Two rounds: the first drains raw batches (which may hand lines over); the second drains the hand-overs.
-        for _ in 0..2 {
-            let mut acks = Vec::with_capacity(self.shards.len());
-            for shard in &self.shards {
-                let (tx, rx) = oneshot::channel();
-                if shard.send(ShardMsg::Sync(tx)) {
-                    acks.push(rx);
-                }
+        let mut acks = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(ShardMsg::Sync(tx)) {
+                acks.push(rx);
             }
-            for ack in acks {
-                let _ = ack.await;
-            }
+        }
+        for ack in acks {
+            let _ = ack.await;
         }
     }
 
@@ -413,7 +388,7 @@ impl Pipeline {
         }
     }
 
-    /// The shard that owns a hash.
+    /// The shard that imports of a series go to (global mode), by its key's hash.
     #[inline]
     pub fn shard_of(hash: u64, shards: usize) -> usize {
         // The key hash is already mixed; the high bits are independent of the map's low bits.
@@ -450,7 +425,9 @@ pub fn batch_scheduling() {
     }
 }
 
+mod ingester;
 mod worker;
+pub use ingester::{DropCounts, Ingester};
 use worker::Worker;
 
 #[cfg(test)]

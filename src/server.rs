@@ -221,13 +221,9 @@ pub async fn start_with_forwarder(
         sketches: config.distributions == crate::config::Distributions::Sketch,
         ..EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles)
     });
-    let pipeline = Pipeline::start(
-        config.num_workers,
-        extend,
-        telemetry.clone(),
-        config.series_limit,
-        emit.clone(),
-    );
+    let workers = listen::fitted_workers(&bound, &opts, grpc_listener.is_some());
+    tracing::debug!(workers, "starting the workers");
+    let pipeline = Pipeline::start(workers, extend, telemetry.clone(), config.series_limit, emit.clone());
     let ingest = pipeline.ingest.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -6,6 +6,7 @@ pub mod emit;
 pub mod histogram;
 pub mod huge_pages;
 pub mod key;
+pub mod merge;
 pub mod sample_log;
 pub mod set;
 pub mod shard;

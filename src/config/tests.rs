@@ -129,7 +129,6 @@ fn bad_values_are_errors_that_name_the_key_and_value() {
         ("percentiles: [0]", "percentiles"),
         ("aggregates: [p99]", "p99"),
         ("aggregates: [min, min]", "aggregates"),
-        ("num_workers: 0", "num_workers"),
         ("metric_max_length: 0", "metric_max_length"),
         ("http_address: nowhere", "http_address"),
         ("forward_address: globalhost", "forward_address"),

@@ -73,6 +73,41 @@ pub struct BoundListener {
     sockets: Sockets,
 }
 
+impl BoundListener {
+    /// The sockets of this listener that workers read themselves (a datagram listener with `num_readers: 0`), or
+    /// `None` when it hands batches to the workers (reader threads, stream connections).
+    fn worker_sockets(&self, opts: &ListenOptions) -> Option<usize> {
+        match &self.sockets {
+            Sockets::Datagram(sockets) if opts.num_readers == 0 => Some(sockets.len()),
+            _ => None,
+        }
+    }
+}
+
+/// The number of workers to start: `num_workers` when set; for `0` (the default), fitted to the work and to the
+/// cores this process may run on (`sched_getaffinity`, so one under `taskset -c 0`). When every listener is a
+/// datagram socket read by a worker, one worker per socket (capped by the cores): a second worker would have
+/// nothing to read, and its only effect would be to cost a core the sending application could use. With reader
+/// threads, stream listeners or imports from other instances (`imports`: a global), one worker per core, as batches
+/// and imports spread over them.
+pub fn fitted_workers(bound: &[BoundListener], opts: &ListenOptions, imports: bool) -> usize {
+    if opts.num_workers > 0 {
+        return opts.num_workers;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if imports {
+        return cores;
+    }
+    let mut sockets = 0;
+    for b in bound {
+        match b.worker_sockets(opts) {
+            Some(n) => sockets += n,
+            None => return cores,
+        }
+    }
+    sockets.clamp(1, cores)
+}
+
 /// Binds one configured address.
 pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListener, ListenError> {
     let err = |source| ListenError {
@@ -244,7 +279,9 @@ impl BoundListener {
                         socket,
                         index,
                         stats: stats.clone(),
-                        ingest: ingest.clone(),
+                        // Each reader on its own lane: a sender's datagrams (kept on one socket by the kernel's
+                        // SO_REUSEPORT hash) stay on one worker.
+                        ingest: ingest.lane(),
                         max_packet: opts.max_packet,
                         stop: stop.flag.clone(),
                     };

@@ -54,6 +54,14 @@ impl Context {
         }
     }
 
+    /// The context of a new connection: its own lane, so that all its batches go to one worker.
+    fn connection(&self) -> Context {
+        Context {
+            ingest: self.ingest.lane(),
+            ..self.clone()
+        }
+    }
+
     fn oversize(&self, what: &str) {
         self.stats.oversize.fetch_add(1, Ordering::Relaxed);
         OVERSIZE_LOG.log(|| {
@@ -119,9 +127,9 @@ pub(super) async fn accept<L: Accept>(listener: L, framing: Framing, ctx: Contex
                 Ok(conn) => {
                     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
                     match &framing {
-                        Framing::Lines => connections.spawn(read_lines(conn, ctx.clone())),
-                        Framing::TlsLines(tls) => connections.spawn(read_tls_lines(conn, tls.clone(), ctx.clone())),
-                        Framing::LengthPrefixed => connections.spawn(read_frames(conn, ctx.clone())),
+                        Framing::Lines => connections.spawn(read_lines(conn, ctx.connection())),
+                        Framing::TlsLines(tls) => connections.spawn(read_tls_lines(conn, tls.clone(), ctx.connection())),
+                        Framing::LengthPrefixed => connections.spawn(read_frames(conn, ctx.connection())),
                     };
                 }
                 Err(e) => {

@@ -100,8 +100,8 @@ pub struct Config {
     pub num_workers: usize,
     /// Reader threads per UDP or unix datagram listener, each with its own socket (UDP sockets are bound with
     /// SO_REUSEPORT when more than one, which lets the kernel spread senders over them, but also lets another
-    /// process of the same user bind the port). A reader only receives, and hands datagrams in batches to the
-    /// workers round robin, so the parsing of even one busy sender is spread over every worker. `0`: no reader
+    /// process of the same user bind the port). A reader only receives, and hands datagrams in batches to one
+    /// worker (readers spread over the workers; UDP: the kernel keeps each sender on one socket). `0`: no reader
     /// thread; the listener's one socket is read by a worker, which parses what it receives on the spot (listeners
     /// are spread over the workers): the least CPU per line (no copy, no hand-over, no thread switch), with one
     /// worker receiving and parsing everything a listener gets (several million lines per second on one core).
@@ -560,7 +560,7 @@ pub mod veneur;
 pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::ListenAddress;
-pub use sinks::{Compression, DatadogConfig, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
+pub use sinks::{Compression, DatadogConfig, DeliverySettings, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};
 
 #[cfg(test)]

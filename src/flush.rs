@@ -9,20 +9,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::aggregate::merge::merge_intervals;
-use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry, TagSet};
+use crate::aggregate::{emit, EmitConfig, EmitCounts, TagSet};
 use crate::forward::ack::Acks;
+pub use crate::forward::Forward;
+use crate::model::{Flush, Series, SeriesKind};
 use crate::pipeline::{await_flush, flush_shards, request_flush, ShardSender};
-use crate::sink::{Flush, Series, SeriesKind, Sink, SinkOutcome};
+use crate::sink::{Sink, SinkOutcome};
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
 static SINK_LOG: LimitedLog = LimitedLog::new("sink flush failed");
-
-/// Receives, at each flush of a local instance, the entries to forward to the global tier.
-pub trait Forward: Send + Sync + 'static {
-    /// Takes this interval's forwardable entries. Must not block: the work runs in its own task, bounded by the
-    /// forwarder's own interval.
-    fn forward(&self, entries: Vec<Entry>) -> tokio::task::JoinHandle<()>;
-}
 
 /// Everything a flush needs.
 pub struct Flusher {

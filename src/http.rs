@@ -11,6 +11,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::model::{FullName, SeriesKind};
+use crate::sink::prometheus::LabelBuilder;
 use crate::telemetry::Telemetry;
 
 /// Whether this instance can do its job (`/healthcheck` answers 503 when not; a proxy with no reachable global).
@@ -54,7 +56,7 @@ async fn metrics(State(e): State<Endpoints>) -> Response {
     text(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        e.telemetry.prometheus_text(),
+        prometheus_text(&e.telemetry),
     )
 }
 
@@ -73,5 +75,61 @@ pub async fn serve(listener: TcpListener, health: Health, telemetry: Arc<Telemet
     let stopped = async move { crate::shutdown::stopped(&mut stop).await };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
         tracing::error!("HTTP server stopped: {e}");
+    }
+}
+
+/// Every self-metric in Prometheus' text exposition format (version 0.0.4), as of the last flush: counters as
+/// `harrier_…_total` running totals since the start, gauges as their last values; tags become labels by the
+/// remote-write sink's rules.
+pub fn prometheus_text(telemetry: &Telemetry) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut labels = LabelBuilder::default();
+    let mut last_name = String::new();
+    for (name, tags, kind, value) in telemetry.exposed() {
+        let counter = kind != SeriesKind::Gauge;
+        labels.start(FullName(&name, ""), counter);
+        labels.finish(None, &tags);
+        let mut pairs = labels.pairs();
+        let Some((_, metric)) = pairs.next() else { continue };
+        if metric != last_name {
+            let kind = if counter { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            last_name = metric.to_string();
+        }
+        out.push_str(metric);
+        let mut first = true;
+        for (k, v) in pairs {
+            out.push(if first { '{' } else { ',' });
+            first = false;
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = write!(out, "{k}=\"{v}\"");
+        }
+        if !first {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_keeps_running_totals_and_escapes_label_values() {
+        let t = Telemetry::default();
+        t.count("harrier.import.errors", &["reason:bad \"digest\"\\x"], 2);
+        t.collect(1);
+        t.count("harrier.import.errors", &["reason:bad \"digest\"\\x"], 3);
+        t.collect(2);
+        let text = prometheus_text(&t);
+        assert!(text.contains("# TYPE harrier_import_errors_total counter\n"), "{text}");
+        assert!(
+            text.contains("harrier_import_errors_total{reason=\"bad \\\"digest\\\"\\\\x\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE harrier_flush_duration_ms gauge\n"), "{text}");
     }
 }

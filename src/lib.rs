@@ -3,18 +3,19 @@
 //! # Architecture
 //!
 //! Services send DogStatsD lines over UDP (or TCP, TLS, or unix sockets) to a **local** Harrier on their host.
-//! Listeners move datagrams into pooled buffers; parser workers turn each packet into borrowed
-//! [`protocol::Message`]s and route each metric by the hash of its series key (name, type, sorted tags) to the
-//! aggregation shard that owns it. A shard owns its maps: no lock is shared on the hot path, and a series it
-//! already knows costs no allocation.
+//! By default a worker thread reads a datagram listener's socket itself; with reader threads, and for stream
+//! connections, whole batches of raw packets are handed to one worker per reader or connection. A worker parses
+//! each packet into borrowed [`protocol::Message`]s and aggregates every line it receives into the shard it owns
+//! (no lock is shared on the hot path, nothing is handed from worker to worker, and a series it already knows
+//! costs no allocation); the lines it drops are counted in its own counters.
 //!
-//! Every `interval`, each shard takes its interval out (the values of the series touched, reset in place; the
-//! histograms and sets it reports itself already reduced to the values reported) and the flusher turns them into
-//! output.
+//! Every `interval`, each worker takes its shard's interval out (the values of the series touched, reset in place;
+//! with one worker, the histograms and sets this instance reports already reduced to the values reported), the
+//! flusher merges the workers' intervals into one series per key, and turns it into output.
 //! What combines safely across hosts (counters, gauges, a histogram's min/max/count) goes straight to the
 //! sinks. What does not (t-digests of histograms and timers, HyperLogLogs of sets) is forwarded over gRPC to a
-//! **global** Harrier, which merges the sketches of every host and emits true fleet-wide percentiles and
-//! unique counts.
+//! **global** Harrier (with DDSketches of distributions, and the counters and gauges of `veneurglobalonly` series),
+//! which merges the sketches of every host and emits true fleet-wide percentiles and unique counts.
 //!
 //! The global tier scales out: with several globals (a list, or DNS discovery), each forwarded series goes to one
 //! of them by rendezvous hashing of its series key, the same in every local, or a **proxy** routes the locals'
@@ -27,11 +28,14 @@
 //! - [`protocol`]: the DogStatsD wire format: packets into borrowed messages.
 //! - [`listen`]: sockets into pooled batches of raw packets; `listen::framing` cuts stream connections (TCP and TLS
 //!   lines, unix length-prefixed frames).
-//! - [`pipeline`]: parse workers routing lines to the shard threads that own their series.
+//! - [`pipeline`]: the worker threads (each reads its sockets or takes batches, parses and aggregates into its own
+//!   shard: `pipeline::Ingester`), their inboxes, lanes and the worker count fitted to the cores.
 //! - [`aggregate`]: series keys, t-digest histograms, the agent's DDSketch for distributions, HyperLogLog sets,
-//!   shard state and its output; a shard's hot tables in huge pages (`aggregate::huge_pages`) and the log that
+//!   shard state, the workers' intervals merged at the flush (`aggregate::merge`) and the output; a shard's hot
+//!   tables in huge pages (`aggregate::huge_pages`) and the log that
 //!   applies histogram samples and set members to their series in batches (`aggregate::sample_log`).
-//! - [`flush`]: the interval loop that takes each shard's interval and fans out to sinks and the forwarder.
+//! - [`flush`]: the interval loop that takes each shard's interval, merges them and fans out to sinks and the
+//!   forwarder.
 //! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
 //!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
 //! - [`sink`]: where flushes go: per-backend encoders (console; Datadog v2 protobuf series, sketches and v1 JSON;
@@ -46,11 +50,13 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod ddsketch;
 pub mod flush;
 pub mod forward;
 pub mod http;
 pub mod listen;
 pub mod logging;
+pub mod model;
 pub mod pipeline;
 pub mod protocol;
 pub mod server;

@@ -28,7 +28,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::aggregate::key::text_hash;
 use crate::aggregate::shard::SeriesLimit;
 use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, ShardState};
-use crate::listen::Source;
 use crate::protocol::{self, LineView, Message, ParseError};
 use crate::telemetry::{unix_now, Telemetry};
 
@@ -398,8 +397,8 @@ impl Pipeline {
 
 /// The nice value of the runtime's threads (flushes, sink encoding, forwarding, imports, HTTP): below the
 /// workers', so that on a busy core the work of a flush waits for ingest rather than ingest for the flush. A
-/// worker left without the CPU for longer than its socket buffer lasts (2 MiB: about 75 ms at 1M lines/s) loses
-/// lines; a flush that waits only finishes later.
+/// worker left without the CPU for longer than its socket buffer lasts (16 MiB by default: about 300 ms at 1M
+/// lines/s) loses lines; a flush that waits only finishes later.
 pub const BACKGROUND_NICE: libc::c_int = 10;
 
 /// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (Linux: the nice value is per thread). Called at
@@ -426,8 +425,10 @@ pub fn batch_scheduling() {
 }
 
 mod ingester;
+pub mod source;
 mod worker;
 pub use ingester::{DropCounts, Ingester};
+pub use source::Source;
 use worker::Worker;
 
 #[cfg(test)]

@@ -91,11 +91,6 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.done.await;
     }
-
-    /// Waits until the server stops (after [`RunningServer::shutdown`] was requested elsewhere).
-    pub fn stopper(&self) -> watch::Sender<bool> {
-        self.stop.clone()
-    }
 }
 
 /// Binds `host:port` for an optional TCP service; an empty address means none.

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{EmitCounts, TagSet};
 pub use crate::logging::LimitedLog;
+use crate::model::{Series, SeriesKind};
 use crate::protocol::ParseError;
-use crate::sink::{Series, SeriesKind};
 
 /// Counters of one listener.
 #[derive(Debug, Default)]
@@ -243,40 +243,14 @@ impl Telemetry {
         out
     }
 
-    /// Every self-metric in Prometheus' text exposition format (version 0.0.4), as of the last flush: counters
-    /// as `harrier_…_total` running totals since the start, gauges as their last values; tags become labels by
-    /// the remote-write sink's rules.
-    pub fn prometheus_text(&self) -> String {
-        use std::fmt::Write as _;
+    /// Every self-metric as of the last flush, in name order: counters' running totals since the start and gauges'
+    /// last values (what `GET /metrics` shows).
+    pub fn exposed(&self) -> Vec<(Arc<str>, TagSet, SeriesKind, f64)> {
         let exposed = self.exposed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::new();
-        let mut labels = crate::sink::prometheus::LabelBuilder::default();
-        let mut last_name = String::new();
-        for ((name, _), (tags, kind, value)) in exposed.iter() {
-            let counter = *kind != SeriesKind::Gauge;
-            labels.start(crate::sink::FullName(name, ""), counter);
-            labels.finish(None, tags);
-            let mut pairs = labels.pairs();
-            let Some((_, metric)) = pairs.next() else { continue };
-            if metric != last_name {
-                let kind = if counter { "counter" } else { "gauge" };
-                let _ = writeln!(out, "# TYPE {metric} {kind}");
-                last_name = metric.to_string();
-            }
-            out.push_str(metric);
-            let mut first = true;
-            for (k, v) in pairs {
-                out.push(if first { '{' } else { ',' });
-                first = false;
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                let _ = write!(out, "{k}=\"{v}\"");
-            }
-            if !first {
-                out.push('}');
-            }
-            let _ = writeln!(out, " {value}");
-        }
-        out
+        exposed
+            .iter()
+            .map(|((name, _), (tags, kind, value))| (name.clone(), tags.clone(), *kind, *value))
+            .collect()
     }
 }
 
@@ -292,25 +266,4 @@ pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_exposition_keeps_running_totals_and_escapes_label_values() {
-        let t = Telemetry::default();
-        t.count("harrier.import.errors", &["reason:bad \"digest\"\\x"], 2);
-        t.collect(1);
-        t.count("harrier.import.errors", &["reason:bad \"digest\"\\x"], 3);
-        t.collect(2);
-        let text = t.prometheus_text();
-        assert!(text.contains("# TYPE harrier_import_errors_total counter\n"), "{text}");
-        assert!(
-            text.contains("harrier_import_errors_total{reason=\"bad \\\"digest\\\"\\\\x\"} 5\n"),
-            "{text}"
-        );
-        assert!(text.contains("# TYPE harrier_flush_duration_ms gauge\n"), "{text}");
-    }
 }

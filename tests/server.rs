@@ -225,6 +225,63 @@ async fn lines_queued_in_the_socket_at_stop_are_flushed_when_the_workers_read() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_150k_bad_lines_among_good_ones_over_two_workers_is_counted_by_reason_and_the_good_lines_are_exact()
+{
+    // Two reader threads (two SO_REUSEPORT sockets) and two workers, fed by two senders: both workers count drops.
+    let (server, sink) = start(&config(&["udp://127.0.0.1:0"], "num_readers: 2\nnum_workers: 2\n")).await;
+    let addr = server.udp_address().unwrap();
+    let bad: [(&str, &[u8]); 6] = [
+        ("no_pipe", b"nopipe:1"),
+        ("bad_type", b"x:1|zz"),
+        ("non_finite_value", b"x:nan|g"),
+        ("sample_rate_out_of_range", b"x:1|c|@7"),
+        ("bad_timestamp", b"x:1|c|T-x"),
+        ("invalid_utf8", b"x\xff:1|c"),
+    ];
+    let per_reason = 25_000;
+    let senders = [
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    ];
+    let mut packet = Vec::new();
+    let mut sent_lines = 0u64;
+    let mut datagrams = 0usize;
+    for i in 0..per_reason {
+        for (_, line) in bad {
+            packet.extend_from_slice(line);
+            packet.push(b'\n');
+        }
+        packet.extend_from_slice(format!("flood.good:1|c|#k:{}\n", i % 100).as_bytes());
+        sent_lines += bad.len() as u64 + 1;
+        if packet.len() > 1300 || i + 1 == per_reason {
+            senders[datagrams % 2].send_to(&packet, addr).unwrap();
+            packet.clear();
+            datagrams += 1;
+            if datagrams.is_multiple_of(200) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    wait_for_lines(&server, sent_lines).await;
+    server.shutdown().await;
+    let good: f64 = sink
+        .values()
+        .iter()
+        .filter(|(k, _)| k.starts_with("flood.good#"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(good, per_reason as f64, "every good line counted once");
+    for (reason, _) in bad {
+        assert_eq!(
+            sink.self_metric("harrier.lines.rejected", &format!("reason:{reason}")),
+            per_reason as f64,
+            "{reason}"
+        );
+    }
+    assert_eq!(sink.self_metric("harrier.lines.rejected", ""), 150_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_lines_in_a_mixed_packet_are_aggregated_and_bad_ones_counted_by_reason() {
     let (server, sink) = start(&config(&["udp://127.0.0.1:0"], "")).await;
     let addr = server.udp_address().unwrap();

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::eventually;
 use common::intake::Intake;
-use harrier::aggregate::ddsketch::DdSketch;
 use harrier::config::Config;
+use harrier::ddsketch::DdSketch;
 use harrier::server::{self, RunningServer};
 use harrier::sink::datadog::payload::sketch_payload::sketch::Dogsketch;
 use harrier::sink::datadog::payload::SketchPayload;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64, xxh3_64_with_seed};
 
+pub use crate::model::TagSet;
 use crate::protocol::{MetricKind, Tags};
 
 /// Where a series is aggregated, from the `veneurlocalonly` / `veneurglobalonly` tags.
@@ -285,90 +286,6 @@ impl SeriesKey {
 fn key_hash(name: &str, kind: MetricKind, scope: Scope, tag_xor: u64) -> u64 {
     let seed = ((kind as u64) << 8) | scope as u64;
     mix(xxh3_64_with_seed(name.as_bytes(), seed) ^ tag_xor.rotate_left(29))
-}
-
-/// A canonical tag set: sorted and distinct, stored as one `,`-joined string behind a reference count (one
-/// allocation; none when empty), so that cloning it is cheap. A tag never contains `,`: the wire splits tags on
-/// it, the configuration refuses it in `extend_tags`, and imports refuse it. `host:` and `device:` tags stay in
-/// the set (they are part of the series' identity) and are exposed separately for sinks.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct TagSet {
-    joined: Option<Arc<str>>,
-}
-
-impl TagSet {
-    /// Builds a canonical set from any tags (sorted, de-duplicated, empty tags dropped). Tags must not contain `,`.
-    pub fn from_tags<S: AsRef<str>>(tags: impl IntoIterator<Item = S>) -> Self {
-        let tags: Vec<S> = tags.into_iter().filter(|t| !t.as_ref().is_empty()).collect();
-        let mut refs: Vec<&str> = tags.iter().map(|t| t.as_ref()).collect();
-        debug_assert!(refs.iter().all(|t| !t.contains(',')), "a tag with a comma: {refs:?}");
-        refs.sort_unstable();
-        refs.dedup();
-        Self::from_canonical(&refs.join(","))
-    }
-
-    /// A set from text that is already canonical (sorted, distinct, non-empty tags joined by `,`).
-    fn from_canonical(joined: &str) -> Self {
-        TagSet {
-            joined: (!joined.is_empty()).then(|| joined.into()),
-        }
-    }
-
-    /// The tags joined by `,`, in order.
-    pub fn joined(&self) -> &str {
-        self.joined.as_deref().unwrap_or("")
-    }
-
-    /// Every tag, in order, including `host:` and `device:`.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        let joined = self.joined();
-        let mut rest = (!joined.is_empty()).then_some(joined);
-        std::iter::from_fn(move || {
-            let r = rest?;
-            match memchr::memchr(b',', r.as_bytes()) {
-                Some(i) => {
-                    rest = Some(&r[i + 1..]);
-                    Some(&r[..i])
-                }
-                None => {
-                    rest = None;
-                    Some(r)
-                }
-            }
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        match &self.joined {
-            None => 0,
-            Some(j) => memchr::memchr_iter(b',', j.as_bytes()).count() + 1,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.joined.is_none()
-    }
-
-    #[inline]
-    pub fn contains(&self, tag: &str) -> bool {
-        self.iter().any(|t| t == tag)
-    }
-
-    /// The value of the `host:` tag, which sets the series' host.
-    pub fn host(&self) -> Option<&str> {
-        self.iter().find_map(|t| t.strip_prefix("host:"))
-    }
-
-    /// The value of the `device:` tag, which becomes the series' device.
-    pub fn device(&self) -> Option<&str> {
-        self.iter().find_map(|t| t.strip_prefix("device:"))
-    }
-
-    /// The tags a sink reports: all but `host:` and `device:`.
-    pub fn output(&self) -> impl Iterator<Item = &str> {
-        self.iter()
-            .filter(|t| !t.starts_with("host:") && !t.starts_with("device:"))
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! Aggregation: series keys, per-type state (t-digest histograms, HyperLogLog sets) and the shards that own
 //! them. See [`shard`] for the per-shard state and how an interval turns into output.
 
-pub mod ddsketch;
 pub mod emit;
 pub mod histogram;
 pub mod huge_pages;
 pub mod key;
 pub mod merge;
+pub mod report;
 pub mod sample_log;
 pub mod set;
 pub mod shard;

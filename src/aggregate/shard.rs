@@ -4,16 +4,16 @@ use std::collections::HashMap;
 
 use hashbrown::HashTable;
 
-use super::ddsketch::DdSketch;
-use super::emit::{EmitConfig, Summary};
 use super::histogram::{saturating_add, Histogram};
 use super::huge_pages::HugeTable;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
+use super::report::{EmitConfig, Summary};
 use super::sample_log::SampleLog;
 use super::set::{member_hash, Set};
 use super::text_index::{self, TextIndex};
+use crate::ddsketch::DdSketch;
+use crate::model::{self as sink, CheckRun, Series, SeriesKind};
 use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
-use crate::sink::{self, CheckRun, Series, SeriesKind};
 
 /// The aggregated value of a series.
 #[derive(Debug, Clone)]

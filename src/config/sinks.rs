@@ -8,7 +8,6 @@ use serde::Deserialize;
 use yaml_serde::{Mapping, Value};
 
 use super::{deserialize_duration, ConfigError};
-use crate::sink::delivery::DeliverySettings;
 
 /// One entry of `metric_sinks`.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -371,4 +370,17 @@ impl fmt::Debug for PrometheusConfig {
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
+}
+
+/// What every HTTP sink's delivery is configured with (each sink's config has these fields).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `retry_queue_max_bytes`: bodies kept in memory for a later attempt, requests in flight included; 0: none.
+    pub retry_queue_max_bytes: usize,
+    /// `retry_queue_dir`: where queued bodies are also written; empty: memory only.
+    pub retry_queue_dir: String,
+    /// `retry_queue_max_disk_bytes`: most bytes of bodies in `retry_queue_dir`.
+    pub retry_queue_max_disk_bytes: usize,
+    /// `request_timeout`: how long one attempt may take, whatever the interval.
+    pub request_timeout: Duration,
 }

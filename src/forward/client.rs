@@ -23,10 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::destination::{AckReport, Destination, Failure, State};
 use super::route::Members;
 use super::wire::route_key;
+use super::Forward;
 use super::{encode, view as proto};
 use crate::aggregate::Entry;
 use crate::config::ClientTlsConfig;
-use crate::flush::Forward;
 use crate::telemetry::{LimitedLog, Telemetry};
 use bytes::Bytes;
 

@@ -24,11 +24,19 @@ pub mod wire;
 
 use tdigest::{Centroid, TDigest};
 
-use crate::aggregate::ddsketch::DdSketch;
 use crate::aggregate::histogram::{DIGEST_SIZE, MAX_DIGEST_CENTROIDS};
 use crate::aggregate::set::{self, Set};
 use crate::aggregate::{Entry, Histogram, Scope, SeriesKey, Stats, TagSet, Value};
+use crate::ddsketch::DdSketch;
 use crate::protocol::MetricKind;
+
+/// Receives, at each flush of a local instance, the entries to forward to the global tier (the flusher calls it;
+/// the forwarding client implements it).
+pub trait Forward: Send + Sync + 'static {
+    /// Takes this interval's forwardable entries. Must not block: the work runs in its own task, bounded by the
+    /// forwarder's own interval.
+    fn forward(&self, entries: Vec<Entry>) -> tokio::task::JoinHandle<()>;
+}
 
 /// The generated protobuf types and gRPC service.
 pub mod proto {

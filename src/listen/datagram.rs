@@ -1,17 +1,17 @@
-//! UDP and unix datagram readers: one thread per socket, reading up to [`RECV_BATCH`] datagrams per system call
+//! UDP and unix datagram readers: one thread per socket, reading up to
+//! [`RECV_BATCH`](crate::pipeline::source::RECV_BATCH) datagrams per system call
 //! with `recvmmsg`, each call waiting for at least one. Datagrams gather into a batch, handed on when it is full or
 //! [`HOLD`] after its first datagram: under load a worker is woken once per full batch rather than once per
 //! burst, which on a busy core saves a context switch per few datagrams. While a batch waits, the socket's
 //! receive timeout is what is left of its hold; while none does, it is [`IDLE_WAIT`] (to notice shutdown).
 
-use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use crate::pipeline::source::{is_transient, RecvBuffers};
 use crate::pipeline::{Ingest, BATCH_BYTES};
 use crate::telemetry::{LimitedLog, ListenerStats};
 
@@ -27,81 +27,10 @@ pub(super) struct Reader {
     pub stop: Arc<AtomicBool>,
 }
 
-/// Datagrams read per `recvmmsg` call.
-pub const RECV_BATCH: usize = 32;
 /// Longest a partial batch waits for more datagrams before it is handed on.
 const HOLD: Duration = Duration::from_millis(2);
 /// How long a reader with nothing pending waits before it checks for shutdown.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
-
-/// Receive buffers for `recvmmsg`: `RECV_BATCH` slots of `slot` bytes, with their iovecs and headers. The headers
-/// point into the buffers, so neither is ever resized after construction.
-struct RecvBuffers {
-    data: Vec<u8>,
-    slot: usize,
-    iovecs: Vec<libc::iovec>,
-    headers: Vec<libc::mmsghdr>,
-}
-
-// SAFETY: the raw pointers in `iovecs` and `headers` point only into `data` and `iovecs`, heap buffers owned by
-// this same value and never resized; moving the value to another thread moves their sole owner with them, and
-// nothing else holds these pointers.
-unsafe impl Send for RecvBuffers {}
-
-impl RecvBuffers {
-    fn new(slot: usize) -> Box<Self> {
-        let mut b = Box::new(RecvBuffers {
-            data: vec![0u8; slot * RECV_BATCH],
-            slot,
-            iovecs: Vec::with_capacity(RECV_BATCH),
-            headers: Vec::with_capacity(RECV_BATCH),
-        });
-        let base = b.data.as_mut_ptr();
-        for i in 0..RECV_BATCH {
-            b.iovecs.push(libc::iovec {
-                // SAFETY: `i * slot` is within `data`, which holds `RECV_BATCH * slot` bytes.
-                iov_base: unsafe { base.add(i * slot) }.cast(),
-                iov_len: slot,
-            });
-        }
-        let iov = b.iovecs.as_mut_ptr();
-        for i in 0..RECV_BATCH {
-            // SAFETY: an all-zero mmsghdr is a valid header with no name and no control data.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            // SAFETY: `i` is within `iovecs`, which is never resized.
-            h.msg_hdr.msg_iov = unsafe { iov.add(i) };
-            h.msg_hdr.msg_iovlen = 1;
-            b.headers.push(h);
-        }
-        b
-    }
-
-    /// One `recvmmsg(2)`: the number of datagrams read.
-    fn recv(&mut self, socket: &Socket, flags: libc::c_int) -> io::Result<usize> {
-        // SAFETY: every header points at its own iovec and `slot`-byte region of `data`, all owned by `self` and
-        // alive and unmoved for the call; the kernel writes at most `slot` bytes per datagram and sets msg_len.
-        let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                self.headers.as_mut_ptr(),
-                RECV_BATCH as libc::c_uint,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    /// Datagram `i` of the last call; its length is `slot` when it was longer than `slot - 1`.
-    fn datagram(&self, i: usize) -> &[u8] {
-        let len = (self.headers[i].msg_len as usize).min(self.slot);
-        &self.data[i * self.slot..i * self.slot + len]
-    }
-}
 
 impl Reader {
     pub fn run(self) {
@@ -187,90 +116,4 @@ impl Reader {
         batch.push_packet(datagram);
         batch.packets += 1;
     }
-}
-
-/// A datagram socket read by a worker thread itself (`num_readers: 0`): no reader thread and no hand-over, so
-/// each datagram is parsed and aggregated by the thread that received it, while it is still in that core's cache.
-pub struct Source {
-    socket: Socket,
-    pub listener: usize,
-    pub stats: Arc<ListenerStats>,
-    max_packet: usize,
-    stop: Arc<AtomicBool>,
-    bufs: Box<RecvBuffers>,
-}
-
-impl Source {
-    /// Datagrams read per call of [`Source::read`] at most.
-    pub const BATCH: usize = RECV_BATCH;
-
-    pub(super) fn new(
-        socket: Socket,
-        listener: usize,
-        stats: Arc<ListenerStats>,
-        max_packet: usize,
-        stop: Arc<AtomicBool>,
-    ) -> Self {
-        Source {
-            socket,
-            listener,
-            stats,
-            // One byte more than the limit per slot, so that a longer datagram is seen as such.
-            bufs: RecvBuffers::new(max_packet + 1),
-            max_packet,
-            stop,
-        }
-    }
-
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        self.socket.as_raw_fd()
-    }
-
-    /// Whether the server is stopping (the worker then drains this socket and drops it).
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Reads what is queued, up to [`RECV_BATCH`] datagrams, without waiting, and hands each datagram that fits
-    /// `metric_max_length` to `each` (oversize ones are counted and dropped). Returns the number read.
-    pub fn read(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        let n = loop {
-            match self.bufs.recv(&self.socket, libc::MSG_DONTWAIT) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_transient(&e) => return 0,
-                Err(e) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    ERROR_LOG.log(|| format!("{}: {e}", self.stats.name));
-                    return 0;
-                }
-            }
-        };
-        let mut bytes = 0;
-        for i in 0..n {
-            let datagram = self.bufs.datagram(i);
-            if datagram.len() > self.max_packet {
-                self.stats.oversize.fetch_add(1, Ordering::Relaxed);
-                OVERSIZE_LOG.log(|| {
-                    format!(
-                        "{}: a datagram longer than metric_max_length ({} bytes) was dropped whole",
-                        self.stats.name, self.max_packet
-                    )
-                });
-                continue;
-            }
-            bytes += datagram.len() as u64;
-            each(datagram);
-        }
-        self.stats.packets.fetch_add(n as u64, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-        n
-    }
-}
-
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
 }

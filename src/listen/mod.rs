@@ -8,8 +8,6 @@ mod datagram;
 pub mod framing;
 mod stream;
 
-pub use datagram::Source;
-
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +20,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::config::ListenAddress;
-use crate::pipeline::Ingest;
+use crate::pipeline::{Ingest, Source};
 use crate::telemetry::ListenerStats;
 
 /// A listener could not be bound.

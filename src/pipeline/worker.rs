@@ -11,8 +11,8 @@ const NAP: Duration = Duration::from_millis(1);
 /// Timer slack of worker threads, in nanoseconds (the kernel's default is 50 µs).
 const NAP_SLACK_NS: libc::c_ulong = 2_000_000;
 /// Traffic counts as light (and the worker naps) while fewer datagrams than this were read since the last sleep:
-/// what gathers in the socket during a nap then stays far below what its receive buffer holds (a 2 MiB buffer
-/// holds several thousand small datagrams).
+/// what gathers in the socket during a nap then stays far below what its receive buffer holds (the default 16 MiB
+/// buffer holds tens of thousands of small datagrams).
 const NAP_MAX_DATAGRAMS: usize = 512;
 
 pub(super) struct Worker {

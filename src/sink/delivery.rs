@@ -53,18 +53,7 @@ impl Sent {
     }
 }
 
-/// What every HTTP sink's delivery is configured with (each sink's config has these fields).
-#[derive(Debug, Clone)]
-pub struct DeliverySettings {
-    /// `retry_queue_max_bytes`: bodies kept in memory for a later attempt, requests in flight included; 0: none.
-    pub retry_queue_max_bytes: usize,
-    /// `retry_queue_dir`: where queued bodies are also written; empty: memory only.
-    pub retry_queue_dir: String,
-    /// `retry_queue_max_disk_bytes`: most bytes of bodies in `retry_queue_dir`.
-    pub retry_queue_max_disk_bytes: usize,
-    /// `request_timeout`: how long one attempt may take, whatever the interval.
-    pub request_timeout: Duration,
-}
+pub use crate::config::DeliverySettings;
 
 /// A sink's client, retry queue and accounting; cheap to clone into each request's task.
 #[derive(Clone)]
@@ -120,11 +109,6 @@ impl Delivery {
     /// How long one attempt may take.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
-    }
-
-    /// Bytes of payloads waiting in memory in the retry queue.
-    pub fn queued_bytes(&self) -> usize {
-        self.queue.bytes()
     }
 
     /// Sends the queued payloads again, oldest first and concurrently, starting no attempt after `deadline`;
@@ -289,7 +273,7 @@ impl Delivery {
                 Err(_) => "request_error",
             };
             self.count(endpoint, retry_reason);
-            let wait = jitter(backoff);
+            let wait = super::retry_queue::jitter(backoff);
             if Instant::now() + wait >= deadline {
                 LOG.log(|| {
                     format!(
@@ -318,17 +302,4 @@ pub fn status_reason(status: u16) -> &'static str {
         500..=599 => "http_5xx",
         _ => "http_other",
     }
-}
-
-/// A delay between half and all of `d`, from a cheap per-call random source.
-pub(super) fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos() as u64);
-    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    let frac = 0.5 + (x % 1000) as f64 / 2000.0;
-    d.mul_f64(frac)
 }

@@ -275,11 +275,6 @@ impl RetryQueue {
             .count("harrier.sink.dropped", &[&sink, &endpoint, &reason], n);
     }
 
-    /// Bytes of bodies queued in memory.
-    pub fn bytes(&self) -> usize {
-        self.lock().mem_bytes
-    }
-
     /// Takes every queued payload for a new attempt, unless the queue is waiting out a failing intake; bodies held
     /// on disk only are read back (one that cannot be read is dropped and counted).
     pub fn take_all(&self) -> Vec<Queued> {
@@ -319,7 +314,7 @@ impl RetryQueue {
             (s.skip_until, s.wait_intervals) = (None, 0);
         } else {
             s.wait_intervals = (s.wait_intervals * 2).clamp(1, 8);
-            s.skip_until = Some(Instant::now() + super::delivery::jitter(interval * s.wait_intervals));
+            s.skip_until = Some(Instant::now() + jitter(interval * s.wait_intervals));
         }
     }
 
@@ -346,4 +341,17 @@ pub(super) fn forget(item: &Queued) {
     if let Some(path) = &item.file {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// A delay between half and all of `d`, from a cheap per-call random source.
+pub(super) fn jitter(d: std::time::Duration) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos() as u64);
+    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let frac = 0.5 + (x % 1000) as f64 / 2000.0;
+    d.mul_f64(frac)
 }

@@ -112,8 +112,8 @@ pub fn build_payloads(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::ddsketch::DdSketch;
     use crate::aggregate::TagSet;
+    use crate::ddsketch::DdSketch;
     use crate::sink::datadog::payload::SketchPayload;
     use prost::Message;
 

@@ -106,9 +106,4 @@ impl LocalLog {
             self.suppressed += 1;
         }
     }
-
-    /// Lines suppressed since the last one logged.
-    pub fn suppressed(&self) -> u64 {
-        self.suppressed
-    }
 }

@@ -35,7 +35,7 @@ use crate::telemetry::{unix_now, Telemetry};
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// Raw batches queued per worker before listeners wait.
 const QUEUE_DEPTH: usize = 256;
-/// Lines of a packet looked up together (see `Worker::text_lines`): a whole packet of the usual sizes (up to 128
+/// Lines of a packet looked up together (see `Ingester::text_lines`): a whole packet of the usual sizes (up to 128
 /// lines), so that the loads started for its last lines have the other lines' work to arrive in. Measured on
 /// `benches/e2e.sh mixed50k10s` (100 lines per packet), alternating builds: 16 lines 134–152 ns per line, 32
 /// lines 123–130, 64 lines 118–127, 128 lines 112–120.

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use hashbrown::HashTable;
 
-use super::histogram::saturating_add;
 use super::shard::{Interval, Value};
 use super::TagSet;
 
@@ -43,7 +42,7 @@ pub fn merge_intervals(mut intervals: Vec<Interval>) -> Option<Interval> {
                 .find(incoming.hash, |&j| series[j as usize].key == incoming.key)
                 .copied();
             match found {
-                Some(j) => merge_value(&mut base.series[j as usize].value, incoming.value),
+                Some(j) => base.series[j as usize].value.merge(incoming.value),
                 None => {
                     let j = base.series.len() as u32;
                     if matches!(incoming.value, Value::Histogram(_) | Value::Summary(_)) {
@@ -73,23 +72,6 @@ pub fn merge_intervals(mut intervals: Vec<Interval>) -> Option<Interval> {
 
 fn is_empty(i: &Interval) -> bool {
     i.series.is_empty() && i.checks.is_empty() && i.events.is_empty() && i.timestamped.is_empty()
-}
-
-/// Merges one worker's value of a series into another's (same key, so same kind).
-fn merge_value(into: &mut Value, incoming: Value) {
-    match (into, incoming) {
-        (Value::Counter(a), Value::Counter(b)) => *a = saturating_add(*a, b),
-        (Value::Gauge(a), Value::Gauge(b)) => *a = b,
-        (Value::Histogram(a), Value::Histogram(mut b)) => {
-            a.stats.merge(&b.stats);
-            a.merge_digest(b.digest());
-        }
-        (Value::Set(a), Value::Set(b)) => a.merge(&b),
-        (Value::Sketch(a), Value::Sketch(b)) => a.merge(&b),
-        // Reduced values (one worker only summarizes) cannot merge; the pipeline never produces them with several
-        // workers. Same key means same kind, so no other pair occurs.
-        _ => {}
-    }
 }
 
 #[cfg(test)]

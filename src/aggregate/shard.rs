@@ -33,6 +33,26 @@ pub enum Value {
     SetEstimate(f64),
 }
 
+impl Value {
+    /// Merges another state of the same series into this one: counters add (saturating), a gauge takes the other's
+    /// value, histograms merge their exact statistics and digests, sets and DDSketches merge. Used by imports from
+    /// other instances and by the flush's merge of the workers' intervals. Reduced values (`Summary`,
+    /// `SetEstimate`) do not merge; same key means same kind, so no other pair occurs.
+    pub fn merge(&mut self, other: Value) {
+        match (self, other) {
+            (Value::Counter(a), Value::Counter(b)) => *a = saturating_add(*a, b),
+            (Value::Gauge(a), Value::Gauge(b)) => *a = b,
+            (Value::Histogram(a), Value::Histogram(mut b)) => {
+                a.stats.merge(&b.stats);
+                a.merge_digest(b.digest());
+            }
+            (Value::Set(a), Value::Set(b)) => a.merge(&b),
+            (Value::Sketch(a), Value::Sketch(b)) => a.merge(&b),
+            _ => {}
+        }
+    }
+}
+
 /// A series and its state.
 #[derive(Debug, Clone)]
 pub struct Entry {

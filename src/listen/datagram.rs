@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::pipeline::source::{is_transient, RecvBuffers};
+use crate::pipeline::source::{is_transient, oversize, socket_error, RecvBuffers};
 use crate::pipeline::{Ingest, BATCH_BYTES};
 use crate::telemetry::{LimitedLog, ListenerStats};
 
-static OVERSIZE_LOG: LimitedLog = LimitedLog::new("oversize datagram dropped");
-static ERROR_LOG: LimitedLog = LimitedLog::new("datagram socket error");
+static TIMEOUT_LOG: LimitedLog = LimitedLog::new("datagram socket error");
 
 pub(super) struct Reader {
     pub socket: Socket,
@@ -49,7 +48,7 @@ impl Reader {
             // Only touch the socket option when the wait changes by more than a little.
             if wait.abs_diff(timeout) > Duration::from_micros(500) {
                 if let Err(e) = self.socket.set_read_timeout(Some(wait)) {
-                    ERROR_LOG.log(|| format!("{}: cannot set a read timeout: {e}", self.stats.name));
+                    TIMEOUT_LOG.log(|| format!("{}: cannot set a read timeout: {e}", self.stats.name));
                 }
                 timeout = wait;
             }
@@ -63,8 +62,7 @@ impl Reader {
                 }
                 Err(e) if is_transient(&e) => {}
                 Err(e) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    ERROR_LOG.log(|| format!("{}: {e}", self.stats.name));
+                    socket_error(&self.stats, &e);
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -104,13 +102,7 @@ impl Reader {
         if datagram.len() > self.max_packet {
             // The datagram was cut at max + 1 bytes; its real length is not known.
             self.stats.packets.fetch_add(1, Ordering::Relaxed);
-            self.stats.oversize.fetch_add(1, Ordering::Relaxed);
-            OVERSIZE_LOG.log(|| {
-                format!(
-                    "{}: a datagram longer than metric_max_length ({} bytes) was dropped whole",
-                    self.stats.name, self.max_packet
-                )
-            });
+            oversize(&self.stats, self.max_packet);
             return;
         }
         batch.push_packet(datagram);

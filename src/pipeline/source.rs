@@ -13,6 +13,23 @@ use crate::telemetry::{LimitedLog, ListenerStats};
 static OVERSIZE_LOG: LimitedLog = LimitedLog::new("oversize datagram dropped");
 static ERROR_LOG: LimitedLog = LimitedLog::new("datagram socket error");
 
+/// Counts a datagram longer than `metric_max_length` (dropped whole) and logs it at a limited rate.
+pub(crate) fn oversize(stats: &ListenerStats, max_packet: usize) {
+    stats.oversize.fetch_add(1, Ordering::Relaxed);
+    OVERSIZE_LOG.log(|| {
+        format!(
+            "{}: a datagram longer than metric_max_length ({max_packet} bytes) was dropped whole",
+            stats.name
+        )
+    });
+}
+
+/// Counts a socket error and logs it at a limited rate.
+pub(crate) fn socket_error(stats: &ListenerStats, e: &io::Error) {
+    stats.errors.fetch_add(1, Ordering::Relaxed);
+    ERROR_LOG.log(|| format!("{}: {e}", stats.name));
+}
+
 /// Datagrams read per `recvmmsg` call.
 pub const RECV_BATCH: usize = 32;
 
@@ -136,8 +153,7 @@ impl Source {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_transient(&e) => return 0,
                 Err(e) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    ERROR_LOG.log(|| format!("{}: {e}", self.stats.name));
+                    socket_error(&self.stats, &e);
                     return 0;
                 }
             }
@@ -146,13 +162,7 @@ impl Source {
         for i in 0..n {
             let datagram = self.bufs.datagram(i);
             if datagram.len() > self.max_packet {
-                self.stats.oversize.fetch_add(1, Ordering::Relaxed);
-                OVERSIZE_LOG.log(|| {
-                    format!(
-                        "{}: a datagram longer than metric_max_length ({} bytes) was dropped whole",
-                        self.stats.name, self.max_packet
-                    )
-                });
+                oversize(&self.stats, self.max_packet);
                 continue;
             }
             bytes += datagram.len() as u64;

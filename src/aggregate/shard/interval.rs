@@ -1,7 +1,6 @@
 //! The ends of a shard's interval: entries imported from other instances merged in, and the interval taken out.
 
 use super::{find_key, Entry, Hot, Interval, ShardState, Slot, Value};
-use crate::aggregate::histogram::saturating_add;
 
 impl ShardState {
     /// Merges entries imported from other instances: counters add, gauges are replaced, digests and sets merge.
@@ -32,18 +31,7 @@ impl ShardState {
             };
             let hot = &mut self.hot[i as usize];
             hot.touched = true;
-            match (&mut hot.value, incoming.value) {
-                (Value::Counter(a), Value::Counter(b)) => *a = saturating_add(*a, b),
-                (Value::Gauge(a), Value::Gauge(b)) => *a = b,
-                (Value::Histogram(a), Value::Histogram(mut b)) => {
-                    a.stats.merge(&b.stats);
-                    a.merge_digest(b.digest());
-                }
-                (Value::Set(a), Value::Set(b)) => a.merge(&b),
-                (Value::Sketch(a), Value::Sketch(b)) => a.merge(&b),
-                // Same key means same kind, so the values always match.
-                _ => {}
-            }
+            hot.value.merge(incoming.value);
         }
     }
 

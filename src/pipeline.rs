@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::aggregate::key::text_hash;
 use crate::aggregate::shard::SeriesLimit;
-use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, ShardState};
+use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, ShardState, Taking};
 use crate::protocol::{self, LineView, Message, ParseError};
 use crate::telemetry::{unix_now, Telemetry};
 
@@ -343,6 +343,7 @@ impl Pipeline {
                 telemetry: telemetry.clone(),
                 batch_pool: batch_pool.clone(),
                 core: Ingester::new(state, extend.clone()),
+                taking: None,
             };
             threads.push(
                 std::thread::Builder::new()

@@ -90,6 +90,63 @@ unsafe impl Allocator for HugePages {
         }
         unmap(ptr, mapped_len(layout.size()));
     }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if is_huge(&old_layout) && is_huge(&new_layout) {
+            let (old_len, new_len) = (mapped_len(old_layout.size()), mapped_len(new_layout.size()));
+            if new_len == old_len {
+                return Ok(NonNull::slice_from_raw_parts(ptr, new_layout.size()));
+            }
+            if let Some(moved) = remap(ptr, old_len, new_len) {
+                return Ok(NonNull::slice_from_raw_parts(moved, new_layout.size()));
+            }
+        }
+        let new = self.allocate(new_layout)?;
+        // SAFETY: the caller guarantees `ptr` holds `old_layout.size()` initialised-or-not bytes allocated here and
+        // that `new_layout.size() >= old_layout.size()`; `new` is a distinct, fresh block at least that large.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr().cast::<u8>(), old_layout.size());
+            self.deallocate(ptr, old_layout);
+        }
+        Ok(new)
+    }
+}
+
+/// Moves a mapped block of `old_len` bytes to a new huge-page-aligned place of `new_len` bytes (larger), keeping
+/// its pages: the kernel moves the page tables and copies nothing, and only the added part is new (zero) memory.
+/// A vector growing to a million series used to copy its whole buffer at each doubling, into pages that each had to
+/// be faulted in and zeroed first. `None` if the kernel refused (the caller copies instead; the block is intact).
+#[cfg(target_os = "linux")]
+fn remap(ptr: NonNull<u8>, old_len: usize, new_len: usize) -> Option<NonNull<u8>> {
+    // An aligned place of the new size, reserved so that the block can be moved onto it.
+    let target = map_aligned(new_len)?;
+    // SAFETY: `ptr`/`old_len` are a live mapping of `map_aligned` (the allocator's contract); `target`/`new_len` a
+    // mapping just made, which MREMAP_FIXED replaces. On success the old range is unmapped by the kernel and the
+    // block lives at `target`; on failure nothing was changed, and the reserved target is unmapped again.
+    let moved = unsafe {
+        libc::mremap(
+            ptr.as_ptr().cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            target.as_ptr().cast::<libc::c_void>(),
+        )
+    };
+    if moved == libc::MAP_FAILED {
+        unmap(target, new_len);
+        return None;
+    }
+    NonNull::new(moved.cast())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn remap(_ptr: NonNull<u8>, _old_len: usize, _new_len: usize) -> Option<NonNull<u8>> {
+    None
 }
 
 /// Maps `len` bytes (a multiple of [`HUGE_PAGE`]) aligned to a huge page, advised for huge pages.

@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
-use hashbrown::HashTable;
-
 use super::histogram::{saturating_add, Histogram};
 use super::huge_pages::HugeTable;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
+use super::key_index::KeyIndex;
 use super::report::{EmitConfig, Summary};
 use super::sample_log::SampleLog;
 use super::set::{member_hash, Set};
@@ -165,7 +164,7 @@ pub struct ShardState {
     summarize: Option<std::sync::Arc<EmitConfig>>,
     /// `distributions: sketch`: a distribution's series is a [`DdSketch`] (else a histogram).
     sketches: bool,
-    by_key: HashTable<u32>,
+    by_key: KeyIndex,
     by_text: TextIndex,
     canon: Canon,
     checks: HashMap<(Box<str>, TagSet), CheckRun>,
@@ -489,8 +488,7 @@ impl ShardState {
         let (hash, th, by_text) = (slot.hash, slot.text_hash(), slot.by_text);
         self.slots.push(slot);
         self.hot.push(hot);
-        let slots = &self.slots;
-        self.by_key.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
+        self.by_key.insert(hash, i as u32);
         if by_text {
             self.by_text.insert(th, i as u32);
         }
@@ -501,17 +499,13 @@ impl ShardState {
     fn remove(&mut self, i: usize) {
         let last = self.slots.len() - 1;
         let slot = &self.slots[i];
-        if let Ok(e) = self.by_key.find_entry(slot.hash, |&j| j as usize == i) {
-            e.remove();
-        }
+        self.by_key.remove(slot.hash, i as u32);
         if slot.by_text {
             self.by_text.remove(slot.text_hash());
         }
         if i != last {
             let moved = &self.slots[last];
-            if let Some(j) = self.by_key.find_mut(moved.hash, |&j| j as usize == last) {
-                *j = i as u32;
-            }
+            self.by_key.move_slot(moved.hash, last as u32, i as u32);
             if moved.by_text {
                 self.by_text.set_slot(moved.text_hash(), i as u32);
             }
@@ -570,13 +564,11 @@ pub const MAX_TIMESTAMPED: usize = 200_000;
 
 /// The slot, in `by_key`, of the series of key hash `hash` whose key `is_key` accepts (a free function, so that
 /// callers may hold other fields of the shard, such as a key built in its `canon`).
-fn find_key(by_key: &HashTable<u32>, slots: &[Slot], hash: u64, is_key: impl Fn(&SeriesKey) -> bool) -> Option<u32> {
-    by_key
-        .find(hash, |&i| {
-            let s = &slots[i as usize];
-            s.hash == hash && is_key(&s.key)
-        })
-        .copied()
+fn find_key(by_key: &KeyIndex, slots: &[Slot], hash: u64, is_key: impl Fn(&SeriesKey) -> bool) -> Option<u32> {
+    by_key.find(hash, |i| {
+        let s = &slots[i as usize];
+        s.hash == hash && is_key(&s.key)
+    })
 }
 
 fn empty_value(kind: MetricKind, sketches: bool) -> Value {
@@ -599,6 +591,7 @@ fn canonical_tags(tags: Tags<'_>, extend: &ExtendTags) -> TagSet {
 }
 
 mod interval;
+pub use interval::Taking;
 
 #[cfg(test)]
 #[path = "shard_tests.rs"]

@@ -351,3 +351,68 @@ proptest::proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    /// A worker takes a large interval out in steps and aggregates lines between them: whatever the step size and
+    /// wherever the lines fall, each line is in exactly one of the two intervals, a line aggregated before the take
+    /// is in the first, and a series idle for a whole interval is still removed.
+    #[test]
+    fn an_interval_taken_in_steps_with_lines_in_between_counts_each_line_exactly_once(
+        step in 1usize..20,
+        before in proptest::collection::vec(0u8..40, 0..120),
+        between in proptest::collection::vec((0usize..30, 0u8..60), 0..200),
+    ) {
+        let e = ExtendTags::default();
+        let mut state = ShardState::default();
+        // A previous interval leaves series idle in this one (30..40 get no line now unless sent below).
+        let idle: String = (30..40).map(|k| format!("c{k}:1|c\nh{k}:1|ms\n")).collect();
+        feed(&mut state, &e, &idle);
+        state.take_interval();
+        let mut sent = std::collections::BTreeMap::<String, f64>::new();
+        let mut first_part = std::collections::BTreeMap::<String, f64>::new();
+        for k in &before {
+            feed(&mut state, &e, &format!("c{k}:1|c\nh{k}:1|ms\n"));
+            *sent.entry(format!("c{k}")).or_default() += 1.0;
+            *first_part.entry(format!("c{k}")).or_default() += 1.0;
+        }
+        let mut taking = state.begin_take();
+        // Each line of `between` arrives after step number `at` (or after the last step, if there are fewer).
+        let mut steps = 0;
+        loop {
+            let done = state.take_step(&mut taking, step);
+            for (_, k) in between.iter().filter(|(at, _)| *at == steps || (done && *at > steps)) {
+                feed(&mut state, &e, &format!("c{k}:1|c\nh{k}:2|ms\n"));
+                *sent.entry(format!("c{k}")).or_default() += 1.0;
+            }
+            steps += 1;
+            if done {
+                break;
+            }
+        }
+        let first = state.finish_take(taking);
+        let second = state.take_interval();
+        let mut got = std::collections::BTreeMap::<String, f64>::new();
+        let mut got_first = std::collections::BTreeMap::<String, f64>::new();
+        for (interval, is_first) in [(&first, true), (&second, false)] {
+            for (name, _, v) in values(interval) {
+                if name.starts_with('c') {
+                    *got.entry(name.clone()).or_default() += v;
+                    if is_first {
+                        *got_first.entry(name).or_default() += v;
+                    }
+                }
+            }
+        }
+        proptest::prop_assert_eq!(&got, &sent);
+        for (name, n) in &first_part {
+            proptest::prop_assert!(got_first.get(name).copied().unwrap_or(0.0) >= *n, "{} lost from the first interval", name);
+        }
+        // Series idle since the previous interval and sent nothing since were removed by the stepped take.
+        for k in 30..40u8 {
+            let name = format!("c{k}");
+            if !sent.contains_key(&name) {
+                proptest::prop_assert!(!got.contains_key(&name));
+            }
+        }
+    }
+}

@@ -107,10 +107,28 @@ impl Ingester {
         self.state.import(entries);
     }
 
-    /// Ends the interval (see [`ShardState::take_interval`]); logs, at a limited rate, what `series_limit` dropped
-    /// in it.
+    /// Ends the interval at once (see [`ShardState::take_interval`]); logs, at a limited rate, what `series_limit`
+    /// dropped in it.
     pub fn take_interval(&mut self, now: i64) -> Interval {
-        let interval = self.state.take_interval();
+        let mut taking = self.begin_take();
+        while !self.take_step(&mut taking, usize::MAX) {}
+        self.finish_take(taking, now)
+    }
+
+    /// Starts taking the interval out in steps (see [`ShardState::begin_take`]): the worker reads its sockets
+    /// between the steps.
+    pub fn begin_take(&mut self) -> Taking {
+        self.state.begin_take()
+    }
+
+    /// Visits up to `max` more series; true when done (see [`ShardState::take_step`]).
+    pub fn take_step(&mut self, taking: &mut Taking, max: usize) -> bool {
+        self.state.take_step(taking, max)
+    }
+
+    /// Ends a stepped take; logs, at a limited rate, what `series_limit` dropped in the interval.
+    pub fn finish_take(&mut self, taking: Taking, now: i64) -> Interval {
+        let interval = self.state.finish_take(taking);
         let (names, lines) = self.state.take_limited();
         if lines > 0 {
             let top: Vec<String> = names.iter().take(5).map(|(n, k)| format!("{n} ({k})")).collect();

@@ -14,6 +14,10 @@ const NAP_SLACK_NS: libc::c_ulong = 2_000_000;
 /// what gathers in the socket during a nap then stays far below what its receive buffer holds (the default 16 MiB
 /// buffer holds tens of thousands of small datagrams).
 const NAP_MAX_DATAGRAMS: usize = 512;
+/// Series a worker takes out of its shard per step of a flush, between two reads of its sockets: a few
+/// milliseconds of work, so that the sockets are read all through the take of a large interval (a million series
+/// take hundreds of milliseconds, longer than the kernel's buffer lasts at a million lines a second).
+const TAKE_STEP: usize = 16_384;
 
 pub(super) struct Worker {
     pub(super) waker: Arc<Waker>,
@@ -23,10 +27,20 @@ pub(super) struct Worker {
     pub(super) telemetry: Arc<Telemetry>,
     pub(super) batch_pool: BufferPool,
     pub(super) core: Ingester,
+    /// The interval being taken out in steps, and where it goes when done.
+    pub(super) taking: Option<(oneshot::Sender<Interval>, Taking)>,
 }
 
 impl Worker {
-    pub(super) fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShardMsg>) {
+    pub(super) fn run(mut self, rx: mpsc::UnboundedReceiver<ShardMsg>) {
+        self.serve(rx);
+        // A stop in the middle of a take still answers the flush that asked for it.
+        while self.taking.is_some() {
+            self.take_step();
+        }
+    }
+
+    fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<ShardMsg>) {
         batch_scheduling();
         #[cfg(target_os = "linux")]
         // SAFETY: prctl with integer arguments only; it changes only this thread's timer slack.
@@ -48,6 +62,12 @@ impl Worker {
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return,
                 }
+            }
+            if self.taking.is_some() {
+                // A flush is under way: one step of it, one read of the sockets, and on, without sleeping.
+                self.take_step();
+                self.read_sources();
+                continue;
             }
             if self.sources.is_empty() {
                 match rx.blocking_recv() {
@@ -157,7 +177,11 @@ impl Worker {
             ShardMsg::Flush(reply) => {
                 // The drops join the telemetry before the flush that asked collects it.
                 self.core.take_drops().add_to(&self.telemetry);
-                let _ = reply.send(self.core.take_interval(unix_now()));
+                // (The flusher waits for each reply, so no flush is under way here; were one, it ends first.)
+                while self.taking.is_some() {
+                    self.take_step();
+                }
+                self.taking = Some((reply, self.core.begin_take()));
             }
             ShardMsg::Import(entries) => self.core.import(entries),
             ShardMsg::Sync(ack) => {
@@ -170,6 +194,18 @@ impl Worker {
             ShardMsg::Stop => return false,
         }
         true
+    }
+
+    /// One step of the flush under way; at its last, the interval goes to the flush that asked for it.
+    fn take_step(&mut self) {
+        let Some((_, taking)) = &mut self.taking else {
+            return;
+        };
+        if self.core.take_step(taking, TAKE_STEP) {
+            if let Some((reply, taking)) = self.taking.take() {
+                let _ = reply.send(self.core.finish_take(taking, unix_now()));
+            }
+        }
     }
 
     /// Parses and aggregates a raw batch from a reader thread or a stream connection.

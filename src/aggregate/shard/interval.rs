@@ -35,16 +35,39 @@ impl ShardState {
         }
     }
 
-    /// Ends the interval: takes out the values of the series touched in it (resetting them in place), removes the
-    /// series that were not, and takes the checks, events and timestamped points.
+    /// Ends the interval at once: takes out the values of the series touched in it (resetting them in place),
+    /// removes the series that were not, and takes the checks, events and timestamped points. A worker that must
+    /// keep reading its sockets meanwhile takes it in steps instead ([`ShardState::begin_take`]).
     pub fn take_interval(&mut self) -> Interval {
+        let mut taking = self.begin_take();
+        while !self.take_step(&mut taking, usize::MAX) {}
+        self.finish_take(taking)
+    }
+
+    /// Starts taking the interval out in steps, between which lines may still be aggregated: a series visited by
+    /// an earlier step counts what comes after it in the next interval, one not yet visited in this one, so nothing
+    /// is lost or counted twice; only the boundary moves, by the time the steps take.
+    pub fn begin_take(&mut self) -> Taking {
+        Taking {
+            cursor: 0,
+            interval: Interval {
+                series: Vec::with_capacity(self.slots.len()),
+                ..Interval::default()
+            },
+        }
+    }
+
+    /// Visits up to `max` more series of the interval being taken; true when every series has been visited (then
+    /// [`ShardState::finish_take`]).
+    pub fn take_step(&mut self, taking: &mut Taking, max: usize) -> bool {
         self.drain_log();
-        let mut series = Vec::with_capacity(self.slots.len());
-        let mut histograms = 0;
-        let mut i = 0;
-        while i < self.slots.len() {
+        let end = taking.cursor.saturating_add(max);
+        let interval = &mut taking.interval;
+        let mut i = taking.cursor;
+        while i < self.slots.len() && i < end {
             let hot = &mut self.hot[i];
             if !hot.touched {
+                // The last slot takes this place: it is visited next (it was not visited yet).
                 self.remove(i);
                 continue;
             }
@@ -55,7 +78,7 @@ impl ShardState {
                 Value::Counter(v) => Value::Counter(std::mem::take(v)),
                 Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
                 Value::Histogram(h) => {
-                    histograms += 1;
+                    interval.histograms += 1;
                     match summarize {
                         Some(e) => Value::Summary(Box::new(e.summarize(h))),
                         None => Value::Histogram(Box::new(h.take_interval())),
@@ -75,28 +98,40 @@ impl ShardState {
                 Value::Summary(s) => Value::Summary(s.clone()),
                 Value::SetEstimate(v) => Value::SetEstimate(std::mem::take(v)),
             };
-            series.push(Entry {
+            interval.series.push(Entry {
                 hash: slot.hash,
                 key: slot.key.clone(),
                 value,
             });
             i += 1;
         }
-        // Give memory back after a burst of series.
+        taking.cursor = i;
+        i >= self.slots.len()
+    }
+
+    /// Ends a stepped take: gives memory back after a burst of series, and takes the checks, events and timestamped
+    /// points.
+    pub fn finish_take(&mut self, taking: Taking) -> Interval {
         if self.slots.capacity() > 1024 && self.slots.len() < self.slots.capacity() / 4 {
             self.slots.shrink_to(self.slots.len() * 2);
             self.hot.shrink_to(self.slots.len() * 2);
-            let slots = &self.slots;
-            self.by_key.shrink_to(slots.len(), |&j| slots[j as usize].hash);
+            self.by_key.shrink_to(self.slots.len());
             self.by_text.shrink();
         }
         self.log.shrink(self.slots.len());
         Interval {
-            series,
-            histograms,
             checks: std::mem::take(&mut self.checks).into_values().collect(),
             events: std::mem::take(&mut self.events),
             timestamped: std::mem::take(&mut self.timestamped),
+            ..taking.interval
         }
     }
+}
+
+/// An interval being taken out of a shard in steps (see [`ShardState::begin_take`]).
+#[derive(Debug, Default)]
+pub struct Taking {
+    /// Slots before this one have been visited.
+    cursor: usize,
+    interval: Interval,
 }

@@ -373,29 +373,7 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
-        let mut names = HashSet::new();
-        for a in &self.aggregates {
-            if !names.insert(a.suffix().to_string()) {
-                return Err(ConfigError::invalid("aggregates", a.suffix(), "listed twice"));
-            }
-        }
-        for &p in &self.percentiles {
-            if !(p > 0.0 && p < 1.0) {
-                return Err(ConfigError::invalid(
-                    "percentiles",
-                    p,
-                    "a percentile is a quantile in (0, 1), e.g. 0.99",
-                ));
-            }
-            let suffix = percentile_suffix(p);
-            if !names.insert(suffix.clone()) {
-                return Err(ConfigError::invalid(
-                    "percentiles",
-                    p,
-                    format!("its output name .{suffix} collides with another percentile"),
-                ));
-            }
-        }
+        self.validate_outputs()?;
         for (key, v) in [("metric_max_length", self.metric_max_length)] {
             if v == 0 {
                 return Err(ConfigError::invalid(key, 0, "must be at least 1"));
@@ -428,6 +406,40 @@ impl Config {
                 }
             }
         }
+        self.validate_sinks()?;
+        Ok(())
+    }
+
+    /// `aggregates` and `percentiles`: each output name once.
+    fn validate_outputs(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for a in &self.aggregates {
+            if !names.insert(a.suffix().to_string()) {
+                return Err(ConfigError::invalid("aggregates", a.suffix(), "listed twice"));
+            }
+        }
+        for &p in &self.percentiles {
+            if !(p > 0.0 && p < 1.0) {
+                return Err(ConfigError::invalid(
+                    "percentiles",
+                    p,
+                    "a percentile is a quantile in (0, 1), e.g. 0.99",
+                ));
+            }
+            let suffix = percentile_suffix(p);
+            if !names.insert(suffix.clone()) {
+                return Err(ConfigError::invalid(
+                    "percentiles",
+                    p,
+                    format!("its output name .{suffix} collides with another percentile"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `metric_sinks`: distinct names, each sink's own settings.
+    fn validate_sinks(&self) -> Result<(), ConfigError> {
         let mut sink_names = HashSet::new();
         for sink in &self.metric_sinks {
             let name = sink.display_name().to_string();

@@ -9,12 +9,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::aggregate::merge::merge_intervals;
-use crate::aggregate::{emit, EmitConfig, EmitCounts, TagSet};
+use crate::aggregate::{emit, EmitConfig, EmitCounts, Entry, Interval, TagSet};
 use crate::forward::ack::Acks;
 pub use crate::forward::Forward;
 use crate::model::{Flush, Series, SeriesKind};
 use crate::pipeline::{await_flush, flush_shards, request_flush, ShardSender};
 use crate::sink::{Sink, SinkOutcome};
+use crate::telemetry::catalog::FORWARD_DROPPED;
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
 static SINK_LOG: LimitedLog = LimitedLog::new("sink flush failed");
@@ -99,12 +100,8 @@ impl Flusher {
         let ms = self.interval.as_millis().max(1) as u64;
         let mut last: Option<u64> = None;
         loop {
-            // The next boundary after the last one flushed: one flush per boundary, even if the wall clock and the
-            // timer disagree by a little.
             let now = crate::telemetry::unix_now_ms();
-            let next = (now / ms + 1).max(last.map_or(0, |l| l + 1));
-            // A clock stepped back: start again from the clock.
-            let next = if next * ms > now + 2 * ms { now / ms + 1 } else { next };
+            let next = next_boundary(now, ms, last);
             let wait = Duration::from_millis(next * ms - now.min(next * ms));
             last = Some(next);
             tokio::select! {
@@ -143,38 +140,13 @@ impl Flusher {
         let ack = AckOnDrop(self.acks.clone().zip(ack_id));
         let emit_cfg = self.emit.clone();
         let sink_tags = self.sink_tags.clone();
-        let hostname = self.hostname.clone();
-        let interval = self.interval;
-        let built = tokio::task::spawn_blocking(move || {
-            let mut out = Flush {
-                timestamp,
-                interval,
-                hostname,
-                ..Flush::default()
-            };
-            // One interval with one entry per series, whichever workers received its lines.
-            let states = merge_intervals(states);
-            let mut forward = Vec::new();
-            // The output's size up front (a histogram is several series): grown by doubling instead, a million
-            // series' output was reallocated and copied a dozen times, and held twice at the last copy.
-            let per_histogram = emit_cfg.aggregates.len() + emit_cfg.percentiles.len();
-            let expected: usize = states
-                .iter()
-                .map(|st| st.series.len() + st.histograms * per_histogram.saturating_sub(1) + st.timestamped.len())
-                .sum();
-            out.series.reserve_exact(expected);
-            let counts = match states {
-                Some(state) => emit(state, &emit_cfg, timestamp, &mut out, &mut forward),
-                None => EmitCounts::default(),
-            };
-            add_tags(out.series.iter_mut().map(|s| &mut s.tags), &sink_tags);
-            add_tags(out.sketch_series.iter_mut().map(|s| &mut s.tags), &sink_tags);
-            add_tags(out.sketches.iter_mut().map(|s| &mut s.tags), &sink_tags);
-            add_tags(out.checks.iter_mut().map(|c| &mut c.tags), &sink_tags);
-            add_tags(out.events.iter_mut().map(|e| &mut e.tags), &sink_tags);
-            (out, forward, counts)
-        })
-        .await;
+        let head = Flush {
+            timestamp,
+            interval: self.interval,
+            hostname: self.hostname.clone(),
+            ..Flush::default()
+        };
+        let built = tokio::task::spawn_blocking(move || build(states, &emit_cfg, head, &sink_tags)).await;
         let Ok((mut out, forward, counts)) = built else {
             SINK_LOG.log(|| "building the flush panicked; this interval is lost".to_string());
             return;
@@ -199,12 +171,20 @@ impl Flusher {
             }
             None if !forward.is_empty() => {
                 self.telemetry
-                    .count("harrier.forward.dropped", &["cause:no_forwarder"], forward.len() as u64);
+                    .add(&FORWARD_DROPPED, &["cause:no_forwarder"], forward.len() as u64);
             }
             None => {}
         }
 
-        let out = Arc::new(out);
+        let mut sink_tasks = self.deliver(Arc::new(out));
+        tasks.spawn(async move {
+            while sink_tasks.join_next().await.is_some() {}
+            drop(ack);
+        });
+    }
+
+    /// Hands the flush to every sink, each in its own task bounded by one interval and its request timeout.
+    fn deliver(&self, out: Arc<Flush>) -> JoinSet<()> {
         let mut sink_tasks = JoinSet::new();
         for sink in &self.sinks {
             let sink = sink.clone();
@@ -231,10 +211,7 @@ impl Flusher {
                 telemetry.record_sink(sink.name(), sink.kind(), result, t0.elapsed());
             });
         }
-        tasks.spawn(async move {
-            while sink_tasks.join_next().await.is_some() {}
-            drop(ack);
-        });
+        sink_tasks
     }
 }
 
@@ -246,5 +223,71 @@ impl Drop for AckOnDrop {
         if let Some((acks, id)) = self.0.take() {
             acks.flushed(id);
         }
+    }
+}
+
+/// The number of the next flush boundary (a multiple of `interval_ms` on the wall clock) at `now_ms`, given the
+/// last one flushed: the next after the last, so one flush per boundary even if the timer fires a little early
+/// by the wall clock; from the clock again if it was stepped back by more than an interval.
+fn next_boundary(now_ms: u64, interval_ms: u64, last: Option<u64>) -> u64 {
+    let next = (now_ms / interval_ms + 1).max(last.map_or(0, |l| l + 1));
+    if next * interval_ms > now_ms + 2 * interval_ms {
+        now_ms / interval_ms + 1
+    } else {
+        next
+    }
+}
+
+/// Builds the output of one flush from the workers' intervals (on a blocking thread): the intervals merged into
+/// one, its series reported or set aside to forward, and the sinks' extra tags added.
+fn build(
+    states: Vec<Interval>,
+    emit_cfg: &EmitConfig,
+    mut out: Flush,
+    sink_tags: &[String],
+) -> (Flush, Vec<Entry>, EmitCounts) {
+    // One interval with one entry per series, whichever workers received its lines.
+    let states = merge_intervals(states);
+    let mut forward = Vec::new();
+    // The output's size up front (a histogram is several series): grown by doubling instead, a million series'
+    // output was reallocated and copied a dozen times, and held twice at the last copy.
+    let per_histogram = emit_cfg.aggregates.len() + emit_cfg.percentiles.len();
+    let expected: usize = states
+        .iter()
+        .map(|st| st.series.len() + st.histograms * per_histogram.saturating_sub(1) + st.timestamped.len())
+        .sum();
+    out.series.reserve_exact(expected);
+    let counts = match states {
+        Some(state) => emit(state, emit_cfg, out.timestamp, &mut out, &mut forward),
+        None => EmitCounts::default(),
+    };
+    add_tags(out.series.iter_mut().map(|s| &mut s.tags), sink_tags);
+    add_tags(out.sketch_series.iter_mut().map(|s| &mut s.tags), sink_tags);
+    add_tags(out.sketches.iter_mut().map(|s| &mut s.tags), sink_tags);
+    add_tags(out.checks.iter_mut().map(|c| &mut c.tags), sink_tags);
+    add_tags(out.events.iter_mut().map(|e| &mut e.tags), sink_tags);
+    (out, forward, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_boundary;
+
+    #[test]
+    fn flushes_fall_on_the_multiples_of_the_interval_once_each_whatever_the_timer_and_clock_do() {
+        // Started mid-interval: the first flush is at the next multiple.
+        assert_eq!(next_boundary(10_500, 1_000, None), 11);
+        // The timer fired 3 ms early by the wall clock: the next boundary is still the one after the last flushed,
+        // not the same one again.
+        assert_eq!(next_boundary(10_997, 1_000, Some(11)), 12);
+        // On time, and late by less than an interval: the boundary after the last.
+        assert_eq!(next_boundary(11_000, 1_000, Some(11)), 12);
+        assert_eq!(next_boundary(11_400, 1_000, Some(11)), 12);
+        // Late by more than an interval (a stalled process): boundaries missed are not flushed in a burst.
+        assert_eq!(next_boundary(14_200, 1_000, Some(11)), 15);
+        // The clock stepped back by a minute: from the clock again, not a minute of waiting.
+        assert_eq!(next_boundary(50_100, 1_000, Some(110)), 51);
+        // Stepped back by less than two intervals: the boundary after the last, which is near.
+        assert_eq!(next_boundary(10_100, 1_000, Some(11)), 12);
     }
 }

@@ -116,13 +116,14 @@ pub fn prometheus_text(telemetry: &Telemetry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::catalog::IMPORT_ERRORS;
 
     #[test]
     fn the_exposition_keeps_running_totals_and_escapes_label_values() {
         let t = Telemetry::default();
-        t.count("harrier.import.errors", &["reason:bad \"digest\"\\x"], 2);
+        t.add(&IMPORT_ERRORS, &["reason:bad \"digest\"\\x"], 2);
         t.collect(1);
-        t.count("harrier.import.errors", &["reason:bad \"digest\"\\x"], 3);
+        t.add(&IMPORT_ERRORS, &["reason:bad \"digest\"\\x"], 3);
         t.collect(2);
         let text = prometheus_text(&t);
         assert!(text.contains("# TYPE harrier_import_errors_total counter\n"), "{text}");

@@ -22,31 +22,38 @@
 //! streams the same way. Flushes are aligned to the wall clock, and a local keeps each forwarded batch until the
 //! global that merged it acknowledges it flushed, sending it again to a restarted global or to the next one.
 //!
-//! # Modules
+//! # Modules, in the order of the data flow
 //!
-//! - [`config`]: the YAML configuration, environment overrides and validation.
+//! - [`config`]: the YAML configuration (and Veneur's), environment overrides and validation.
+//! - [`listen`]: binding sockets (UDP, TCP, TLS, unix), reader threads and stream connections that hand batches of
+//!   raw packets on; `listen::framing` cuts stream connections (TCP and TLS lines, unix length-prefixed frames).
+//! - [`pipeline`]: the worker threads: each reads its own datagram sockets (`pipeline::source`) or takes batches,
+//!   parses and aggregates into its own shard (`pipeline::Ingester`), counts its drops, and takes its interval out
+//!   in steps at each flush; their inboxes, lanes and the worker count fitted to the cores.
 //! - [`protocol`]: the DogStatsD wire format: packets into borrowed messages.
-//! - [`listen`]: sockets into pooled batches of raw packets; `listen::framing` cuts stream connections (TCP and TLS
-//!   lines, unix length-prefixed frames).
-//! - [`pipeline`]: the worker threads (each reads its sockets or takes batches, parses and aggregates into its own
-//!   shard: `pipeline::Ingester`), their inboxes, lanes and the worker count fitted to the cores.
-//! - [`aggregate`]: series keys, t-digest histograms, the agent's DDSketch for distributions, HyperLogLog sets,
-//!   shard state, the workers' intervals merged at the flush (`aggregate::merge`) and the output; a shard's hot
-//!   tables in huge pages (`aggregate::huge_pages`) and the log that
-//!   applies histogram samples and set members to their series in batches (`aggregate::sample_log`).
-//! - [`flush`]: the interval loop that takes each shard's interval, merges them and fans out to sinks and the
-//!   forwarder.
+//! - [`aggregate`]: series keys and their indexes, t-digest histograms, HyperLogLog sets, shard state, the
+//!   reporting policy (`aggregate::report`), the workers' intervals merged at the flush (`aggregate::merge`) and
+//!   turned into output (`aggregate::emit`); the hot tables in huge pages (`aggregate::huge_pages`) and the log
+//!   that applies histogram samples and set members in batches (`aggregate::sample_log`).
+//! - [`ddsketch`]: the agent's DDSketch, for distributions under `distributions: sketch`.
+//! - [`model`]: the output model every stage after aggregation shares (series, flushes, checks, events, tag sets):
+//!   a leaf that imports none of them.
+//! - [`flush`]: the interval loop on wall-clock boundaries that takes each worker's interval, merges and builds the
+//!   output, and fans out to sinks and the forwarder.
 //! - [`forward`]: the global tier over gRPC: routing (rendezvous hashing), discovery (DNS), the sender (a local or
-//!   a proxy's router) and its destinations, the import server (a global or a proxy), and acknowledgements.
+//!   a proxy's router) and its destinations, outcomes, expiry and settlement, the import server (a global or a
+//!   proxy), and acknowledgements.
 //! - [`sink`]: where flushes go: per-backend encoders (console; Datadog v2 protobuf series, sketches and v1 JSON;
 //!   Prometheus remote write) over one HTTP delivery layer (client, retries with backoff, request timeout,
 //!   accounting) and its retry queue (bounded in memory, optionally spilled to disk).
+//! - [`telemetry`]: self-metrics, each declared once in `telemetry::catalog` (to the sinks, `stats_address` and
+//!   `GET /metrics`).
+//! - [`http`]: `/metrics`, health (503 on a proxy with no reachable global) and version endpoints.
 //! - [`tls`]: the process's rustls provider, server identities reloaded without a restart (gRPC import server,
 //!   `tls://` listeners) and the forwarding client's TLS.
-//! - [`telemetry`]: self-metrics (to the sinks, `stats_address` and `GET /metrics`).
-//! - [`logging`]: text or JSON logs with level filters, and the rate-limited log for bad input.
-//! - [`http`]: health (503 on a proxy with no reachable global) and version endpoints.
-//! - [`server`]: wiring for a configuration, and the shutdown order.
+//! - [`logging`]: text or JSON logs with level filters, and the rate-limited logs for bad input.
+//! - [`server`]: wiring for a configuration in named phases, and the stop order (`server::stop_order`);
+//!   [`shutdown`]: the stop signal.
 
 pub mod aggregate;
 pub mod config;

@@ -6,13 +6,11 @@
 //! then stop the shards.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::aggregate::{EmitConfig, ExtendTags};
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
@@ -24,7 +22,7 @@ use crate::forward::proto::forward_server::ForwardServer;
 use crate::forward::proxy::ProxyService;
 use crate::forward::server::ImportService;
 use crate::forward::view::forward_server::ForwardServer as ViewServer;
-use crate::listen::{self, ListenError, ListenOptions, Running, Stop};
+use crate::listen::{self, ListenError, ListenOptions, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
 use crate::sink::datadog::DatadogSink;
@@ -32,6 +30,9 @@ use crate::sink::prometheus::PrometheusSink;
 use crate::sink::Sink;
 use crate::telemetry::{ListenerStats, Telemetry};
 use crate::tls::ReloadingServer;
+
+mod stop_order;
+use stop_order::StopOrder;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -149,74 +150,231 @@ pub async fn start(config: Config, extra_sinks: Vec<Arc<dyn Sink>>) -> Result<Ru
     start_with_forwarder(config, extra_sinks, None).await
 }
 
-/// [`start`], with the component that forwards sketches in local mode.
-pub async fn start_with_forwarder(
-    config: Config,
-    extra_sinks: Vec<Arc<dyn Sink>>,
-    forwarder: Option<Arc<dyn Forward>>,
-) -> Result<RunningServer, ServerError> {
-    config.validate()?;
-    crate::tls::install_provider();
-    // Certificates are read before anything is bound: a bad file stops the start, naming the key and the file.
-    let statsd_tls = match &config.statsd_tls {
-        Some(files) => Some(ReloadingServer::load("statsd_tls", files, &[])?),
-        None => None,
-    };
-    let grpc_tls = match &config.grpc_tls {
-        Some(files) => Some(ReloadingServer::load("grpc_tls", files, &[b"h2"])?),
-        None => None,
-    };
-    if let Some(files) = &config.forward_tls {
-        // Read now, so that a bad file stops the start (each connection to a global reads them again).
-        crate::tls::client_config(files, "localhost")?;
+/// Certificates of the TLS listeners, read before anything is bound: a bad file stops the start, naming the key
+/// and the file.
+struct ServerTls {
+    statsd: Option<Arc<ReloadingServer>>,
+    grpc: Option<Arc<ReloadingServer>>,
+}
+
+impl ServerTls {
+    fn load(config: &Config) -> Result<ServerTls, ServerError> {
+        crate::tls::install_provider();
+        let statsd = match &config.statsd_tls {
+            Some(files) => Some(ReloadingServer::load("statsd_tls", files, &[])?),
+            None => None,
+        };
+        let grpc = match &config.grpc_tls {
+            Some(files) => Some(ReloadingServer::load("grpc_tls", files, &[b"h2"])?),
+            None => None,
+        };
+        if let Some(files) = &config.forward_tls {
+            // Read now, so that a bad file stops the start (each connection to a global reads them again).
+            crate::tls::client_config(files, "localhost")?;
+        }
+        Ok(ServerTls { statsd, grpc })
     }
-    let reloading: Vec<Arc<ReloadingServer>> = statsd_tls.iter().chain(grpc_tls.iter()).cloned().collect();
-    let opts = ListenOptions {
+
+    /// The certificates watched for changes.
+    fn reloading(&self) -> Vec<Arc<ReloadingServer>> {
+        self.statsd.iter().chain(self.grpc.iter()).cloned().collect()
+    }
+}
+
+/// Every socket of a configuration, bound (errors name the address and the key).
+struct Sockets {
+    listeners: Vec<listen::BoundListener>,
+    http: Option<tokio::net::TcpListener>,
+    grpc: Option<tokio::net::TcpListener>,
+}
+
+impl Sockets {
+    async fn bind(config: &Config, opts: &ListenOptions) -> Result<Sockets, ServerError> {
+        let mut listeners = Vec::new();
+        // A proxy takes no DogStatsD: only forwarded streams.
+        if !config.proxy {
+            for address in config.listen_addresses()? {
+                listeners.push(listen::bind(&address, opts)?);
+            }
+        }
+        let http = bind_tcp(&config.http_address, |address, source| ServerError::Http {
+            address,
+            source,
+        })
+        .await?;
+        let grpc = bind_tcp(&config.grpc_address, |address, source| ServerError::Grpc {
+            address,
+            source,
+        })
+        .await?;
+        Ok(Sockets { listeners, http, grpc })
+    }
+}
+
+/// The forwarding client to the global tier, for a local or a proxy (none when the caller brought its own).
+async fn start_router(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Arc<Forwarder>, ServerError> {
+    let members = match &config.forward_discovery {
+        Some(d) => discovery::start(d.clone(), telemetry.clone(), stop.clone())
+            .await
+            .map_err(ServerError::Forward)?,
+        None if config.forward_addresses.is_empty() => discovery::fixed([config.forward_address.as_str()]),
+        None => discovery::fixed(&config.forward_addresses),
+    };
+    let mode = if config.proxy { Mode::Immediate } else { Mode::Interval };
+    Ok(Forwarder::start(
+        members,
+        mode,
+        config.forward_max_intervals,
+        config.interval,
+        telemetry.clone(),
+        config.forward_tls.clone().map(Arc::new),
+    ))
+}
+
+/// What the gRPC server serves: imports into this instance's shards (a global), or forwarded streams routed on
+/// to the global tier (a proxy).
+struct GrpcService {
+    import: ImportService,
+    proxy: Option<ProxyService>,
+    tls: Option<Arc<ReloadingServer>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl GrpcService {
+    /// Serves until `stop` turns true.
+    async fn serve(self, listener: tokio::net::TcpListener, mut stop: watch::Receiver<bool>) {
+        let limit = 64 * 1024 * 1024;
+        let mut builder = tonic::transport::Server::builder();
+        let routes = match self.proxy {
+            Some(p) => builder.add_service(ViewServer::new(p).max_decoding_message_size(limit)),
+            None => builder.add_service(ForwardServer::new(self.import).max_decoding_message_size(limit)),
+        };
+        let handshakes = stop.clone();
+        let shutdown = async move { crate::shutdown::stopped(&mut stop).await };
+        let served = match self.tls {
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                routes.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            Some(tls) => {
+                let incoming = crate::tls::incoming(listener, tls, self.telemetry, handshakes);
+                routes.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+        };
+        if let Err(e) = served {
+            tracing::error!("gRPC import server stopped: {e}");
+        }
+    }
+}
+
+fn listen_options(config: &Config, tls: &ServerTls) -> ListenOptions {
+    ListenOptions {
         num_readers: config.num_readers,
         num_workers: config.num_workers,
         read_buffer_size: config.read_buffer_size_bytes,
         max_packet: config.metric_max_length,
         idle_timeout: config.tcp_idle_timeout,
         max_connections: config.max_connections,
-        tls: statsd_tls.clone(),
+        tls: tls.statsd.clone(),
+    }
+}
+
+/// The configured sinks and the caller's; the console sink when neither gives one (a proxy reports nothing).
+fn all_sinks(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+    extra: Vec<Arc<dyn Sink>>,
+) -> Result<Vec<Arc<dyn Sink>>, ServerError> {
+    let mut sinks = sinks_from_config(config, telemetry)?;
+    sinks.extend(extra);
+    if sinks.is_empty() && !config.proxy {
+        sinks.push(Arc::new(ConsoleSink::new("console")));
+    }
+    Ok(sinks)
+}
+
+/// Serves `/metrics` and the health check (a proxy is healthy while it reaches a global).
+fn serve_http(
+    listener: tokio::net::TcpListener,
+    proxy_router: Option<Arc<Forwarder>>,
+    telemetry: &Arc<Telemetry>,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let health: crate::http::Health = match proxy_router {
+        Some(r) => Arc::new(move || r.reachable() > 0),
+        None => Arc::new(|| true),
     };
-    let mut bound = Vec::new();
-    // A proxy takes no DogStatsD: only forwarded streams.
-    if !config.proxy {
-        for address in config.listen_addresses()? {
-            bound.push(listen::bind(&address, &opts)?);
+    tokio::spawn(crate::http::serve(listener, health, telemetry.clone(), stop.clone()))
+}
+
+/// Starts reading every bound listener into the workers.
+fn start_listeners(
+    listeners: Vec<listen::BoundListener>,
+    stats: &[Arc<ListenerStats>],
+    ingest: &crate::pipeline::Ingest,
+    opts: &ListenOptions,
+    stop: &Stop,
+) -> Result<Vec<listen::Running>, ServerError> {
+    let mut running = Vec::new();
+    for (i, b) in listeners.into_iter().enumerate() {
+        let what = b.address.to_string();
+        let r = b
+            .start(i, stats[i].clone(), ingest.clone(), opts, stop.clone())
+            .map_err(|source| ServerError::Start { what, source })?;
+        running.push(r);
+    }
+    Ok(running)
+}
+
+/// The client of `stats_address` (the flush's own timings sent as DogStatsD), if set.
+fn stats_client(config: &Config) -> Result<Option<StatsClient>, ServerError> {
+    let error = |message: String| ServerError::Sink {
+        name: "stats_address".to_string(),
+        message,
+    };
+    match config.stats_address.as_str() {
+        "" => Ok(None),
+        a => {
+            let target = parse_socket_addr(a).map_err(error)?;
+            Ok(Some(StatsClient::new(target).map_err(|e| error(e.to_string()))?))
         }
     }
-    let addresses: Vec<ListenAddress> = bound.iter().map(|b| b.address.clone()).collect();
-    let http_listener = bind_tcp(&config.http_address, |address, source| ServerError::Http {
-        address,
-        source,
-    })
-    .await?;
-    let http_address = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let grpc_listener = bind_tcp(&config.grpc_address, |address, source| ServerError::Grpc {
-        address,
-        source,
-    })
-    .await?;
-    let grpc_address = grpc_listener.as_ref().and_then(|l| l.local_addr().ok());
+}
+
+/// [`start`], with the component that forwards sketches in local mode. The phases, in order: certificates, sockets,
+/// self-metrics and sinks, workers, listeners, the forwarding client, HTTP and gRPC servers, the flusher; then the
+/// ordered stop (`stop_order::StopOrder`) waits for the stop signal.
+pub async fn start_with_forwarder(
+    config: Config,
+    extra_sinks: Vec<Arc<dyn Sink>>,
+    forwarder: Option<Arc<dyn Forward>>,
+) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let tls = ServerTls::load(&config)?;
+    let opts = listen_options(&config, &tls);
+    let sockets = Sockets::bind(&config, &opts).await?;
+    let addresses: Vec<ListenAddress> = sockets.listeners.iter().map(|b| b.address.clone()).collect();
+    let http_address = sockets.http.as_ref().and_then(|l| l.local_addr().ok());
+    let grpc_address = sockets.grpc.as_ref().and_then(|l| l.local_addr().ok());
 
     let stats: Vec<Arc<ListenerStats>> = addresses
         .iter()
         .map(|a| Arc::new(ListenerStats::new(a.to_string())))
         .collect();
     let telemetry = Arc::new(Telemetry::new(stats.clone()));
-    let mut sinks = sinks_from_config(&config, &telemetry)?;
-    sinks.extend(extra_sinks);
-    if sinks.is_empty() && !config.proxy {
-        sinks.push(Arc::new(ConsoleSink::new("console")));
-    }
+    let sinks = all_sinks(&config, &telemetry, extra_sinks)?;
+    let stats_client = stats_client(&config)?;
+
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
     let emit = Arc::new(EmitConfig {
         sketches: config.distributions == crate::config::Distributions::Sketch,
         ..EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles)
     });
-    let workers = listen::fitted_workers(&bound, &opts, grpc_listener.is_some());
+    let workers = listen::fitted_workers(&sockets.listeners, &opts, sockets.grpc.is_some());
     tracing::debug!(workers, "starting the workers");
     let pipeline = Pipeline::start(workers, extend, telemetry.clone(), config.series_limit, emit.clone());
     let ingest = pipeline.ingest.clone();
@@ -227,87 +385,33 @@ pub async fn start_with_forwarder(
         flag: stop_flag.clone(),
         signal: stop_rx.clone(),
     };
-    let mut running = Vec::new();
-    for (i, b) in bound.into_iter().enumerate() {
-        let what = b.address.to_string();
-        let r = b
-            .start(i, stats[i].clone(), ingest.clone(), &opts, stop.clone())
-            .map_err(|source| ServerError::Start { what, source })?;
-        running.push(r);
-    }
-    // The global tier, for a local or a proxy.
-    let router = if config.forwards() && forwarder.is_none() {
-        let members = match &config.forward_discovery {
-            Some(d) => discovery::start(d.clone(), telemetry.clone(), stop_rx.clone())
-                .await
-                .map_err(ServerError::Forward)?,
-            None if config.forward_addresses.is_empty() => discovery::fixed([config.forward_address.as_str()]),
-            None => discovery::fixed(&config.forward_addresses),
-        };
-        let mode = if config.proxy { Mode::Immediate } else { Mode::Interval };
-        Some(Forwarder::start(
-            members,
-            mode,
-            config.forward_max_intervals,
-            config.interval,
-            telemetry.clone(),
-            config.forward_tls.clone().map(Arc::new),
-        ))
-    } else {
-        None
+    let running = start_listeners(sockets.listeners, &stats, &ingest, &opts, &stop)?;
+    let router = match config.forwards() && forwarder.is_none() {
+        true => Some(start_router(&config, &telemetry, &stop_rx).await?),
+        false => None,
     };
+    let proxy_router = router.clone().filter(|_| config.proxy);
     let acks = Arc::new(Acks::new());
-    let health: crate::http::Health = match (&router, config.proxy) {
-        (Some(r), true) => {
-            let r = r.clone();
-            Arc::new(move || r.reachable() > 0)
-        }
-        _ => Arc::new(|| true),
-    };
-    let http_task =
-        http_listener.map(|l| tokio::spawn(crate::http::serve(l, health, telemetry.clone(), stop_rx.clone())));
+    let http_task = sockets
+        .http
+        .map(|l| serve_http(l, proxy_router.clone(), &telemetry, &stop_rx));
     // The import server outlives the final flush, so that senders hear that it is flushed.
     let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
-    let grpc_task = grpc_listener.map(|l| {
-        let limit = 64 * 1024 * 1024;
-        let router = match (&router, config.proxy) {
-            (Some(r), true) => Some(r.clone()),
-            _ => None,
+    let grpc_task = sockets.grpc.map(|l| {
+        let service = GrpcService {
+            import: ImportService::new(
+                pipeline.shards.clone(),
+                acks.clone(),
+                telemetry.clone(),
+                stop_rx.clone(),
+            ),
+            proxy: proxy_router.map(|r| ProxyService::new(r, acks.clone(), telemetry.clone(), stop_rx.clone())),
+            tls: tls.grpc.clone(),
+            telemetry: telemetry.clone(),
         };
-        let global = ImportService::new(
-            pipeline.shards.clone(),
-            acks.clone(),
-            telemetry.clone(),
-            stop_rx.clone(),
-        );
-        let proxy = router.map(|r| ProxyService::new(r, acks.clone(), telemetry.clone(), stop_rx.clone()));
-        let mut stop = grpc_stop_rx;
-        let telemetry = telemetry.clone();
-        tokio::spawn(async move {
-            let builder = tonic::transport::Server::builder();
-            let mut builder = builder;
-            let routes = match proxy {
-                Some(p) => builder.add_service(ViewServer::new(p).max_decoding_message_size(limit)),
-                None => builder.add_service(ForwardServer::new(global).max_decoding_message_size(limit)),
-            };
-            let handshakes = stop.clone();
-            let shutdown = async move { crate::shutdown::stopped(&mut stop).await };
-            let served = match grpc_tls {
-                None => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-                    routes.serve_with_incoming_shutdown(incoming, shutdown).await
-                }
-                Some(tls) => {
-                    let incoming = crate::tls::incoming(l, tls, telemetry, handshakes);
-                    routes.serve_with_incoming_shutdown(incoming, shutdown).await
-                }
-            };
-            if let Err(e) = served {
-                tracing::error!("gRPC import server stopped: {e}");
-            }
-        })
+        tokio::spawn(service.serve(l, grpc_stop_rx))
     });
-    tokio::spawn(crate::tls::watch(reloading, telemetry.clone(), stop_rx.clone()));
+    tokio::spawn(crate::tls::watch(tls.reloading(), telemetry.clone(), stop_rx.clone()));
     let forwarder = match forwarder {
         Some(f) => Some(f),
         None if config.is_local() => router.map(|r| r as Arc<dyn Forward>),
@@ -315,19 +419,6 @@ pub async fn start_with_forwarder(
     };
     let imports_acked = grpc_task.is_some() && !config.proxy;
 
-    let stats = match config.stats_address.as_str() {
-        "" => None,
-        a => {
-            let target = crate::config::parse_socket_addr(a).map_err(|message| ServerError::Sink {
-                name: "stats_address".to_string(),
-                message,
-            })?;
-            Some(StatsClient::new(target).map_err(|e| ServerError::Sink {
-                name: "stats_address".to_string(),
-                message: e.to_string(),
-            })?)
-        }
-    };
     let flusher = Arc::new(Flusher {
         shards: pipeline.shards.clone(),
         sinks,
@@ -338,66 +429,24 @@ pub async fn start_with_forwarder(
         forwarder,
         acks: imports_acked.then(|| acks.clone()),
         sink_tags: config.tags.clone(),
-        stats,
+        stats: stats_client,
     });
     let flush_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
-    let flush_on_shutdown = config.flush_on_shutdown;
-    let interval = config.interval;
-
-    let mut wait_stop = stop_rx;
-    let done = tokio::spawn(async move {
-        crate::shutdown::stopped(&mut wait_stop).await;
-        // 1. Stop reading; readers hand on what they already read.
-        stop_flag.store(true, Ordering::Relaxed);
-        for r in running {
-            match r {
-                Running::Threads(threads) => {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        for t in threads {
-                            let _ = t.join();
-                        }
-                    })
-                    .await;
-                }
-                Running::Attached => {}
-                Running::Task(task) => {
-                    // Connections drain for at most a second; this bound is a second line of defence.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-                }
-            }
-        }
-        // 2. Every batch read reaches its shard.
-        drop(ingest);
-        pipeline.sync().await;
-        let _ = flush_task.await;
-        // 3. The final flush, bounded by one interval and the sinks' request timeout (a request under way is not
-        // cut; what fails goes to the retry queue, and to `retry_queue_dir` when set).
-        if flush_on_shutdown {
-            let mut tasks = JoinSet::new();
-            flusher.flush_once(&mut tasks).await;
-            let slack = flusher
-                .sinks
-                .iter()
-                .map(|s| s.request_timeout())
-                .max()
-                .unwrap_or_default();
-            let _ = tokio::time::timeout(interval + slack, async { while tasks.join_next().await.is_some() {} }).await;
-        }
-        drop(flusher);
-        // Senders waiting to hear what is flushed get their answer; then the import server stops (imports were
-        // refused since the stop began).
-        acks.close();
-        let _ = grpc_stop_tx.send(true);
-        if let Some(t) = grpc_task {
-            let _ = tokio::time::timeout(interval.max(Duration::from_secs(1)), t).await;
-        }
-        // 4. Stop the workers.
-        let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
-        if let Some(t) = http_task {
-            let _ = t.await;
-        }
-    });
-
+    let order = StopOrder {
+        stop_flag,
+        running,
+        ingest,
+        pipeline,
+        flush_task,
+        flusher,
+        flush_on_shutdown: config.flush_on_shutdown,
+        interval: config.interval,
+        acks,
+        grpc_stop: grpc_stop_tx,
+        grpc_task,
+        http_task,
+    };
+    let done = tokio::spawn(order.run(stop_rx));
     Ok(RunningServer {
         addresses,
         http_address,

@@ -8,8 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{EmitCounts, TagSet};
 pub use crate::logging::LimitedLog;
+
+pub mod catalog;
 use crate::model::{Series, SeriesKind};
 use crate::protocol::ParseError;
+use catalog::Metric;
 
 /// Counters of one listener.
 #[derive(Debug, Default)]
@@ -65,10 +68,10 @@ pub struct Telemetry {
     flushed: Mutex<EmitCounts>,
     /// Duration of the last flush (swap + build), in milliseconds, as f64 bits.
     flush_duration_ms: AtomicU64,
-    /// Extra counters registered by later stages (forwarding, import): name and tags → value.
-    extra: Mutex<BTreeMap<(String, Vec<String>), u64>>,
-    /// Gauges set by later stages (e.g. acknowledgements pending per destination): name and tags → last value.
-    gauges: Mutex<BTreeMap<(String, Vec<String>), f64>>,
+    /// Counters reported by the stages (sinks, forwarding, import, drops): metric and tags → value.
+    extra: Mutex<BTreeMap<(&'static str, Vec<String>), u64>>,
+    /// Gauges set by the stages (e.g. acknowledgements pending per destination): metric and tags → last value.
+    gauges: Mutex<BTreeMap<(&'static str, Vec<String>), f64>>,
     /// What `GET /metrics` shows, as of the last collection: counters' running totals since the start and
     /// gauges' last values, by name and tags.
     exposed: Mutex<BTreeMap<ExposedKey, Exposed>>,
@@ -100,26 +103,39 @@ impl Telemetry {
             .store((duration.as_secs_f64() * 1000.0).to_bits(), Ordering::Relaxed);
     }
 
-    /// Adds to a named counter, e.g. `harrier.sink.requests` (used by sinks, the forwarder and the import server).
-    pub fn count(&self, name: &str, tags: &[&str], n: u64) {
+    /// Adds `n` to a counter of the [`catalog`] (tags as `key:value`, with the keys it declares).
+    pub fn add(&self, metric: &'static Metric, tags: &[&str], n: u64) {
+        debug_assert!(metric.kind == SeriesKind::Counter, "{} is not a counter", metric.name);
+        debug_assert!(
+            metric.accepts(tags),
+            "{} does not declare the tags {tags:?}",
+            metric.name
+        );
         let mut extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         *extra
-            .entry((name.to_string(), tags.iter().map(|t| t.to_string()).collect()))
+            .entry((metric.name, tags.iter().map(|t| t.to_string()).collect()))
             .or_default() += n;
     }
 
-    /// Sets a named gauge (reported at every flush with its last value until set again).
-    pub fn gauge(&self, name: &str, tags: &[&str], value: f64) {
+    /// Sets a gauge of the [`catalog`] (reported at every flush with its last value until set again).
+    pub fn set(&self, metric: &'static Metric, tags: &[&str], value: f64) {
+        debug_assert!(metric.kind == SeriesKind::Gauge, "{} is not a gauge", metric.name);
+        debug_assert!(
+            metric.accepts(tags),
+            "{} does not declare the tags {tags:?}",
+            metric.name
+        );
         let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        gauges.insert((name.to_string(), tags.iter().map(|t| t.to_string()).collect()), value);
+        gauges.insert((metric.name, tags.iter().map(|t| t.to_string()).collect()), value);
     }
 
     /// The last value of a named gauge with exactly these tags.
     pub fn peek_gauge(&self, name: &str, tags: &[&str]) -> Option<f64> {
         let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
         gauges
-            .get(&(name.to_string(), tags.iter().map(|t| t.to_string()).collect()))
-            .copied()
+            .iter()
+            .find(|((n, t), _)| *n == name && t.iter().map(String::as_str).eq(tags.iter().copied()))
+            .map(|(_, v)| *v)
     }
 
     /// The current value of a named counter (summed over its tags, or only those carrying `tag`), without
@@ -128,63 +144,59 @@ impl Telemetry {
         let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         extra
             .iter()
-            .filter(|((n, tags), _)| n == name && (tag.is_empty() || tags.iter().any(|t| t == tag)))
+            .filter(|((n, tags), _)| *n == name && (tag.is_empty() || tags.iter().any(|t| t == tag)))
             .map(|(_, v)| *v)
             .sum()
     }
 
     /// The self-metrics since the last call, as series (counters are reset).
     pub fn collect(&self, timestamp: i64) -> Vec<Series> {
-        let mut out = Vec::new();
-        let mut push = |name: &str, tags: &[&str], value: f64, kind: SeriesKind| {
-            out.push(Series {
-                name: format!("harrier.{name}").into(),
-                suffix: Default::default(),
-                tags: TagSet::from_tags(tags),
-                value,
-                kind,
-                timestamp,
-            });
+        let mut out = Collected {
+            timestamp,
+            series: Vec::new(),
         };
+        self.collect_listeners(&mut out);
+        self.collect_flush(&mut out);
+        self.collect_reported(&mut out);
+        self.expose(&out.series);
+        out.series
+    }
+
+    fn collect_listeners(&self, out: &mut Collected) {
+        use catalog::*;
         let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed) as f64;
         for l in &self.listeners {
             let tag = format!("listener:{}", l.name);
             let tags = [tag.as_str()];
-            push("listener.packets", &tags, take(&l.packets), SeriesKind::Counter);
-            push("listener.bytes", &tags, take(&l.bytes), SeriesKind::Counter);
+            out.push(&LISTENER_PACKETS, &tags, take(&l.packets));
+            out.push(&LISTENER_BYTES, &tags, take(&l.bytes));
             let lines = l.lines.load(Ordering::Relaxed);
             let before = l.lines_reported.swap(lines, Ordering::Relaxed);
-            push(
-                "listener.lines",
-                &tags,
-                lines.saturating_sub(before) as f64,
-                SeriesKind::Counter,
-            );
-            push("listener.oversize", &tags, take(&l.oversize), SeriesKind::Counter);
-            let connections = take(&l.connections);
-            if connections > 0.0 {
-                push("listener.connections", &tags, connections, SeriesKind::Counter);
-            }
-            let tls_errors = take(&l.tls_errors);
-            if tls_errors > 0.0 {
-                push("listener.tls_handshake_errors", &tags, tls_errors, SeriesKind::Counter);
-            }
-            let refused = take(&l.refused);
-            if refused > 0.0 {
-                push("listener.connections_refused", &tags, refused, SeriesKind::Counter);
-            }
-            let errors = take(&l.errors);
-            if errors > 0.0 {
-                push("listener.errors", &tags, errors, SeriesKind::Counter);
+            out.push(&LISTENER_LINES, &tags, lines.saturating_sub(before) as f64);
+            out.push(&LISTENER_OVERSIZE, &tags, take(&l.oversize));
+            for (metric, counter) in [
+                (&LISTENER_CONNECTIONS, &l.connections),
+                (&LISTENER_TLS_HANDSHAKE_ERRORS, &l.tls_errors),
+                (&LISTENER_CONNECTIONS_REFUSED, &l.refused),
+                (&LISTENER_ERRORS, &l.errors),
+            ] {
+                let n = take(counter);
+                if n > 0.0 {
+                    out.push(metric, &tags, n);
+                }
             }
         }
         for (i, reason) in ParseError::REASONS.iter().enumerate() {
             let n = take(&self.rejected[i]);
             if n > 0.0 {
                 let tag = format!("reason:{reason}");
-                push("lines.rejected", &[tag.as_str()], n, SeriesKind::Counter);
+                out.push(&LINES_REJECTED, &[tag.as_str()], n);
             }
         }
+    }
+
+    fn collect_flush(&self, out: &mut Collected) {
+        use catalog::*;
         let counts = *self.flushed.lock().unwrap_or_else(|e| e.into_inner());
         for (t, n) in [
             ("counter", counts.counters),
@@ -198,10 +210,10 @@ impl Telemetry {
             ("forwardable", counts.forwarded),
         ] {
             let tag = format!("type:{t}");
-            push("series.flushed", &[tag.as_str()], n as f64, SeriesKind::Counter);
+            out.push(&SERIES_FLUSHED, &[tag.as_str()], n as f64);
         }
         let ms = f64::from_bits(self.flush_duration_ms.load(Ordering::Relaxed));
-        push("flush.duration_ms", &[], ms, SeriesKind::Gauge);
+        out.push(&FLUSH_DURATION_MS, &[], ms);
         let results = std::mem::take(&mut *self.sink_results.lock().unwrap_or_else(|e| e.into_inner()));
         for ((name, kind, result), n) in results {
             let tags = [
@@ -210,28 +222,33 @@ impl Telemetry {
                 format!("result:{result}"),
             ];
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            push("sink.flushes", &tags, n as f64, SeriesKind::Counter);
+            out.push(&SINK_FLUSHES, &tags, n as f64);
         }
         let durations = std::mem::take(&mut *self.sink_durations.lock().unwrap_or_else(|e| e.into_inner()));
         for (name, ms) in durations {
             let tag = format!("sink:{name}");
-            push("sink.duration_ms", &[tag.as_str()], ms, SeriesKind::Gauge);
+            out.push(&SINK_DURATION_MS, &[tag.as_str()], ms);
         }
+    }
+
+    /// The counters and gauges the stages reported through [`Telemetry::add`] and [`Telemetry::set`].
+    fn collect_reported(&self, out: &mut Collected) {
         let extra = std::mem::take(&mut *self.extra.lock().unwrap_or_else(|e| e.into_inner()));
         for ((name, tags), n) in extra {
-            // Registered names are already complete (`harrier.…`).
-            let name = name.strip_prefix("harrier.").unwrap_or(&name);
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            push(name, &tags, n as f64, SeriesKind::Counter);
+            out.push_named(name, &tags, n as f64, SeriesKind::Counter);
         }
         let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for ((name, tags), v) in gauges {
-            let name = name.strip_prefix("harrier.").unwrap_or(&name);
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            push(name, &tags, v, SeriesKind::Gauge);
+            out.push_named(name, &tags, v, SeriesKind::Gauge);
         }
+    }
+
+    /// Keeps what `GET /metrics` shows: counters' running totals, gauges' last values.
+    fn expose(&self, series: &[Series]) {
         let mut exposed = self.exposed.lock().unwrap_or_else(|e| e.into_inner());
-        for s in &out {
+        for s in series {
             let key = (s.name.clone(), s.tags.joined().to_string());
             let e = exposed.entry(key).or_insert((s.tags.clone(), s.kind, 0.0));
             e.2 = if s.kind == SeriesKind::Gauge {
@@ -240,7 +257,6 @@ impl Telemetry {
                 e.2 + s.value
             };
         }
-        out
     }
 
     /// Every self-metric as of the last flush, in name order: counters' running totals since the start and gauges'
@@ -251,6 +267,34 @@ impl Telemetry {
             .iter()
             .map(|((name, _), (tags, kind, value))| (name.clone(), tags.clone(), *kind, *value))
             .collect()
+    }
+}
+
+/// The series of one collection.
+struct Collected {
+    timestamp: i64,
+    series: Vec<Series>,
+}
+
+impl Collected {
+    fn push(&mut self, metric: &'static Metric, tags: &[&str], value: f64) {
+        debug_assert!(
+            metric.accepts(tags),
+            "{} does not declare the tags {tags:?}",
+            metric.name
+        );
+        self.push_named(metric.name, tags, value, metric.kind);
+    }
+
+    fn push_named(&mut self, name: &str, tags: &[&str], value: f64, kind: SeriesKind) {
+        self.series.push(Series {
+            name: name.into(),
+            suffix: Default::default(),
+            tags: TagSet::from_tags(tags),
+            value,
+            kind,
+            timestamp: self.timestamp,
+        });
     }
 }
 

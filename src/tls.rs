@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientTlsConfig, ServerTlsConfig};
 use crate::shutdown::stopped;
+use crate::telemetry::catalog::{TLS_HANDSHAKE_ERRORS, TLS_RELOADS};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 /// How long a client has to complete its TLS handshake before its connection is closed.
@@ -323,7 +324,7 @@ pub fn incoming(
                     }
                     Err(reason) => {
                         let listener = format!("listener:{}", tls.key());
-                        telemetry.count("harrier.tls.handshake_errors", &[listener.as_str(), reason], 1);
+                        telemetry.add(&TLS_HANDSHAKE_ERRORS, &[listener.as_str(), reason], 1);
                     }
                 }
             });
@@ -385,7 +386,7 @@ pub async fn watch(servers: Vec<Arc<ReloadingServer>>, telemetry: Arc<Telemetry>
                 }
             };
             let listener = format!("listener:{}", s.key);
-            telemetry.count("harrier.tls.reloads", &[listener.as_str(), result], 1);
+            telemetry.add(&TLS_RELOADS, &[listener.as_str(), result], 1);
         }
     }
 }

@@ -1,9 +1,8 @@
 //! How a flushed shard's interval turns into output: series for the sinks (by type and mode: aggregates,
 //! percentiles, set estimates) and entries to forward to the global tier.
 
-use std::sync::Arc;
-
-use super::key::{Scope, SeriesKey, TagSet};
+use super::histogram::Histogram;
+use super::key::{Scope, SeriesKey};
 use super::report::aggregate_value;
 pub use super::report::{EmitConfig, NameSuffix, Summary};
 use super::shard::{Entry, Interval, Value};
@@ -104,116 +103,115 @@ pub fn emit(
 
     // Taken from the back, and the vector shrunk as it empties, so that the interval's memory is given back while
     // its series become output (at a million series it is 70 MiB: held to the end, it added that to the peak).
-    while let Some(mut entry) = series.pop() {
+    while let Some(entry) = series.pop() {
         if series.capacity() - series.len() >= SHRINK_STEP {
             series.shrink_to_fit();
         }
-        let scope = entry.key.scope;
-        let forward_this = cfg.forwards(scope);
-        let point = |(name, suffix): (Arc<str>, Suffix), value: f64, kind: SeriesKind, tags: &TagSet| Series {
-            name,
-            suffix,
-            tags: tags.clone(),
-            value,
-            kind,
-            timestamp,
-        };
-        match &mut entry.value {
-            Value::Counter(_) | Value::Gauge(_) if forward_this && scope == Scope::Global => {
-                counts.forwarded += 1;
-                forward.push(entry);
-            }
-            Value::Counter(v) => {
-                counts.counters += 1;
-                out.series.push(point(
-                    (entry.key.name.clone(), Suffix::default()),
-                    *v,
-                    SeriesKind::Counter,
-                    &entry.key.tags,
-                ));
-            }
-            Value::Gauge(v) => {
-                counts.gauges += 1;
-                out.series.push(point(
-                    (entry.key.name.clone(), Suffix::default()),
-                    *v,
-                    SeriesKind::Gauge,
-                    &entry.key.tags,
-                ));
-            }
-            Value::Histogram(h) if !forward_this => {
-                // Reported here: reduced as a summarizing shard reduces it.
-                counts.histograms += 1;
-                let summary = cfg.summarize(h);
-                push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
-            }
-            Value::Histogram(h) => {
-                counts.histograms += 1;
-                // Aggregates: from this instance's own samples, except a global-only series, whose are reported
-                // by the global (from the forwarded stats merged into these). The sketch is forwarded.
-                if scope != Scope::Global {
-                    for (agg, suffix) in &cfg.aggregates {
-                        let value = aggregate_value(*agg, h);
-                        if value.is_finite() {
-                            let point = point(
-                                suffix.apply(&entry.key.name),
-                                value,
-                                aggregate_kind(*agg),
-                                &entry.key.tags,
-                            );
-                            out.series.push(point);
-                        }
-                    }
-                }
-                h.compress();
-                counts.forwarded += 1;
-                forward.push(entry);
-            }
-            Value::Sketch(_) if forward_this => {
-                counts.distributions += 1;
-                counts.forwarded += 1;
-                forward.push(entry);
-            }
-            Value::Sketch(sketch) => {
-                counts.distributions += 1;
-                // For sinks that take no sketches: the configured aggregates and percentiles of the sketch.
-                let values = sketch_values(cfg, sketch);
-                push_summary(&mut out.sketch_series, cfg, &values, &entry.key, timestamp);
-                out.sketches.push(SketchSeries {
-                    name: entry.key.name.clone(),
-                    tags: entry.key.tags.clone(),
-                    timestamp,
-                    sketch: std::mem::take(sketch),
-                });
-            }
-            Value::Summary(summary) => {
-                counts.histograms += 1;
-                push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
-            }
-            Value::SetEstimate(v) => {
-                counts.sets += 1;
-                out.series.push(point(
-                    (entry.key.name.clone(), Suffix::default()),
-                    *v,
-                    SeriesKind::Gauge,
-                    &entry.key.tags,
-                ));
-            }
-            Value::Set(s) => {
-                counts.sets += 1;
-                if forward_this {
-                    counts.forwarded += 1;
-                    forward.push(entry);
-                    continue;
-                }
-                out.series.push(point(
-                    (entry.key.name.clone(), Suffix::default()),
-                    s.estimate(),
-                    SeriesKind::Gauge,
-                    &entry.key.tags,
-                ));
-            }
-        }
+        emit_entry(entry, cfg, timestamp, out, forward, &mut counts);
     }
     counts
+}
+
+/// One series of the interval: reported (as one or several output series), forwarded, or both.
+fn emit_entry(
+    mut entry: Entry,
+    cfg: &EmitConfig,
+    timestamp: i64,
+    out: &mut sink::Flush,
+    forward: &mut Vec<Entry>,
+    counts: &mut EmitCounts,
+) {
+    let scope = entry.key.scope;
+    let forward_this = cfg.forwards(scope);
+    let plain = |key: &SeriesKey, value: f64, kind: SeriesKind| Series {
+        name: key.name.clone(),
+        suffix: Suffix::default(),
+        tags: key.tags.clone(),
+        value,
+        kind,
+        timestamp,
+    };
+    match &mut entry.value {
+        Value::Counter(_) | Value::Gauge(_) if forward_this && scope == Scope::Global => {
+            counts.forwarded += 1;
+            forward.push(entry);
+        }
+        Value::Counter(v) => {
+            counts.counters += 1;
+            out.series.push(plain(&entry.key, *v, SeriesKind::Counter));
+        }
+        Value::Gauge(v) => {
+            counts.gauges += 1;
+            out.series.push(plain(&entry.key, *v, SeriesKind::Gauge));
+        }
+        Value::Histogram(h) if !forward_this => {
+            // Reported here: reduced as a summarizing shard reduces it.
+            counts.histograms += 1;
+            let summary = cfg.summarize(h);
+            push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
+        }
+        Value::Histogram(h) => {
+            counts.histograms += 1;
+            // Aggregates: from this instance's own samples, except a global-only series, whose are reported by
+            // the global (from the forwarded stats merged into these). The sketch is forwarded.
+            if scope != Scope::Global {
+                push_aggregates(&mut out.series, cfg, h, &entry.key, timestamp);
+            }
+            h.compress();
+            counts.forwarded += 1;
+            forward.push(entry);
+        }
+        Value::Sketch(_) if forward_this => {
+            counts.distributions += 1;
+            counts.forwarded += 1;
+            forward.push(entry);
+        }
+        Value::Sketch(sketch) => {
+            counts.distributions += 1;
+            // For sinks that take no sketches: the configured aggregates and percentiles of the sketch.
+            let values = sketch_values(cfg, sketch);
+            push_summary(&mut out.sketch_series, cfg, &values, &entry.key, timestamp);
+            out.sketches.push(SketchSeries {
+                name: entry.key.name.clone(),
+                tags: entry.key.tags.clone(),
+                timestamp,
+                sketch: std::mem::take(sketch),
+            });
+        }
+        Value::Summary(summary) => {
+            counts.histograms += 1;
+            push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
+        }
+        Value::SetEstimate(v) => {
+            counts.sets += 1;
+            out.series.push(plain(&entry.key, *v, SeriesKind::Gauge));
+        }
+        Value::Set(_) if forward_this => {
+            counts.sets += 1;
+            counts.forwarded += 1;
+            forward.push(entry);
+        }
+        Value::Set(s) => {
+            counts.sets += 1;
+            out.series.push(plain(&entry.key, s.estimate(), SeriesKind::Gauge));
+        }
+    }
+}
+
+/// A forwarded histogram's aggregates from this instance's own samples (the global reports its percentiles).
+fn push_aggregates(out: &mut Vec<Series>, cfg: &EmitConfig, h: &mut Histogram, key: &SeriesKey, timestamp: i64) {
+    for (agg, suffix) in &cfg.aggregates {
+        let value = aggregate_value(*agg, h);
+        if value.is_finite() {
+            let (name, suffix) = suffix.apply(&key.name);
+            out.push(Series {
+                name,
+                suffix,
+                tags: key.tags.clone(),
+                value,
+                kind: aggregate_kind(*agg),
+                timestamp,
+            });
+        }
+    }
 }

@@ -159,7 +159,39 @@ pub fn translate(root: &mut Mapping) -> Vec<String> {
         }
     }
 
-    // Flat Datadog keys: a `datadog` sink, as Veneur's sink migration makes one.
+    flat_datadog_sink(root);
+    translate_sinks(root, &mut ignored);
+
+    if root.remove("omit_empty_hostname").and_then(|v| v.as_bool()) == Some(true) {
+        let empty = root.get("hostname").and_then(Value::as_str).is_none_or(str::is_empty);
+        if empty {
+            root.insert(key("hostname"), key(""));
+        }
+    }
+    // Harrier always aligns flushes to the wall clock.
+    root.remove("synchronize_with_interval");
+    if root.remove("forward_use_grpc").and_then(|v| v.as_bool()) == Some(false) && root.contains_key("forward_address")
+    {
+        notes.push(
+            "forward_use_grpc: false: Harrier forwards over gRPC only; the forward_address must be a Harrier \
+             (or a Veneur grpc_address)"
+                .to_string(),
+        );
+    }
+
+    let mut warnings = Vec::new();
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "ignoring Veneur settings for features Harrier does not have: {}",
+            ignored.join(", ")
+        ));
+    }
+    warnings.extend(notes);
+    warnings
+}
+
+/// Veneur's flat Datadog keys (`datadog_api_key`, …) become a `datadog` sink, as Veneur's sink migration makes one.
+fn flat_datadog_sink(root: &mut Mapping) {
     let api_key = root.remove("datadog_api_key");
     let hostname = root.remove("datadog_api_hostname");
     let per_body = root
@@ -191,7 +223,11 @@ pub fn translate(root: &mut Mapping) -> Vec<String> {
             }
         }
     }
+}
 
+/// Veneur's `metric_sinks` entries: the kinds Harrier has are kept (`debug` becomes `console`), their settings
+/// Harrier does not have removed and listed in `ignored`, and sinks of other kinds dropped and listed.
+fn translate_sinks(root: &mut Mapping, ignored: &mut Vec<String>) {
     if let Some(Value::Sequence(list)) = root.get_mut("metric_sinks") {
         list.retain_mut(|entry| {
             let Value::Mapping(sink) = entry else { return true };
@@ -231,31 +267,4 @@ pub fn translate(root: &mut Mapping) -> Vec<String> {
             }
         });
     }
-
-    if root.remove("omit_empty_hostname").and_then(|v| v.as_bool()) == Some(true) {
-        let empty = root.get("hostname").and_then(Value::as_str).is_none_or(str::is_empty);
-        if empty {
-            root.insert(key("hostname"), key(""));
-        }
-    }
-    // Harrier always aligns flushes to the wall clock.
-    root.remove("synchronize_with_interval");
-    if root.remove("forward_use_grpc").and_then(|v| v.as_bool()) == Some(false) && root.contains_key("forward_address")
-    {
-        notes.push(
-            "forward_use_grpc: false: Harrier forwards over gRPC only; the forward_address must be a Harrier \
-             (or a Veneur grpc_address)"
-                .to_string(),
-        );
-    }
-
-    let mut warnings = Vec::new();
-    if !ignored.is_empty() {
-        warnings.push(format!(
-            "ignoring Veneur settings for features Harrier does not have: {}",
-            ignored.join(", ")
-        ));
-    }
-    warnings.extend(notes);
-    warnings
 }

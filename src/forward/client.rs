@@ -12,34 +12,38 @@
 //! `forward_max_intervals`, it goes to the next member in each series' order; with no member to take it, it is
 //! dropped and counted. Nothing here blocks ingest or the flush: the flusher only hands entries over a bounded
 //! queue.
+//!
+//! This file holds the handle ([`Forwarder`]) and the task's loop (jobs in, rounds of sends, membership). What the
+//! task holds and how metrics are routed into it is in [`super::outbox`]; the answers of sends and
+//! acknowledgement polls in [`super::outcome`]; how long batches may wait in [`super::expiry`]; and the tracking
+//! of a job until all of its parts are safe in [`super::settle`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
-use super::destination::{AckReport, Destination, Failure, State};
+use super::destination::AckReport;
+use super::encode;
+use super::outbox::Outbox;
 use super::route::Members;
 use super::wire::route_key;
 use super::Forward;
-use super::{encode, view as proto};
+use super::LOG;
 use crate::aggregate::Entry;
 use crate::config::ClientTlsConfig;
-use crate::telemetry::{LimitedLog, Telemetry};
+use crate::telemetry::catalog::FORWARD_DROPPED;
+use crate::telemetry::Telemetry;
 use bytes::Bytes;
 
 pub use super::destination::BATCH_ID_HEADER;
-
-static LOG: LimitedLog = LimitedLog::new("forward");
+pub use super::settle::Settle;
 
 /// Jobs waiting to be taken by the forwarding task before new ones are refused (a local hands one per interval;
 /// a proxy one per stream it receives).
 const QUEUE: usize = 1024;
-
-/// Called once every part of a job is safe (or given up).
-pub type Settle = Box<dyn FnOnce() + Send>;
 
 struct Job {
     /// Each an encoded `Metric`.
@@ -82,18 +86,16 @@ impl Forwarder {
         let task = Task {
             mode,
             members,
-            active: Members::default(),
             applied_boundary: u64::MAX,
-            dests: HashMap::new(),
-            max_intervals: max_intervals.max(1),
-            interval,
-            telemetry: telemetry.clone(),
-            sender_base,
-            reports_tx,
-            origins: HashMap::new(),
-            next_origin: 0,
             reachable: reachable.clone(),
-            tls,
+            outbox: Outbox::new(
+                max_intervals.max(1),
+                interval,
+                telemetry.clone(),
+                sender_base,
+                reports_tx,
+                tls,
+            ),
         };
         tokio::spawn(task.run(rx, reports));
         Arc::new(Forwarder {
@@ -143,7 +145,7 @@ impl Forward for Forwarder {
             // Called every interval, even with nothing new: each job is an interval boundary.
             if jobs.try_send(job).is_err() {
                 if n > 0 {
-                    telemetry.count("harrier.forward.dropped", &["cause:queue_full"], n);
+                    telemetry.add(&FORWARD_DROPPED, &["cause:queue_full"], n);
                     LOG.log(|| format!("{n} metrics dropped: the forwarding queue is full (the global is too slow)"));
                 }
                 return;
@@ -153,39 +155,21 @@ impl Forward for Forwarder {
     }
 }
 
-struct Origin {
-    parts: usize,
-    settle: Settle,
-}
-
 struct Task {
     mode: Mode,
     members: watch::Receiver<Members>,
-    /// The members in force.
-    active: Members,
-    /// The wall-clock interval at which `active` was taken (immediate mode).
+    /// The wall-clock interval at which `outbox.active` was taken (immediate mode).
     applied_boundary: u64,
-    dests: HashMap<Arc<str>, Destination>,
-    max_intervals: u32,
-    interval: Duration,
-    telemetry: Arc<Telemetry>,
-    sender_base: u64,
-    reports_tx: mpsc::UnboundedSender<AckReport>,
-    origins: HashMap<u64, Origin>,
-    next_origin: u64,
     reachable: Arc<AtomicUsize>,
-    /// `forward_tls`: connections to the globals are TLS with these files.
-    tls: Option<Arc<ClientTlsConfig>>,
-}
-
-fn dest_tag(addr: &str) -> String {
-    format!("destination:{addr}")
+    /// The members in force, the destinations and what is queued for them.
+    outbox: Outbox,
 }
 
 impl Task {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut reports: mpsc::UnboundedReceiver<AckReport>) {
-        let mut tick =
-            tokio::time::interval((self.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(500)));
+        let mut tick = tokio::time::interval(
+            (self.outbox.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(500)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut done = Vec::new();
@@ -198,16 +182,16 @@ impl Task {
                     while let Ok(job) = jobs.try_recv() {
                         done.extend(self.on_job(job));
                     }
-                    self.expire();
+                    self.outbox.expire();
                     self.round().await;
                 }
                 Some(report) = reports.recv() => {
-                    self.on_report(report);
+                    self.outbox.on_report(report);
                     while let Ok(r) = reports.try_recv() {
-                        self.on_report(r);
+                        self.outbox.on_report(r);
                     }
                     let now = Instant::now();
-                    if self.dests.values().any(|d| d.due(now)) {
+                    if self.outbox.dests.values().any(|d| d.due(now)) {
                         self.round().await;
                     }
                 }
@@ -215,9 +199,9 @@ impl Task {
                     if self.mode == Mode::Immediate {
                         self.on_membership();
                     }
-                    self.expire();
+                    self.outbox.expire();
                     let now = Instant::now();
-                    if self.dests.values().any(|d| d.due(now)) {
+                    if self.outbox.dests.values().any(|d| d.due(now)) {
                         self.round().await;
                     }
                 }
@@ -225,14 +209,14 @@ impl Task {
             for d in done {
                 let _ = d.send(());
             }
-            self.publish();
+            self.outbox.publish(&self.reachable);
         }
     }
 
     /// Takes the latest members: at each job for a local, at each wall-clock interval for a proxy.
     fn on_membership(&mut self) {
         if self.mode == Mode::Immediate {
-            let ms = self.interval.as_millis().max(1) as u64;
+            let ms = self.outbox.interval.as_millis().max(1) as u64;
             let now = crate::telemetry::unix_now_ms();
             let boundary = now / ms;
             if boundary == self.applied_boundary {
@@ -241,101 +225,10 @@ impl Task {
             self.applied_boundary = boundary;
         }
         let latest = self.members.borrow().clone();
-        if latest != self.active {
+        if latest != self.outbox.active {
             LOG.log(|| format!("members now {:?}", latest.addrs()));
-            self.active = latest;
+            self.outbox.active = latest;
         }
-    }
-
-    fn dest(&mut self, addr: &Arc<str>) -> Option<&mut Destination> {
-        if !self.dests.contains_key(addr) {
-            let tls = self.tls.as_deref();
-            match Destination::new(
-                addr.clone(),
-                self.sender_base,
-                self.interval,
-                self.reports_tx.clone(),
-                tls,
-            ) {
-                Ok(d) => {
-                    self.dests.insert(addr.clone(), d);
-                }
-                Err(e) => {
-                    LOG.log(|| e);
-                    return None;
-                }
-            }
-        }
-        self.dests.get_mut(addr)
-    }
-
-    /// Splits metrics by owner among the members in force (skipping `exclude` and destinations that are down,
-    /// unless every member is down) and queues one batch per owner. Returns the number of batches queued.
-    fn route(
-        &mut self,
-        metrics: Vec<Bytes>,
-        hashes: Vec<u64>,
-        born: Instant,
-        origin: Option<u64>,
-        exclude: Option<&str>,
-    ) -> usize {
-        let members = self.active.clone();
-        let usable: Vec<bool> = members
-            .addrs()
-            .iter()
-            .map(|a| Some(&**a) != exclude && self.dests.get(a).is_none_or(|d| !d.down))
-            .collect();
-        let fallback: Vec<bool> = members.addrs().iter().map(|a| Some(&**a) != exclude).collect();
-        let any_usable = usable.iter().any(|&u| u);
-        let mut parts: Vec<(Vec<Bytes>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); members.len()];
-        let mut unrouted = 0u64;
-        // Metrics routed past their first choice, by that first choice (a destination down, or `exclude`).
-        let some_skipped = usable.iter().zip(&fallback).any(|(u, f)| u != f) || exclude.is_some();
-        let mut skipped = vec![0u64; members.len()];
-        for (m, h) in metrics.into_iter().zip(hashes) {
-            let owner = if any_usable {
-                members.owner(h, |i| usable[i])
-            } else {
-                members.owner(h, |i| fallback[i])
-            };
-            if some_skipped && any_usable {
-                if let Some(first) = members.owner(h, |_| true) {
-                    if Some(first) != owner {
-                        skipped[first] += 1;
-                    }
-                }
-            }
-            match owner {
-                Some(i) => {
-                    parts[i].0.push(m);
-                    parts[i].1.push(h);
-                }
-                None => unrouted += 1,
-            }
-        }
-        if unrouted > 0 {
-            self.telemetry
-                .count("harrier.forward.dropped", &["cause:no_members"], unrouted);
-            LOG.log(|| format!("{unrouted} metrics dropped: no global to send them to"));
-        }
-        for (i, n) in skipped.into_iter().enumerate() {
-            if n > 0 {
-                self.telemetry
-                    .count("harrier.forward.reroutes", &[&dest_tag(&members.addrs()[i])], n);
-            }
-        }
-        let mut queued = 0;
-        for (i, (ms, hs)) in parts.into_iter().enumerate() {
-            if ms.is_empty() {
-                continue;
-            }
-            let addr = members.addrs()[i].clone();
-            if let Some(d) = self.dest(&addr) {
-                d.push(ms, hs, born, origin);
-                queued += 1;
-            }
-        }
-        queued
     }
 
     fn on_job(&mut self, mut job: Job) -> Option<oneshot::Sender<()>> {
@@ -350,44 +243,28 @@ impl Task {
         });
         if job.metrics.len() < before {
             let n = (before - job.metrics.len()) as u64;
-            self.telemetry.count("harrier.forward.dropped", &["cause:malformed"], n);
+            self.outbox.telemetry.add(&FORWARD_DROPPED, &["cause:malformed"], n);
         }
-        let origin = job.settle.map(|settle| {
-            self.next_origin += 1;
-            self.origins.insert(self.next_origin, Origin { parts: 0, settle });
-            self.next_origin
-        });
+        let settlement = job.settle.map(|settle| self.outbox.settlements.open(settle));
         let queued = if job.metrics.is_empty() {
             0
         } else {
-            self.route(job.metrics, hashes, Instant::now(), origin, None)
+            self.outbox.route(job.metrics, hashes, Instant::now(), settlement, None)
         };
-        if let Some(o) = origin {
-            self.add_parts(o, queued as isize);
+        if let Some(o) = settlement {
+            self.outbox.settlements.add_parts(o, queued as isize);
         }
         job.done
-    }
-
-    /// Adds to an origin's count of unsettled parts; settles it at zero.
-    fn add_parts(&mut self, origin: u64, delta: isize) {
-        let Some(o) = self.origins.get_mut(&origin) else {
-            return;
-        };
-        o.parts = (o.parts as isize + delta).max(0) as usize;
-        if o.parts == 0 {
-            if let Some(o) = self.origins.remove(&origin) {
-                (o.settle)();
-            }
-        }
     }
 
     /// Sends what is due at every destination, concurrently, within one interval; routes the share of a destination
     /// that cannot be reached to the next members and sends again.
     async fn round(&mut self) {
-        let deadline = Instant::now() + self.interval.max(Duration::from_millis(200));
+        let deadline = Instant::now() + self.outbox.interval.max(Duration::from_millis(200));
         for _ in 0..8 {
             let now = Instant::now();
             let due: Vec<Arc<str>> = self
+                .outbox
                 .dests
                 .values()
                 .filter(|d| d.due(now))
@@ -396,275 +273,20 @@ impl Task {
             if due.is_empty() || now >= deadline {
                 break;
             }
-            let sends = due.iter().map(|a| {
-                let d = &self.dests[a];
-                let addr = a.clone();
-                let f = d.send_all(deadline);
-                async move { (addr, f.await) }
-            });
-            let results = futures_join_all(sends).await;
-            for (addr, outcomes) in results {
-                self.apply(&addr, outcomes);
-            }
-        }
-    }
-
-    fn apply(&mut self, addr: &Arc<str>, outcomes: Vec<(u64, Result<proto::SendMetricsResponse, Failure>)>) {
-        let tag = dest_tag(addr);
-        let mut reroute = false;
-        let mut settled = Vec::new();
-        let Some(d) = self.dests.get_mut(addr) else { return };
-        for (seq, result) in outcomes {
-            let Some(pos) = d.queue.iter().position(|b| b.seq == seq) else {
-                continue;
-            };
-            match result {
-                Ok(r) => {
-                    d.answered();
-                    if r.incarnation != 0 {
-                        let resent = d.answered_as(r.incarnation);
-                        if resent > 0 {
-                            self.telemetry.count("harrier.forward.resends", &[&tag], resent);
-                        }
-                    }
-                    let b = &mut d.queue[pos];
-                    let n = b.metrics.len() as u64;
-                    self.telemetry
-                        .count("harrier.forward.metrics", &[&tag, "result:sent"], r.accepted.min(n));
-                    let bytes: usize = b.metrics.iter().map(Bytes::len).sum();
-                    self.telemetry.count("harrier.forward.bytes", &[&tag], bytes as u64);
-                    if r.rejected > 0 {
-                        self.telemetry
-                            .count("harrier.forward.metrics", &[&tag, "result:rejected"], r.rejected);
-                    }
-                    if r.incarnation == 0 {
-                        // A receiver without acknowledgements: merged is all it will ever say.
-                        settled.push(d.queue.remove(pos).and_then(|b| b.origin));
-                        continue;
-                    }
-                    b.state = State::Merged(r.incarnation);
-                }
-                Err(f) => {
-                    self.telemetry
-                        .count("harrier.forward.errors", &[&tag, &format!("cause:{}", f.cause())], 1);
-                    match f {
-                        Failure::Refused => {
-                            let b = d.queue.remove(pos);
-                            let n = b.as_ref().map_or(0, |b| b.metrics.len() as u64);
-                            self.telemetry
-                                .count("harrier.forward.dropped", &[&tag, "cause:refused"], n);
-                            LOG.log(|| format!("{addr} refused a batch of {n} metrics; dropped"));
-                            settled.push(b.and_then(|b| b.origin));
-                        }
-                        Failure::Unreachable => {
-                            d.failed();
-                            reroute = true;
-                        }
-                        Failure::Timeout => d.failed(),
-                    }
-                }
-            }
-        }
-        for o in settled.into_iter().flatten() {
-            self.add_parts(o, -1);
-        }
-        if reroute {
-            self.reroute_unsent(addr);
-        }
-    }
-
-    /// Routes every batch `addr` has to send (never merged by a living incarnation) to the next members.
-    fn reroute_unsent(&mut self, addr: &Arc<str>) {
-        let Some(d) = self.dests.get_mut(addr) else { return };
-        let (moving, staying): (Vec<_>, Vec<_>) = d.queue.drain(..).partition(|b| b.state == State::ToSend);
-        d.queue.extend(staying);
-        self.move_batches(addr, moving);
-    }
-
-    /// Routes batches taken from `from` to the next member of each of their series.
-    fn move_batches(&mut self, from: &Arc<str>, batches: Vec<super::destination::Batch>) {
-        if batches.is_empty() {
-            return;
-        }
-        let others = self.active.addrs().iter().any(|a| a != from);
-        for b in batches {
-            if !others {
-                // Nowhere else to go: keep it for `from`.
-                if let Some(d) = self.dests.get_mut(from) {
-                    let pos = d.queue.partition_point(|x| x.seq < b.seq);
-                    d.queue.insert(pos, b);
-                }
-                continue;
-            }
-            let metrics = Arc::try_unwrap(b.metrics).unwrap_or_else(|m| (*m).clone());
-            let hashes = Arc::try_unwrap(b.hashes).unwrap_or_else(|h| (*h).clone());
-            let queued = self.route(metrics, hashes, b.born, b.origin, Some(from));
-            if let Some(o) = b.origin {
-                self.add_parts(o, queued as isize - 1);
-            }
-        }
-    }
-
-    fn on_report(&mut self, r: AckReport) {
-        let tag = dest_tag(&r.addr);
-        let Some(d) = self.dests.get_mut(&r.addr) else { return };
-        let Some((incarnation, flushed)) = r.answer else {
-            // Sends keep their own backoff; a failed probe only marks the destination down.
-            if !d.down {
-                d.failed();
-            }
-            return;
-        };
-        d.answered();
-        let resent = d.answered_as(incarnation);
-        if resent > 0 {
-            self.telemetry.count("harrier.forward.resends", &[&tag], resent);
-            LOG.log(|| {
-                format!(
-                    "{} restarted; {resent} batches it had not flushed are sent again",
-                    r.addr
-                )
-            });
-        }
-        let mut settled = Vec::new();
-        d.queue.retain(|b| {
-            let safe = b.state == State::Merged(incarnation) && b.seq <= flushed;
-            if safe {
-                settled.push(b.origin);
-            }
-            !safe
-        });
-        self.telemetry
-            .count("harrier.forward.acknowledged", &[&tag], settled.len() as u64);
-        for o in settled.into_iter().flatten() {
-            self.add_parts(o, -1);
-        }
-    }
-
-    /// Batches older than `forward_max_intervals` at a destination that is down (or no longer a member) go to
-    /// the next members; with none to take them they are dropped. A merged batch still not acknowledged after
-    /// twice that long is let go (its destination is alive and has it).
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let max_age = self.interval * self.max_intervals;
-        let addrs: Vec<Arc<str>> = self.dests.keys().cloned().collect();
-        for addr in addrs {
-            let member = self.active.addrs().contains(&addr);
-            let tag = dest_tag(&addr);
-            let Some(d) = self.dests.get_mut(&addr) else { continue };
-            let stranded = d.down || !member;
-            let mut moving = Vec::new();
-            let mut dropped = 0u64;
-            let mut released = Vec::new();
-            let mut kept = std::collections::VecDeque::new();
-            for b in d.queue.drain(..) {
-                let age = now.saturating_duration_since(b.born);
-                let unsent_here = !member && b.state == State::ToSend;
-                if (stranded && age >= max_age) || unsent_here {
-                    moving.push(b);
-                } else if age >= max_age * 2 {
-                    if b.state == State::ToSend {
-                        dropped += b.metrics.len() as u64;
-                    }
-                    released.push(b.origin);
-                } else {
-                    kept.push_back(b);
-                }
-            }
-            d.queue = kept;
-            let empty = d.queue.is_empty();
-            if dropped > 0 {
-                self.telemetry
-                    .count("harrier.forward.dropped", &[&tag, "cause:too_many_intervals"], dropped);
-            }
-            for o in released.into_iter().flatten() {
-                self.add_parts(o, -1);
-            }
-            let others = self
-                .active
-                .addrs()
+            // One task per destination; the results come in the order the sends finish.
+            let sends: JoinSet<_> = due
                 .iter()
-                .any(|a| *a != addr && self.dests.get(a).is_none_or(|d| !d.down));
-            if others {
-                self.move_batches(&addr, moving);
-            } else {
-                let n: u64 = moving.iter().map(|b| b.metrics.len() as u64).sum();
-                if n > 0 {
-                    self.telemetry
-                        .count("harrier.forward.dropped", &[&tag, "cause:too_many_intervals"], n);
-                    LOG.log(|| {
-                        format!(
-                            "{n} metrics for {addr} dropped after forward_max_intervals={} intervals with no \
-                             member to take them",
-                            self.max_intervals
-                        )
-                    });
-                }
-                for o in moving.into_iter().filter_map(|b| b.origin) {
-                    self.add_parts(o, -1);
-                }
-            }
-            if empty && !member {
-                if let Some(d) = self.dests.get(&addr) {
-                    if d.queue.is_empty() {
-                        self.dests.remove(&addr);
-                    }
-                }
+                .map(|a| {
+                    let d = &self.outbox.dests[a];
+                    let addr = a.clone();
+                    let f = d.send_all(deadline);
+                    async move { (addr, f.await) }
+                })
+                .collect();
+            let results = sends.join_all().await;
+            for (addr, outcomes) in results {
+                self.outbox.apply(&addr, outcomes);
             }
         }
     }
-
-    /// Tells each destination's acknowledgement task what to ask, and reports the gauges.
-    fn publish(&mut self) {
-        // Every member has a destination, so that each is probed and its reachability known before traffic.
-        let mut reachable = 0;
-        for a in self.active.addrs().to_vec() {
-            if self.dest(&a).is_some_and(|d| d.confirmed && !d.down) {
-                reachable += 1;
-            }
-        }
-        self.reachable.store(reachable, Ordering::Relaxed);
-        for d in self.dests.values() {
-            d.update_want();
-            let tag = dest_tag(&d.addr);
-            let pending = d.queue.iter().filter(|b| matches!(b.state, State::Merged(_))).count();
-            let unsent = d.queue.len() - pending;
-            self.telemetry
-                .gauge("harrier.forward.acknowledgements_pending", &[&tag], pending as f64);
-            self.telemetry
-                .gauge("harrier.forward.batches_unsent", &[&tag], unsent as f64);
-            self.telemetry
-                .gauge("harrier.forward.reachable", &[&tag], if d.down { 0.0 } else { 1.0 });
-        }
-    }
-}
-
-/// Runs futures concurrently and collects their outputs (in completion order).
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send,
-{
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::with_capacity(set.len());
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        for slot in pending.iter_mut() {
-            if let Some(f) = slot {
-                if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
-                    out.push(v);
-                    *slot = None;
-                }
-            }
-        }
-        if pending.iter().all(Option::is_none) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out
 }

@@ -46,8 +46,9 @@ pub struct Batch {
     pub state: State,
     /// When its data was first routed (kept when it is routed again).
     pub born: Instant,
-    /// The job it came from, whose owner waits for every part to be safe (a proxy's incoming batch).
-    pub origin: Option<u64>,
+    /// The settlement of the job it came from, whose owner waits for every part to be safe (a proxy's incoming
+    /// batch; see [`super::settle`]).
+    pub settlement: Option<u64>,
 }
 
 /// Why sending to a destination failed.
@@ -69,6 +70,11 @@ impl Failure {
             Failure::Refused => "refused",
         }
     }
+}
+
+/// The `destination` tag of a destination's telemetry.
+pub fn dest_tag(addr: &str) -> String {
+    format!("destination:{addr}")
 }
 
 /// What the acknowledgement task learnt: the destination's incarnation and watermark, or that it did not answer.
@@ -171,7 +177,7 @@ impl Destination {
     }
 
     /// Queues a new batch (numbered after every earlier one).
-    pub fn push(&mut self, metrics: Vec<Bytes>, hashes: Vec<u64>, born: Instant, origin: Option<u64>) {
+    pub fn push(&mut self, metrics: Vec<Bytes>, hashes: Vec<u64>, born: Instant, settlement: Option<u64>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.push_back(Batch {
@@ -180,7 +186,7 @@ impl Destination {
             hashes: Arc::new(hashes),
             state: State::ToSend,
             born,
-            origin,
+            settlement,
         });
     }
 

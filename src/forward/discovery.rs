@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::route::Members;
 use crate::config::{DiscoveryConfig, DiscoveryKind};
+use crate::telemetry::catalog::{DISCOVERY_MEMBERS, DISCOVERY_REFRESHES};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 static LOG: LimitedLog = LimitedLog::new("discovery");
@@ -167,6 +168,6 @@ async fn refresh(resolver: &TokioResolver, cfg: &DiscoveryConfig, tx: &watch::Se
             "error"
         }
     };
-    telemetry.count("harrier.discovery.refreshes", &[&format!("result:{result}")], 1);
-    telemetry.gauge("harrier.discovery.members", &[], tx.borrow().len() as f64);
+    telemetry.add(&DISCOVERY_REFRESHES, &[&format!("result:{result}")], 1);
+    telemetry.set(&DISCOVERY_MEMBERS, &[], tx.borrow().len() as f64);
 }

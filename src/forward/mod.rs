@@ -3,7 +3,12 @@
 //! - [`route`]: which global owns a series (rendezvous hashing of the series key over the members);
 //! - [`discovery`]: who the members are (a fixed list, or DNS A/SRV records refreshed in the background);
 //! - [`client`]: the sender (a local, or a proxy's router): encodes, routes, sends to every destination and keeps
-//!   each batch until it is acknowledged, re-routing the share of a global that cannot be reached;
+//!   each batch until it is acknowledged, re-routing the share of a global that cannot be reached; its handle and
+//!   task loop, with the rest of the sender in
+//!   - [`outbox`]: the members in force, the destinations with their queues, and the routing of metrics into them;
+//!   - [`outcome`]: the answers of sends and of acknowledgement polls, applied to the queues;
+//!   - [`expiry`]: batches that waited too long, sent to the next members or dropped;
+//!   - [`settle`]: a job tracked until every part of it is safe (a proxy's incoming batch);
 //! - [`destination`]: one destination's channel, queue, backoff and acknowledgement poller;
 //! - [`server`]: a global's receiver, which merges into its shards;
 //! - [`proxy`]: a proxy's receiver, which hands each stream to its router (a [`client::Forwarder`]);
@@ -17,9 +22,13 @@ pub mod ack;
 pub mod client;
 pub mod destination;
 pub mod discovery;
+pub mod expiry;
+pub mod outbox;
+pub mod outcome;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod settle;
 pub mod wire;
 
 use tdigest::{Centroid, TDigest};
@@ -29,6 +38,10 @@ use crate::aggregate::set::{self, Set};
 use crate::aggregate::{Entry, Histogram, Scope, SeriesKey, Stats, TagSet, Value};
 use crate::ddsketch::DdSketch;
 use crate::protocol::MetricKind;
+use crate::telemetry::LimitedLog;
+
+/// The sender's warnings ([`client`] and the files it is split into): one limiter for all of them.
+static LOG: LimitedLog = LimitedLog::new("forward");
 
 /// Receives, at each flush of a local instance, the entries to forward to the global tier (the flusher calls it;
 /// the forwarding client implements it).

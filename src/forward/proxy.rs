@@ -10,10 +10,12 @@ use tokio::sync::{watch, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ack::{batch_id, Acks};
-use super::client::{Forwarder, Settle};
+use super::client::Forwarder;
+use super::settle::Settle;
 use super::view::forward_server::Forward;
 use super::view::{AcknowledgeRequest, AcknowledgeResponse, Metric, SendMetricsResponse};
 use super::wire::RawBatch;
+use crate::telemetry::catalog::{IMPORT_DUPLICATES, IMPORT_METRICS};
 use crate::telemetry::Telemetry;
 
 /// Most metrics accepted in one stream.
@@ -103,7 +105,7 @@ impl ProxyService {
         let settle: Option<Settle> = match batch {
             Some((sender, seq)) => {
                 if !self.acks.admit(sender, seq) {
-                    self.telemetry.count("harrier.import.duplicates", &[], 1);
+                    self.telemetry.add(&IMPORT_DUPLICATES, &[], 1);
                     return Ok(self.response(accepted, true));
                 }
                 let acks = self.acks.clone();
@@ -118,7 +120,7 @@ impl ProxyService {
             }
             return Err(Status::unavailable("the proxy's routing queue is full"));
         }
-        self.telemetry.count("harrier.import.metrics", &[], accepted);
+        self.telemetry.add(&IMPORT_METRICS, &[], accepted);
         Ok(self.response(accepted, false))
     }
 }

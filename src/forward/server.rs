@@ -13,6 +13,7 @@ use super::proto::forward_server::Forward;
 use super::proto::{AcknowledgeRequest, AcknowledgeResponse, Metric, MetricBatch, SendMetricsResponse};
 use crate::aggregate::Entry;
 use crate::pipeline::{Pipeline, ShardMsg, ShardSender};
+use crate::telemetry::catalog::{IMPORT_BATCHES_REFUSED, IMPORT_DUPLICATES, IMPORT_ERRORS, IMPORT_METRICS};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 static LOG: LimitedLog = LimitedLog::new("import");
@@ -54,7 +55,7 @@ impl ImportService {
 
     fn refuse_batch(&self, reason: &str) {
         self.telemetry
-            .count("harrier.import.batches_refused", &[&format!("reason:{reason}")], 1);
+            .add(&IMPORT_BATCHES_REFUSED, &[&format!("reason:{reason}")], 1);
     }
 
     fn response(&self, accepted: u64, rejected: u64, duplicate: bool) -> Response<SendMetricsResponse> {
@@ -113,7 +114,7 @@ impl ImportService {
                     Err(e) => {
                         rejected += 1;
                         self.telemetry
-                            .count("harrier.import.errors", &[&format!("reason:{}", e.reason())], 1);
+                            .add(&IMPORT_ERRORS, &[&format!("reason:{}", e.reason())], 1);
                         LOG.log(|| format!("refused an imported metric {name:?} (and its whole batch): {e}"));
                         if refused.is_none() {
                             refused = Some(e.reason());
@@ -139,10 +140,10 @@ impl ImportService {
             }
         });
         if !admitted {
-            self.telemetry.count("harrier.import.duplicates", &[], 1);
+            self.telemetry.add(&IMPORT_DUPLICATES, &[], 1);
             return Ok(self.response(accepted, rejected, true));
         }
-        self.telemetry.count("harrier.import.metrics", &[], accepted);
+        self.telemetry.add(&IMPORT_METRICS, &[], accepted);
         Ok(self.response(accepted, rejected, false))
     }
 }

@@ -46,22 +46,19 @@ impl DropCounts {
                 telemetry.rejected[i].fetch_add(n, Ordering::Relaxed);
             }
         }
-        for (name, tag, n) in [
+        use crate::telemetry::catalog::{LINES_DROPPED, SERIES_DROPPED};
+        for (metric, tag, n) in [
             (
-                "harrier.lines.dropped",
+                &LINES_DROPPED,
                 "reason:timestamp_on_unsupported_type",
                 self.timestamp_on_unsupported_type,
             ),
-            (
-                "harrier.lines.dropped",
-                "reason:too_many_timestamped",
-                self.too_many_timestamped,
-            ),
-            ("harrier.series.dropped", "reason:series_limit", self.series_limit),
-            ("harrier.lines.dropped", "reason:unparsable", self.unparsable),
+            (&LINES_DROPPED, "reason:too_many_timestamped", self.too_many_timestamped),
+            (&SERIES_DROPPED, "reason:series_limit", self.series_limit),
+            (&LINES_DROPPED, "reason:unparsable", self.unparsable),
         ] {
             if n > 0 {
-                telemetry.count(name, &[tag], n);
+                telemetry.add(metric, &[tag], n);
             }
         }
     }

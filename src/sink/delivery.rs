@@ -23,6 +23,7 @@ use reqwest::header::HeaderMap;
 
 pub use super::retry_queue::Resolve;
 use super::retry_queue::{forget, Queued, RetryQueue};
+use crate::telemetry::catalog::{SINK_REQUESTS, SINK_RETRIES};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 static LOG: LimitedLog = LimitedLog::new("sink delivery");
@@ -174,8 +175,7 @@ impl Delivery {
         let sink = format!("sink:{}", self.sink);
         let endpoint = format!("endpoint:{endpoint}");
         let result = format!("result:{result}");
-        self.telemetry
-            .count("harrier.sink.requests", &[&sink, &endpoint, &result], 1);
+        self.telemetry.add(&SINK_REQUESTS, &[&sink, &endpoint, &result], 1);
     }
 
     /// POSTs `body` to `url` with `headers`, retrying what is worth retrying while `deadline` (the end of the
@@ -234,7 +234,7 @@ impl Delivery {
             if retries > 0 {
                 let sink = format!("sink:{}", self.sink);
                 let ep = format!("endpoint:{endpoint}");
-                self.telemetry.count("harrier.sink.retries", &[&sink, &ep], 1);
+                self.telemetry.add(&SINK_RETRIES, &[&sink, &ep], 1);
             }
             retries += 1;
             let req = self

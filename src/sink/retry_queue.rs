@@ -22,6 +22,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 
+use crate::telemetry::catalog::{
+    SINK_DROPPED, SINK_RETRY_QUEUE_BYTES, SINK_RETRY_QUEUE_DISK_BYTES, SINK_RETRY_QUEUE_PAYLOADS,
+};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 static LOG: LimitedLog = LimitedLog::new("sink retry queue");
@@ -255,14 +258,12 @@ impl RetryQueue {
             }
             let ep = format!("endpoint:{endpoint}");
             let tags = [sink.as_str(), ep.as_str()];
-            self.telemetry
-                .gauge("harrier.sink.retry_queue_bytes", &tags, bytes as f64);
-            self.telemetry
-                .gauge("harrier.sink.retry_queue_payloads", &tags, payloads as f64);
+            self.telemetry.set(&SINK_RETRY_QUEUE_BYTES, &tags, bytes as f64);
+            self.telemetry.set(&SINK_RETRY_QUEUE_PAYLOADS, &tags, payloads as f64);
         }
         if self.disk.is_some() {
             self.telemetry
-                .gauge("harrier.sink.retry_queue_disk_bytes", &[&sink], s.disk_bytes as f64);
+                .set(&SINK_RETRY_QUEUE_DISK_BYTES, &[&sink], s.disk_bytes as f64);
         }
     }
 
@@ -271,8 +272,7 @@ impl RetryQueue {
         let sink = format!("sink:{}", self.sink);
         let endpoint = format!("endpoint:{endpoint}");
         let reason = format!("reason:{reason}");
-        self.telemetry
-            .count("harrier.sink.dropped", &[&sink, &endpoint, &reason], n);
+        self.telemetry.add(&SINK_DROPPED, &[&sink, &endpoint, &reason], n);
     }
 
     /// Takes every queued payload for a new attempt, unless the queue is waiting out a failing intake; bodies held

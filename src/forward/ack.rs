@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(a.watermark(1), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_waiting_acknowledgement_answers_when_the_flush_is_done() {
         let a = std::sync::Arc::new(Acks::new());
         a.import(Some((5, 1)), || {});
@@ -303,5 +303,36 @@ mod tests {
             1,
             "times out with the same watermark"
         );
+    }
+
+    /// On paused time: the waits of ten seconds and more that the acknowledgement protocol uses run in no time,
+    /// and the test sees exactly when an answer comes.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_answers_at_the_flush_that_completes_the_batch_or_at_its_timeout_and_no_sooner() {
+        let a = std::sync::Arc::new(Acks::new());
+        a.import(Some((9, 1)), || {});
+        let ((), f) = a.begin_flush(|| ());
+        let started = tokio::time::Instant::now();
+        // Nothing flushed: the wait runs to its full timeout with the watermark it had.
+        assert_eq!(a.wait(9, 0, Duration::from_secs(30)).await, 0);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        // The flush completes 7 s into a wait of 30: the answer comes then, not at the timeout.
+        let waiter = tokio::spawn({
+            let a = a.clone();
+            async move {
+                let t0 = tokio::time::Instant::now();
+                (a.wait(9, 0, Duration::from_secs(30)).await, t0.elapsed())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        a.flushed(f);
+        let (watermark, waited) = waiter.await.unwrap();
+        assert_eq!(watermark, 1);
+        assert_eq!(waited, Duration::from_secs(7));
+        // Closed at shutdown: a waiter is answered at once.
+        a.close();
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(a.wait(9, 1, Duration::from_secs(30)).await, 1);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
     }
 }

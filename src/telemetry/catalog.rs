@@ -65,7 +65,7 @@ metrics! {
     SINK_RETRIES = "harrier.sink.retries", Counter, ["sink", "endpoint"],
         "Requests sent again after a retryable failure.";
     SINK_DROPPED = "harrier.sink.dropped", Counter, ["sink", "endpoint", "reason"],
-        "Payloads given up (e.g. `retry_queue_full`, `expired`).";
+        "Payloads given up, by reason: `retry_queue_full`, `retry_queue_unreadable`, or a failure not retried.";
     SINK_RETRY_QUEUE_BYTES = "harrier.sink.retry_queue_bytes", Gauge, ["sink", "endpoint"],
         "Bytes waiting in a sink's retry queue.";
     SINK_RETRY_QUEUE_PAYLOADS = "harrier.sink.retry_queue_payloads", Gauge, ["sink", "endpoint"],

@@ -89,7 +89,7 @@ fn global(forwards: Vec<Vec<Entry>>) -> (Vec<Series>, Vec<Entry>) {
         let decoded = host
             .into_iter()
             .map(|mut e| {
-                let bytes = forward::encode(&mut e).expect("a full value").encode_to_vec();
+                let bytes = forward::encode(&mut e).encode_to_vec();
                 let m = proto::Metric::decode(bytes.as_slice()).expect("decodes");
                 forward::decode(m).unwrap_or_else(|err| panic!("the global refused {}: {err}", e.key.name))
             })

@@ -5,7 +5,7 @@ use super::histogram::Histogram;
 use super::key::{Scope, SeriesKey};
 use super::report::aggregate_value;
 pub use super::report::{EmitConfig, NameSuffix, Summary};
-use super::shard::{Entry, Interval, Value};
+use super::shard::{Entry, Interval, ReducedValue, Value};
 use crate::config::Aggregate;
 use crate::ddsketch::DdSketch;
 use crate::model::{self as sink, Series, SeriesKind, SketchSeries, Suffix};
@@ -89,6 +89,7 @@ pub fn emit(
     let mut counts = EmitCounts::default();
     let Interval {
         mut series,
+        reduced,
         checks,
         events,
         timestamped,
@@ -108,6 +109,25 @@ pub fn emit(
             series.shrink_to_fit();
         }
         emit_entry(entry, cfg, timestamp, out, forward, &mut counts);
+    }
+    for r in reduced {
+        match r.value {
+            ReducedValue::Summary(summary) => {
+                counts.histograms += 1;
+                push_summary(&mut out.series, cfg, &summary.values, &r.key, timestamp);
+            }
+            ReducedValue::SetEstimate(v) => {
+                counts.sets += 1;
+                out.series.push(Series {
+                    name: r.key.name.clone(),
+                    suffix: Suffix::default(),
+                    tags: r.key.tags.clone(),
+                    value: v,
+                    kind: SeriesKind::Gauge,
+                    timestamp,
+                });
+            }
+        }
     }
     counts
 }
@@ -177,14 +197,6 @@ fn emit_entry(
                 timestamp,
                 sketch: std::mem::take(sketch),
             });
-        }
-        Value::Summary(summary) => {
-            counts.histograms += 1;
-            push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
-        }
-        Value::SetEstimate(v) => {
-            counts.sets += 1;
-            out.series.push(plain(&entry.key, *v, SeriesKind::Gauge));
         }
         Value::Set(_) if forward_this => {
             counts.sets += 1;

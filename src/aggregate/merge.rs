@@ -45,7 +45,7 @@ pub fn merge_intervals(mut intervals: Vec<Interval>) -> Option<Interval> {
                 Some(j) => base.series[j as usize].value.merge(incoming.value),
                 None => {
                     let j = base.series.len() as u32;
-                    if matches!(incoming.value, Value::Histogram(_) | Value::Summary(_)) {
+                    if matches!(incoming.value, Value::Histogram(_)) {
                         base.histograms += 1;
                     }
                     base.series.push(incoming);
@@ -64,6 +64,9 @@ pub fn merge_intervals(mut intervals: Vec<Interval>) -> Option<Interval> {
                 }
             }
         }
+        // Reduced series come only from a summarizing shard, that is from the only worker: there is nothing to
+        // merge them with, but they are kept if ever there were.
+        base.reduced.extend(other.reduced);
         base.events.extend(other.events);
         base.timestamped.extend(other.timestamped);
     }
@@ -71,7 +74,11 @@ pub fn merge_intervals(mut intervals: Vec<Interval>) -> Option<Interval> {
 }
 
 fn is_empty(i: &Interval) -> bool {
-    i.series.is_empty() && i.checks.is_empty() && i.events.is_empty() && i.timestamped.is_empty()
+    i.series.is_empty()
+        && i.reduced.is_empty()
+        && i.checks.is_empty()
+        && i.events.is_empty()
+        && i.timestamped.is_empty()
 }
 
 #[cfg(test)]

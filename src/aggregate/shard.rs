@@ -14,7 +14,9 @@ use crate::ddsketch::DdSketch;
 use crate::model::{self as sink, CheckRun, Series, SeriesKind};
 use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
 
-/// The aggregated value of a series.
+/// The state of a series: what its lines aggregate into, what a flush merges across workers, and what is forwarded
+/// and imported. (A series this instance reports, reduced to its values when the interval is taken, is a
+/// [`Reduced`] instead.)
 #[derive(Debug, Clone)]
 pub enum Value {
     /// Sum of value / rate, saturated at ±`f64::MAX` (an overflowing sum stays at the largest finite value).
@@ -25,18 +27,31 @@ pub enum Value {
     /// A distribution under `distributions: sketch`: the agent's DDSketch.
     Sketch(Box<DdSketch>),
     Set(Box<Set>),
-    /// A histogram's interval reduced to the values this instance reports (see [`Summary`]): only in a taken
-    /// [`Interval`], never in a shard's live state.
+}
+
+/// A series of a taken [`Interval`] already reduced to what this instance reports: a summarizing shard (one worker,
+/// see [`ShardState::summarizing`]) reduces the histograms and sets it does not forward as it takes the interval,
+/// so that a million series' digests and registers are not held until the flush builds its output.
+#[derive(Debug, Clone)]
+pub struct Reduced {
+    pub key: SeriesKey,
+    pub value: ReducedValue,
+}
+
+/// The reported values of a [`Reduced`] series.
+#[derive(Debug, Clone)]
+pub enum ReducedValue {
+    /// A histogram's interval reduced to its aggregates and percentiles (see [`Summary`]).
     Summary(Box<Summary>),
-    /// A set's interval reduced to its estimated distinct count: only in a taken [`Interval`].
+    /// A set's interval reduced to its estimated distinct count.
     SetEstimate(f64),
 }
 
 impl Value {
     /// Merges another state of the same series into this one: counters add (saturating), a gauge takes the other's
     /// value, histograms merge their exact statistics and digests, sets and DDSketches merge. Used by imports from
-    /// other instances and by the flush's merge of the workers' intervals. Reduced values (`Summary`,
-    /// `SetEstimate`) do not merge; same key means same kind, so no other pair occurs.
+    /// other instances and by the flush's merge of the workers' intervals. Same key means same kind, so no other
+    /// pair occurs.
     pub fn merge(&mut self, other: Value) {
         match (self, other) {
             (Value::Counter(a), Value::Counter(b)) => *a = saturating_add(*a, b),
@@ -181,7 +196,9 @@ pub struct ShardState {
 #[derive(Debug, Default)]
 pub struct Interval {
     pub series: Vec<Entry>,
-    /// How many of `series` are histograms (each becomes several output series).
+    /// The series reduced as they were taken (a summarizing shard's; empty otherwise).
+    pub reduced: Vec<Reduced>,
+    /// How many of `series` and `reduced` are histograms (each becomes several output series).
     pub histograms: usize,
     pub checks: Vec<CheckRun>,
     pub events: Vec<sink::Event>,
@@ -356,8 +373,6 @@ impl ShardState {
             Value::Set(_) => MetricKind::Set,
             // Timers, histograms and distributions parse their values alike.
             Value::Histogram(_) | Value::Sketch(_) => MetricKind::Histogram,
-            // Never in the live state: the full path reports the line.
-            Value::Summary(_) | Value::SetEstimate(_) => return None,
         };
         let value = parse_value(kind, line.value).ok()?;
         Some(self.add_to(i, value, rate))

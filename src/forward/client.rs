@@ -131,7 +131,7 @@ impl Forward for Forwarder {
             let metrics = tokio::task::spawn_blocking(move || {
                 entries
                     .iter_mut()
-                    .filter_map(|e| encode(e).map(|m| Bytes::from(prost::Message::encode_to_vec(&m))))
+                    .map(|e| Bytes::from(prost::Message::encode_to_vec(&encode(e))))
                     .collect::<Vec<_>>()
             })
             .await

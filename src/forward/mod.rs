@@ -158,12 +158,10 @@ fn kind_from_proto(t: i32) -> Option<MetricKind> {
     })
 }
 
-/// An entry as a forwarded message; `None` for a histogram or set already reduced to the values this instance
-/// reports (a shard reduces only what it does not forward, so a forward list never holds one).
-pub fn encode(entry: &mut Entry) -> Option<proto::Metric> {
+/// An entry as a forwarded message.
+pub fn encode(entry: &mut Entry) -> proto::Metric {
     use proto::metric::Value as V;
     let value = match &mut entry.value {
-        Value::Summary(_) | Value::SetEstimate(_) => return None,
         Value::Counter(v) => V::Counter(*v),
         Value::Gauge(v) => V::Gauge(*v),
         Value::Histogram(h) => {
@@ -208,7 +206,7 @@ pub fn encode(entry: &mut Entry) -> Option<proto::Metric> {
             }),
         }),
     };
-    Some(proto::Metric {
+    proto::Metric {
         name: entry.key.name.to_string(),
         tags: entry.key.tags.iter().map(str::to_string).collect(),
         r#type: kind_to_proto(entry.key.kind) as i32,
@@ -218,7 +216,7 @@ pub fn encode(entry: &mut Entry) -> Option<proto::Metric> {
             Scope::Global => proto::Scope::Global,
         } as i32,
         value: Some(value),
-    })
+    }
 }
 
 /// A forwarded message as an entry, refusing anything malformed.
@@ -353,7 +351,7 @@ mod tests {
             key,
             value: Value::Sketch(Box::new(sketch.clone())),
         };
-        let wire = encode(&mut entry).expect("a full value");
+        let wire = encode(&mut entry);
         match decode(wire.clone()).unwrap().value {
             Value::Sketch(back) => assert_eq!(*back, sketch),
             other => panic!("{other:?}"),
@@ -372,7 +370,7 @@ mod tests {
         let mut big = entries(&(0..5000).map(|i| format!("big:m{i}|s\n")).collect::<String>());
         original.append(&mut big);
         for e in original.iter_mut() {
-            let wire = encode(e).expect("a full value");
+            let wire = encode(e);
             let back = decode(wire).unwrap();
             assert_eq!(back.key, e.key);
             assert_eq!(back.hash, e.hash);
@@ -398,7 +396,7 @@ mod tests {
         let mut original = entries("c:2.5|c|#a\ng:7|g\nh:1|h|#veneurglobalonly\nh:3|h|#veneurglobalonly\nsmall:a|s\n");
         assert_eq!(original.len(), 4);
         for e in original.iter_mut() {
-            let full = encode(e).expect("a full value");
+            let full = encode(e);
             let view = to_view(full.clone());
             let wire = view.encode_to_vec();
             assert_eq!(wire, full.encode_to_vec(), "{}: same bytes", full.name);
@@ -490,6 +488,6 @@ mod tests {
         };
         let direct = KeyView::new(m.name, m.kind, m.tags, &extend).hash;
         let mut e = entries(line).pop().unwrap();
-        assert_eq!(decode(encode(&mut e).unwrap()).unwrap().hash, direct);
+        assert_eq!(decode(encode(&mut e)).unwrap().hash, direct);
     }
 }

@@ -1,6 +1,6 @@
 //! The ends of a shard's interval: entries imported from other instances merged in, and the interval taken out.
 
-use super::{find_key, Entry, Hot, Interval, ShardState, Slot, Value};
+use super::{find_key, Entry, Hot, Interval, Reduced, ReducedValue, ShardState, Slot, Value};
 
 impl ShardState {
     /// Merges entries imported from other instances: counters add, gauges are replaced, digests and sets merge.
@@ -74,29 +74,31 @@ impl ShardState {
             hot.touched = false;
             let slot = &self.slots[i];
             let summarize = self.summarize.as_deref().filter(|e| !e.forwards(slot.key.scope));
+            if matches!(hot.value, Value::Histogram(_)) {
+                interval.histograms += 1;
+            }
+            let reduced = match (&mut hot.value, summarize) {
+                (Value::Histogram(h), Some(e)) => Some(ReducedValue::Summary(Box::new(e.summarize(h)))),
+                (Value::Set(s), Some(_)) => Some(ReducedValue::SetEstimate(s.take_estimate())),
+                _ => None,
+            };
+            if let Some(value) = reduced {
+                let key = slot.key.clone();
+                interval.reduced.push(Reduced { key, value });
+                i += 1;
+                continue;
+            }
             let value = match &mut hot.value {
                 Value::Counter(v) => Value::Counter(std::mem::take(v)),
                 Value::Gauge(v) => Value::Gauge(std::mem::take(v)),
-                Value::Histogram(h) => {
-                    interval.histograms += 1;
-                    match summarize {
-                        Some(e) => Value::Summary(Box::new(e.summarize(h))),
-                        None => Value::Histogram(Box::new(h.take_interval())),
-                    }
-                }
-                Value::Set(s) => match summarize {
-                    Some(_) => Value::SetEstimate(s.take_estimate()),
-                    None => Value::Set(Box::new(s.take_interval())),
-                },
+                Value::Histogram(h) => Value::Histogram(Box::new(h.take_interval())),
+                Value::Set(s) => Value::Set(Box::new(s.take_interval())),
                 // Reported or forwarded whole: the sink sends the sketch itself. The live one keeps its room.
                 Value::Sketch(s) => {
                     let taken = Value::Sketch(s.clone());
                     s.clear();
                     taken
                 }
-                // Never in the live state; taken like the others all the same.
-                Value::Summary(s) => Value::Summary(s.clone()),
-                Value::SetEstimate(v) => Value::SetEstimate(std::mem::take(v)),
             };
             interval.series.push(Entry {
                 hash: slot.hash,

@@ -1,16 +1,23 @@
-//! Veneur's own configuration files run unchanged: `tests/veneur/v14.yaml` (v14.2's flat keys) and
-//! `tests/veneur/head.yaml` (HEAD's nested sinks), each covering every key family of Veneur's reference.
+//! Veneur's own configuration files run unchanged: the example files Veneur publishes (`tests/veneur/v14.2.0/`,
+//! `tests/veneur/head/`, byte for byte from stripe/veneur; sources in `tests/veneur/README.md`), and
+//! `tests/veneur/v14.yaml` (v14.2's flat keys) and `tests/veneur/head.yaml` (HEAD's nested sinks), written from
+//! Veneur's reference to cover every key family.
 
 mod common;
 
-use std::net::UdpSocket;
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::eventually;
 use common::intake::Intake;
-use harrier::config::Config;
-use harrier::server;
+use common::{eventually, socket_path, CaptureSink};
+use harrier::config::{Config, ListenAddress};
+use harrier::server::{self, RunningServer};
+use harrier::sink::Sink;
 
 const BIN: &str = env!("CARGO_BIN_EXE_harrier");
 
@@ -185,4 +192,308 @@ async fn a_veneur_head_config_runs_with_its_nested_datadog_sink() {
             .map(String::as_str),
         Some("test-key-head")
     );
+}
+
+/// Veneur's published example files for `veneur` (v14.2.0 and HEAD), checked in unchanged.
+const PUBLISHED: [&str; 4] = [
+    "v14.2.0/example.yaml",
+    "v14.2.0/example_host.yaml",
+    "head/example.yaml",
+    "head/example_host.yaml",
+];
+
+fn published(name: &str) -> String {
+    std::fs::read_to_string(format!("tests/veneur/{name}")).unwrap()
+}
+
+#[test]
+fn veneurs_published_example_files_validate_with_warnings_and_fail_strict_validation() {
+    for name in PUBLISHED {
+        // The file itself, as Veneur ships it: validation parses every address (the abstract socket
+        // `unixgram:@veneur-statsd.sock` included) but binds nothing.
+        let path = std::path::Path::new("tests/veneur").join(name);
+        let (code, stderr) = validate("--validate-config", &path);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        let warning = stderr
+            .lines()
+            .find(|l| l.contains("ignoring Veneur settings for features Harrier does not have"))
+            .unwrap_or_else(|| panic!("{name}: no warning in {stderr}"));
+        for key in ["sentry_dsn", "trace_max_length_bytes"] {
+            assert!(warning.contains(key), "{name}: {key} is not named in {warning}");
+        }
+        assert!(!warning.contains("statsd_listen_addresses"), "{name}: {warning}");
+        if name.ends_with("/example.yaml") {
+            for key in [
+                "ssf_listen_addresses",
+                "grpc_listen_addresses",
+                "tls_key",
+                "veneur_metrics_scopes",
+            ] {
+                assert!(warning.contains(key), "{name}: {key} is not named in {warning}");
+            }
+            assert!(
+                stderr.contains("extend_tags: ignoring the empty tag"),
+                "{name}: {stderr}"
+            );
+        }
+        let (code, stderr) = validate("--validate-config-strict", &path);
+        assert_eq!(
+            code,
+            Some(1),
+            "{name}: strict validation refuses the warnings: {stderr}"
+        );
+        assert!(stderr.contains("ignoring Veneur settings"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn veneurs_proxy_example_files_are_refused_by_name_as_veneur_proxy_is_another_program() {
+    // `example_proxy.yaml` configures `veneur-proxy`, not `veneur` (HEAD still ships the v14.2 proxy's keys):
+    // Harrier does not read veneur-proxy files, and says which key it does not know rather than guessing.
+    for name in ["v14.2.0/example_proxy.yaml", "head/example_proxy.yaml"] {
+        let path = std::path::Path::new("tests/veneur").join(name);
+        let (code, stderr) = validate("--validate-config", &path);
+        assert_eq!(code, Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("unknown field `"), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: the file is named: {stderr}");
+    }
+}
+
+/// A unique name in Linux's abstract socket namespace (shared by every process of the network namespace, so
+/// Veneur's fixed `veneur-statsd.sock` could collide with a running Veneur or a parallel test).
+fn abstract_name(tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "harrier-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Rewrites, in memory, what a published file asks for that cannot run on a test machine: each `(from, to)`
+/// replaces text that must occur exactly once, so the test notices when the file changes.
+fn rewrite(name: &str, text: &str, rewrites: &[(&str, String)]) -> String {
+    let mut text = text.to_string();
+    for (from, to) in rewrites {
+        assert_eq!(text.matches(from).count(), 1, "{name}: {from:?} is in the file once");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// The rewrites of `example.yaml`: fixed ports (Veneur's 8126–8128, taken on a machine running Veneur, and on
+/// 0.0.0.0) become OS-chosen ports on 127.0.0.1, `/tmp/veneur-statsd.sock` a unique temporary path, the abstract
+/// name a unique one; `stats_address` (Harrier's own metrics, sent as DogStatsD) a socket of the test's.
+fn example_rewrites(unix: &std::path::Path, abstract_name: &str, stats: &UdpSocket) -> Vec<(&'static str, String)> {
+    vec![
+        ("udp://localhost:8126", "udp://127.0.0.1:0".to_string()),
+        ("tcp://localhost:8126", "tcp://127.0.0.1:0".to_string()),
+        (
+            "unixgram:///tmp/veneur-statsd.sock",
+            format!("unixgram://{}", unix.display()),
+        ),
+        ("unixgram:@veneur-statsd.sock", format!("unixgram:@{abstract_name}")),
+        ("\"localhost:8126\"", format!("\"{}\"", stats.local_addr().unwrap())),
+        ("\"0.0.0.0:8127\"", "\"127.0.0.1:0\"".to_string()),
+        ("\"0.0.0.0:8128\"", "\"127.0.0.1:0\"".to_string()),
+    ]
+}
+
+/// Sends one counter to each of the server's listeners, named after the listener's kind.
+fn send_to_every_listener(server: &RunningServer, prefix: &str) -> Vec<String> {
+    let mut sent = Vec::new();
+    for address in &server.addresses {
+        let kind = match address {
+            ListenAddress::Udp(_) => "udp",
+            ListenAddress::Tcp(_) => "tcp",
+            ListenAddress::Unixgram(_) => "unixgram",
+            ListenAddress::UnixgramAbstract(_) => "abstract",
+            other => panic!("the published files have no {other} listener"),
+        };
+        let line = format!("{prefix}.{kind}:1|c|#via:{kind}");
+        match address {
+            ListenAddress::Udp(a) => {
+                UdpSocket::bind("127.0.0.1:0")
+                    .unwrap()
+                    .send_to(line.as_bytes(), a)
+                    .unwrap();
+            }
+            ListenAddress::Tcp(a) => {
+                let mut conn = TcpStream::connect(a).unwrap();
+                conn.write_all(format!("{line}\n").as_bytes()).unwrap();
+            }
+            ListenAddress::Unixgram(path) => {
+                UnixDatagram::unbound().unwrap().send_to(line.as_bytes(), path).unwrap();
+            }
+            ListenAddress::UnixgramAbstract(name) => {
+                // A NUL byte and the name: no file is involved.
+                let to = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+                UnixDatagram::unbound()
+                    .unwrap()
+                    .send_to_addr(line.as_bytes(), &to)
+                    .unwrap();
+            }
+            _ => unreachable!(),
+        }
+        sent.push(format!("{prefix}.{kind}"));
+    }
+    sent
+}
+
+/// Waits (the files' `interval: 10s`, aligned to the clock, so up to two intervals) until every name is flushed to
+/// the capture sink.
+async fn flushed(sink: &CaptureSink, names: &[String]) -> bool {
+    eventually(Duration::from_secs(30), || {
+        let got = sink.user_series();
+        names
+            .iter()
+            .all(|n| got.iter().any(|s| *s.name == **n && s.value == 1.0))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veneur_v14_2_example_yaml_starts_and_flushes_what_each_listener_got_abstract_socket_included() {
+    let name = "v14.2.0/example.yaml";
+    let intake = Intake::accepting().await;
+    let stats = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let unix = socket_path("v14-example");
+    let abstract_name = abstract_name("v14-example");
+    let mut rewrites = example_rewrites(&unix, &abstract_name, &stats);
+    // Its Datadog sink (`datadog_api_key: "farts"`) would post to app.datadoghq.com: a local test intake instead.
+    rewrites.push(("https://app.datadoghq.com", intake.url()));
+    let text = rewrite(name, &published(name), &rewrites);
+    let config = Config::from_yaml_with_env(&text, name, |_| None).expect("the published file loads");
+    let sink = Arc::new(CaptureSink::default());
+    let server = server::start(config, vec![sink.clone() as Arc<dyn Sink>])
+        .await
+        .unwrap();
+    assert_eq!(server.addresses.len(), 4, "{:?}", server.addresses);
+    assert!(server
+        .addresses
+        .contains(&ListenAddress::UnixgramAbstract(abstract_name.clone())));
+    assert!(server.http_address.is_some() && server.grpc_address.is_some());
+
+    let names = send_to_every_listener(&server, "v14ex");
+    assert!(
+        flushed(&sink, &names).await,
+        "{names:?} not all in {:?}",
+        sink.user_series()
+    );
+    let arrived = || {
+        let points = intake.points();
+        names.iter().all(|n| points.iter().any(|(_, p)| p.metric == *n))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), arrived).await,
+        "the Datadog sink posted to the intake: {:?}",
+        intake.points()
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&unix);
+    let reqs = intake.series_requests();
+    assert_eq!(reqs[0].headers.get("dd-api-key").map(String::as_str), Some("farts"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veneur_head_example_yaml_starts_and_flushes_what_each_listener_got_abstract_socket_included() {
+    let name = "head/example.yaml";
+    let stats = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let unix = socket_path("head-example");
+    let abstract_name = abstract_name("head-example");
+    let text = rewrite(name, &published(name), &example_rewrites(&unix, &abstract_name, &stats));
+    let config = Config::from_yaml_with_env(&text, name, |_| None).expect("the published file loads");
+    // HEAD's file configures no metric sink: the test adds its capture sink (no rewrite of the file).
+    assert!(config.metric_sinks.is_empty());
+    let sink = Arc::new(CaptureSink::default());
+    let server = server::start(config, vec![sink.clone() as Arc<dyn Sink>])
+        .await
+        .unwrap();
+    assert_eq!(server.addresses.len(), 4, "{:?}", server.addresses);
+    let names = send_to_every_listener(&server, "headex");
+    assert!(names.contains(&"headex.abstract".to_string()));
+    assert!(
+        flushed(&sink, &names).await,
+        "{names:?} not all in {:?}",
+        sink.user_series()
+    );
+    // Its `extend_tags: [""]` adds no tag.
+    let abstract_series = sink
+        .user_series()
+        .into_iter()
+        .find(|s| *s.name == *"headex.abstract")
+        .unwrap();
+    assert_eq!(abstract_series.tags.output().collect::<Vec<_>>(), ["via:abstract"]);
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&unix);
+}
+
+/// `example_host.yaml` is a local forwarding to a global at `http://127.0.0.1:8127`: a Harrier global started by
+/// the test takes that place, so the forwarded timer is seen there and the counter at the local.
+async fn run_example_host(name: &str, intake: Option<&Intake>) -> (Arc<CaptureSink>, Arc<CaptureSink>) {
+    let (global, global_sink) =
+        common::start("statsd_listen_addresses: []\ngrpc_address: \"127.0.0.1:0\"\ninterval: 1s\npercentiles: [0.5]\n")
+            .await;
+    let stats = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rewrites = vec![
+        ("udp://localhost:8126", "udp://127.0.0.1:0".to_string()),
+        ("\"localhost:8125\"", format!("\"{}\"", stats.local_addr().unwrap())),
+        (
+            "\"http://127.0.0.1:8127\"",
+            format!("\"http://{}\"", global.grpc_address.unwrap()),
+        ),
+    ];
+    if let Some(intake) = intake {
+        rewrites.push(("https://app.datadoghq.com", intake.url()));
+    }
+    let text = rewrite(name, &published(name), &rewrites);
+    let config = Config::from_yaml_with_env(&text, name, |_| None).expect("the published file loads");
+    assert!(config.is_local(), "{name} forwards");
+    let sink = Arc::new(CaptureSink::default());
+    let local = server::start(config, vec![sink.clone() as Arc<dyn Sink>])
+        .await
+        .unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"host.hits:1|c|#via:udp\nhost.latency:5|ms",
+        local.udp_address().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        flushed(&sink, &["host.hits".to_string()]).await,
+        "{name}: {:?}",
+        sink.user_series()
+    );
+    let forwarded = eventually(Duration::from_secs(30), || {
+        global_sink
+            .user_series()
+            .iter()
+            .any(|s| s.full_name().to_string() == "host.latency.50percentile")
+    })
+    .await;
+    assert!(forwarded, "{name}: the global got {:?}", global_sink.user_series());
+    local.shutdown().await;
+    global.shutdown().await;
+    (sink, global_sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veneur_v14_2_example_host_yaml_starts_flushes_and_forwards_to_a_global() {
+    let intake = Intake::accepting().await;
+    let (sink, _) = run_example_host("v14.2.0/example_host.yaml", Some(&intake)).await;
+    assert!(sink.user_series().iter().any(|s| *s.name == *"host.hits"));
+    let point = intake
+        .points()
+        .into_iter()
+        .map(|(_, p)| p)
+        .find(|p| p.metric == "host.hits")
+        .unwrap_or_else(|| panic!("the Datadog sink posted: {:?}", intake.points()));
+    assert_eq!(point.tags, ["baz:quz", "foo:bar", "via:udp"], "the sink tags of `tags`");
+    assert_eq!(point.host.as_deref(), Some("foobar"), "hostname: foobar");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veneur_head_example_host_yaml_starts_flushes_and_forwards_to_a_global() {
+    run_example_host("head/example_host.yaml", None).await;
 }

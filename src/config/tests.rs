@@ -227,6 +227,94 @@ fn listen_addresses_parse_every_scheme() {
 }
 
 #[test]
+fn listen_addresses_take_every_form_veneur_accepts() {
+    use std::net::SocketAddr;
+    let ok = |url: &str| ListenAddress::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    // Go's URL form of a Linux abstract socket (Veneur's example.yaml), and the `//` spelling of it.
+    assert_eq!(
+        ok("unixgram:@veneur-statsd.sock"),
+        ListenAddress::UnixgramAbstract("veneur-statsd.sock".into())
+    );
+    assert_eq!(
+        ok("unix:@veneur-ssf.sock"),
+        ListenAddress::UnixAbstract("veneur-ssf.sock".into())
+    );
+    assert_eq!(ok("unixgram://@dsd"), ListenAddress::UnixgramAbstract("dsd".into()));
+    // Go's opaque path forms.
+    assert_eq!(
+        ok("unixgram:/tmp/dsd.sock"),
+        ListenAddress::Unixgram("/tmp/dsd.sock".into())
+    );
+    assert_eq!(ok("unix:dsd.sock"), ListenAddress::Unix("dsd.sock".into()));
+    // IPv6, an empty host, the family-specific schemes, and Go's preference for IPv4 when a name has both.
+    let v6: SocketAddr = "[::1]:8125".parse().unwrap();
+    assert_eq!(ok("udp://[::1]:8125"), ListenAddress::Udp(v6));
+    assert_eq!(ok("tcp://[::1]:8125"), ListenAddress::Tcp(v6));
+    assert_eq!(ok("udp://:8125"), ListenAddress::Udp("0.0.0.0:8125".parse().unwrap()));
+    assert_eq!(ok("tcp6://:8125"), ListenAddress::Tcp("[::]:8125".parse().unwrap()));
+    assert_eq!(
+        ok("udp4://127.0.0.1:1"),
+        ListenAddress::Udp("127.0.0.1:1".parse().unwrap())
+    );
+    assert_eq!(ok("udp6://[::1]:1"), ListenAddress::Udp("[::1]:1".parse().unwrap()));
+    assert!(matches!(ok("udp://localhost:8126"), ListenAddress::Udp(a) if a.is_ipv4()));
+    assert!(matches!(ok("UDP://127.0.0.1:8125"), ListenAddress::Udp(_)));
+    // Displayed as they are parsed back.
+    for url in [
+        "unixgram:@veneur-statsd.sock",
+        "unix:@a",
+        "udp://[::1]:8125",
+        "unixgram:///tmp/x.sock",
+    ] {
+        assert_eq!(ok(&ok(url).to_string()), ok(url), "{url}");
+    }
+}
+
+#[test]
+fn bad_listen_addresses_are_refused_naming_the_key_and_the_value() {
+    for (bad, reason) in [
+        ("unixgram:@", "name after `@` is empty"),
+        ("unixgram:", "path is empty"),
+        ("udp:127.0.0.1:8125", "expected udp://host:port"),
+        ("udp4://[::1]:8125", "no IPv4 address"),
+        ("udp://:http", "not a port number"),
+        ("unixpacket:///tmp/x", "unixpacket"),
+        ("sctp://127.0.0.1:1", "unknown scheme"),
+        ("8125", "expected scheme://address"),
+    ] {
+        let yaml = format!("statsd_listen_addresses: [\"{bad}\"]");
+        match parse(&yaml) {
+            Err(ConfigError::Invalid { key, value, reason: r }) => {
+                assert_eq!(key, "statsd_listen_addresses");
+                assert_eq!(value, bad);
+                assert!(r.contains(reason), "{bad}: {r}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let long = format!("unixgram:@{}", "x".repeat(108));
+    assert!(ListenAddress::parse(&long).unwrap_err().contains("at most 107"));
+}
+
+#[test]
+fn veneurs_empty_tags_are_skipped_with_a_warning() {
+    let c = parse("tags: [\"\"]\nextend_tags: [\"\", \"env:ci\"]").unwrap();
+    assert_eq!(c.extend_tags, vec!["env:ci"]);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("extend_tags: ignoring the empty tag")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("tags: ignoring the empty tag")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
 fn the_api_key_never_appears_in_debug_output() {
     let c = parse("metric_sinks: [{kind: datadog, config: {api_key: s3cr3t-key-123}}]").unwrap();
     let dump = format!("{c:?}");

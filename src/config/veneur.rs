@@ -8,6 +8,7 @@
 //! - `metric_sinks` of kind `debug` become `console`; Veneur-only settings of a `datadog` sink and the generic
 //!   per-sink settings (`max_name_length`, `strip_tags`, …) are dropped with a warning; sinks of kinds Harrier
 //!   does not have are dropped with a warning.
+//! - Empty strings in `tags` and `extend_tags` are skipped with a warning (Veneur skips empty `extend_tags`).
 //! - `omit_empty_hostname: true` with no `hostname` means no host; `synchronize_with_interval` is what Harrier
 //!   always does; `forward_use_grpc` is accepted (Harrier forwards over gRPC only).
 //! - Keys of features Harrier does not have (SSF and spans, trace and other sinks, TLS until Harrier has it,
@@ -166,6 +167,17 @@ pub fn translate(root: &mut Mapping) -> Vec<String> {
         let empty = root.get("hostname").and_then(Value::as_str).is_none_or(str::is_empty);
         if empty {
             root.insert(key("hostname"), key(""));
+        }
+    }
+    // Veneur's example.yaml has `tags: [""]` and `extend_tags: [""]`: Veneur skips empty `extend_tags`, and an
+    // empty sink tag carries nothing (Datadog drops it), so neither is an error here.
+    for k in ["tags", "extend_tags"] {
+        if let Some(Value::Sequence(list)) = root.get_mut(k) {
+            let before = list.len();
+            list.retain(|t| t.as_str() != Some(""));
+            if list.len() < before {
+                notes.push(format!("{k}: ignoring the empty tag \"\""));
+            }
         }
     }
     // Harrier always aligns flushes to the wall clock.

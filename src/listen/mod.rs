@@ -61,7 +61,8 @@ enum Sockets {
     Datagram(Vec<Socket>),
     Tcp(std::net::TcpListener),
     Tls(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener, PathBuf),
+    /// A stream listener, and its socket file to remove at stop (none for an abstract socket).
+    Unix(std::os::unix::net::UnixListener, Option<PathBuf>),
 }
 
 /// A bound, not yet running listener.
@@ -128,10 +129,21 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
                 sockets: Sockets::Datagram(sockets),
             })
         }
-        ListenAddress::Unixgram(path) => {
-            remove_stale_socket(path).map_err(err)?;
-            let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(err)?;
-            allow_every_sender(path).map_err(err)?;
+        ListenAddress::Unixgram(_) | ListenAddress::UnixgramAbstract(_) => {
+            let sock = match address {
+                ListenAddress::Unixgram(path) => {
+                    remove_stale_socket(path).map_err(err)?;
+                    let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(err)?;
+                    allow_every_sender(path).map_err(err)?;
+                    sock
+                }
+                // An abstract socket has no file: nothing stale to remove, no permissions to set (any process
+                // in the network namespace may send to it, as with the 0666 file).
+                _ => {
+                    let name = abstract_address(address).map_err(err)?;
+                    std::os::unix::net::UnixDatagram::bind_addr(&name).map_err(err)?
+                }
+            };
             let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
             set_receive_buffer(&sock, opts.read_buffer_size);
             let mut sockets = vec![sock];
@@ -165,10 +177,45 @@ pub fn bind(address: &ListenAddress, opts: &ListenOptions) -> Result<BoundListen
             l.set_nonblocking(true).map_err(err)?;
             Ok(BoundListener {
                 address: address.clone(),
-                sockets: Sockets::Unix(l, path.clone()),
+                sockets: Sockets::Unix(l, Some(path.clone())),
+            })
+        }
+        ListenAddress::UnixAbstract(_) => {
+            let name = abstract_address(address).map_err(err)?;
+            let l = std::os::unix::net::UnixListener::bind_addr(&name).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            Ok(BoundListener {
+                address: address.clone(),
+                sockets: Sockets::Unix(l, None),
             })
         }
     }
+}
+
+/// The socket address of `unixgram:@name` or `unix:@name`: a NUL byte, then the name (Linux only).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_address(address: &ListenAddress) -> io::Result<std::os::unix::net::SocketAddr> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    match address {
+        ListenAddress::UnixgramAbstract(name) | ListenAddress::UnixAbstract(name) => {
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an abstract socket address",
+        )),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_address(_: &ListenAddress) -> io::Result<std::os::unix::net::SocketAddr> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract unix sockets (`@name`) exist on Linux only",
+    ))
 }
 
 fn udp_socket(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Socket> {
@@ -318,9 +365,80 @@ impl BoundListener {
                 let ctx = stream::Context::new(index, stats, ingest, opts, stop.signal);
                 Ok(Running::Task(tokio::spawn(async move {
                     stream::accept(l, stream::Framing::LengthPrefixed, ctx).await;
-                    let _ = std::fs::remove_file(path);
+                    if let Some(path) = path {
+                        let _ = std::fs::remove_file(path);
+                    }
                 })))
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixStream};
+
+    fn opts() -> ListenOptions {
+        ListenOptions {
+            num_readers: 0,
+            num_workers: 1,
+            read_buffer_size: 64 * 1024,
+            max_packet: 8192,
+            idle_timeout: Duration::from_secs(1),
+            max_connections: 0,
+            tls: None,
+        }
+    }
+
+    fn unique(tag: &str) -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!(
+            "harrier-listen-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn listen_binds_an_abstract_unixgram_socket_without_a_file() {
+        let name = unique("dgram");
+        let address = ListenAddress::parse(&format!("unixgram:@{name}")).unwrap();
+        let bound = bind(&address, &opts()).unwrap();
+        assert_eq!(bound.address, address);
+        assert_eq!(bound.address.to_string(), format!("unixgram:@{name}"));
+        assert!(!std::path::Path::new(&format!("@{name}")).exists(), "no file is made");
+        let Sockets::Datagram(sockets) = &bound.sockets else {
+            panic!("not a datagram listener")
+        };
+        let to = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+        UnixDatagram::unbound().unwrap().send_to_addr(b"a:1|c", &to).unwrap();
+        let mut buf = [std::mem::MaybeUninit::new(0u8); 64];
+        let n = sockets[0].recv(&mut buf).unwrap();
+        // SAFETY: recv initialised the first `n` bytes.
+        let got: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+        assert_eq!(got, b"a:1|c");
+        // The name is taken while the listener lives, like a port.
+        let again = bind(&address, &opts()).err().expect("the name is in use");
+        assert_eq!(again.source.kind(), io::ErrorKind::AddrInUse);
+        assert!(again.to_string().contains(&format!("unixgram:@{name}")), "{again}");
+        drop(bound);
+        bind(&address, &opts()).expect("free again once closed");
+    }
+
+    #[test]
+    fn listen_binds_an_abstract_unix_stream_socket_without_a_file() {
+        let name = unique("stream");
+        let bound = bind(&ListenAddress::UnixAbstract(name.clone()), &opts()).unwrap();
+        let Sockets::Unix(listener, path) = &bound.sockets else {
+            panic!("not a stream listener")
+        };
+        assert!(path.is_none(), "nothing to remove at stop");
+        let to = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let _client = UnixStream::connect_addr(&to).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        listener.accept().expect("the connection arrives");
     }
 }

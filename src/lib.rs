@@ -52,10 +52,12 @@
 //! - [`tls`]: the process's rustls provider, server identities reloaded without a restart (gRPC import server,
 //!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`logging`]: text or JSON logs with level filters, and the rate-limited logs for bad input.
+//! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket.
 //! - [`server`]: wiring for a configuration in named phases, and the stop order (`server::stop_order`);
 //!   [`shutdown`]: the stop signal.
 
 pub mod aggregate;
+pub mod client;
 pub mod config;
 pub mod ddsketch;
 pub mod flush;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use harrier::config::Config;
 
 /// A DogStatsD-compatible metrics aggregation server.
@@ -12,7 +12,10 @@ use harrier::config::Config;
 /// Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); HARRIER_ ones win.
 #[derive(Debug, Parser)]
 #[command(name = "harrier", version, about, long_about = None, after_help = ENV_HELP)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// YAML configuration (see config.example.yaml; Veneur's files work too). Without it: a local server on
     /// udp://127.0.0.1:8125 printing each 10 s flush to stdout.
     #[arg(short = 'f', long = "config", value_name = "FILE")]
@@ -30,24 +33,67 @@ struct Args {
     print_config: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    Emit(harrier::client::EmitArgs),
+}
+
 const ENV_HELP: &str = "Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. \
 HARRIER_INTERVAL=5s, or as Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); \
 HARRIER_ ones win.";
 
-/// Veneur's flags are Go-style, with one dash (`-f`, `-validate-config`): they are accepted as written.
+/// Veneur's flags are Go-style, with one dash (`-f`, `-validate-config`): they are accepted as written, up to the
+/// `emit` subcommand (whose arguments are left as they are).
 fn arguments() -> Vec<std::ffi::OsString> {
+    let mut subcommand = false;
+    let mut after_config_flag = false;
     std::env::args_os()
-        .map(|a| match a.to_str() {
-            Some("-config" | "-validate-config" | "-validate-config-strict" | "-print-config") => {
-                format!("-{}", a.to_string_lossy()).into()
+        .enumerate()
+        .map(|(i, a)| {
+            let s = a.to_str();
+            let value_of_config =
+                std::mem::replace(&mut after_config_flag, matches!(s, Some("-f" | "--config" | "-config")));
+            if i == 0 || subcommand {
+                return a;
             }
-            _ => a,
+            match s {
+                Some("emit") if !value_of_config => {
+                    subcommand = true;
+                    a
+                }
+                Some("-config" | "-validate-config" | "-validate-config-strict" | "-print-config") => {
+                    format!("-{}", a.to_string_lossy()).into()
+                }
+                _ => a,
+            }
         })
         .collect()
 }
 
+/// `harrier emit`: 0 sent, 2 bad usage (nothing sent), 1 not sent.
+fn emit(args: &harrier::client::EmitArgs) -> ExitCode {
+    let (target, message) = match harrier::client::build(args) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("harrier emit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let line = message.line();
+    match harrier::client::send(&target, &line, std::time::Duration::from_secs(5)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harrier emit: cannot send to {target}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse_from(arguments());
+    if let Some(Command::Emit(emit_args)) = &args.command {
+        return emit(emit_args);
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

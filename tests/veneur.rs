@@ -56,7 +56,6 @@ fn veneur_v14_and_head_configs_validate_with_one_warning_naming_each_ignored_set
                 "xray_address",
                 "aws_s3_bucket",
                 "flush_file",
-                "forward_use_grpc: false",
             ],
         ),
         (
@@ -91,6 +90,18 @@ fn veneur_v14_and_head_configs_validate_with_one_warning_naming_each_ignored_set
         );
         let (code, stderr) = validate("--validate-config-strict", &path);
         assert_eq!(code, Some(1), "{name}: strict validation refuses warnings: {stderr}");
+
+        // forward_use_grpc: false matters only to a file that forwards: v14.yaml's forward_address is "".
+        assert!(!stderr.contains("forward_use_grpc"), "{name}: {stderr}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("forward_use_grpc: false") {
+            let forwarding = text.replace("forward_address: \"\"", "forward_address: \"127.0.0.1:9\"");
+            let with_address = path.with_extension("forwarding.yaml");
+            std::fs::write(&with_address, forwarding).unwrap();
+            let (code, stderr) = validate("--validate-config", &with_address);
+            assert_eq!(code, Some(0), "{name}: {stderr}");
+            assert!(stderr.contains("forward_use_grpc: false"), "{name}: {stderr}");
+        }
 
         // A key neither Harrier nor Veneur knows is still an error that names it.
         let text = std::fs::read_to_string(&path).unwrap() + "\nnot_a_veneur_key: 1\n";

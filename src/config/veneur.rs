@@ -182,8 +182,11 @@ pub fn translate(root: &mut Mapping) -> Vec<String> {
     }
     // Harrier always aligns flushes to the wall clock.
     root.remove("synchronize_with_interval");
-    if root.remove("forward_use_grpc").and_then(|v| v.as_bool()) == Some(false) && root.contains_key("forward_address")
-    {
+    let forwards = root
+        .get("forward_address")
+        .and_then(Value::as_str)
+        .is_some_and(|a| !a.is_empty());
+    if root.remove("forward_use_grpc").and_then(|v| v.as_bool()) == Some(false) && forwards {
         notes.push(
             "forward_use_grpc: false: Harrier forwards over gRPC only; the forward_address must be a Harrier \
              (or a Veneur grpc_address)"

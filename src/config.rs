@@ -571,7 +571,7 @@ pub mod tls;
 pub mod veneur;
 pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
-pub use listen::ListenAddress;
+pub use listen::{unix_name, ListenAddress};
 pub use sinks::{Compression, DatadogConfig, DeliverySettings, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};
 

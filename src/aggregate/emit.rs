@@ -37,6 +37,19 @@ fn aggregate_kind(agg: Aggregate) -> SeriesKind {
     }
 }
 
+/// One of a histogram's output series: its name with an aggregate's or percentile's suffix.
+fn suffixed(key: &SeriesKey, suffix: &NameSuffix, value: f64, kind: SeriesKind, timestamp: i64) -> Series {
+    let (name, suffix) = suffix.apply(&key.name);
+    Series {
+        name,
+        suffix,
+        tags: key.tags.clone(),
+        value,
+        kind,
+        timestamp,
+    }
+}
+
 /// A histogram's reported values (see [`Summary`]) as output series; non-finite ones are left out.
 fn push_summary(out: &mut Vec<Series>, cfg: &EmitConfig, values: &[f64], key: &SeriesKey, timestamp: i64) {
     let aggregates = cfg
@@ -46,15 +59,7 @@ fn push_summary(out: &mut Vec<Series>, cfg: &EmitConfig, values: &[f64], key: &S
     let percentiles = cfg.percentiles.iter().map(|(_, suffix)| (suffix, SeriesKind::Gauge));
     for ((suffix, kind), &value) in aggregates.chain(percentiles).zip(values) {
         if value.is_finite() {
-            let (name, suffix) = suffix.apply(&key.name);
-            out.push(Series {
-                name,
-                suffix,
-                tags: key.tags.clone(),
-                value,
-                kind,
-                timestamp,
-            });
+            out.push(suffixed(key, suffix, value, kind, timestamp));
         }
     }
 }
@@ -118,18 +123,23 @@ pub fn emit(
             }
             ReducedValue::SetEstimate(v) => {
                 counts.sets += 1;
-                out.series.push(Series {
-                    name: r.key.name.clone(),
-                    suffix: Suffix::default(),
-                    tags: r.key.tags.clone(),
-                    value: v,
-                    kind: SeriesKind::Gauge,
-                    timestamp,
-                });
+                out.series.push(plain(&r.key, v, SeriesKind::Gauge, timestamp));
             }
         }
     }
     counts
+}
+
+/// A series' one output series under its own name (no suffix).
+fn plain(key: &SeriesKey, value: f64, kind: SeriesKind, timestamp: i64) -> Series {
+    Series {
+        name: key.name.clone(),
+        suffix: Suffix::default(),
+        tags: key.tags.clone(),
+        value,
+        kind,
+        timestamp,
+    }
 }
 
 /// One series of the interval: reported (as one or several output series), forwarded, or both.
@@ -143,14 +153,6 @@ fn emit_entry(
 ) {
     let scope = entry.key.scope;
     let forward_this = cfg.forwards(scope);
-    let plain = |key: &SeriesKey, value: f64, kind: SeriesKind| Series {
-        name: key.name.clone(),
-        suffix: Suffix::default(),
-        tags: key.tags.clone(),
-        value,
-        kind,
-        timestamp,
-    };
     match &mut entry.value {
         Value::Counter(_) | Value::Gauge(_) if forward_this && scope == Scope::Global => {
             counts.forwarded += 1;
@@ -158,11 +160,11 @@ fn emit_entry(
         }
         Value::Counter(v) => {
             counts.counters += 1;
-            out.series.push(plain(&entry.key, *v, SeriesKind::Counter));
+            out.series.push(plain(&entry.key, *v, SeriesKind::Counter, timestamp));
         }
         Value::Gauge(v) => {
             counts.gauges += 1;
-            out.series.push(plain(&entry.key, *v, SeriesKind::Gauge));
+            out.series.push(plain(&entry.key, *v, SeriesKind::Gauge, timestamp));
         }
         Value::Histogram(h) if !forward_this => {
             // Reported here: reduced as a summarizing shard reduces it.
@@ -205,7 +207,8 @@ fn emit_entry(
         }
         Value::Set(s) => {
             counts.sets += 1;
-            out.series.push(plain(&entry.key, s.estimate(), SeriesKind::Gauge));
+            out.series
+                .push(plain(&entry.key, s.estimate(), SeriesKind::Gauge, timestamp));
         }
     }
 }
@@ -215,15 +218,7 @@ fn push_aggregates(out: &mut Vec<Series>, cfg: &EmitConfig, h: &mut Histogram, k
     for (agg, suffix) in &cfg.aggregates {
         let value = aggregate_value(*agg, h);
         if value.is_finite() {
-            let (name, suffix) = suffix.apply(&key.name);
-            out.push(Series {
-                name,
-                suffix,
-                tags: key.tags.clone(),
-                value,
-                kind: aggregate_kind(*agg),
-                timestamp,
-            });
+            out.push(suffixed(key, suffix, value, aggregate_kind(*agg), timestamp));
         }
     }
 }

@@ -111,19 +111,11 @@ impl Target {
                 _ => rest.to_string(),
             })
         };
-        let socket = || -> Result<SocketName, UsageError> {
-            let rest = authority.unwrap_or(rest);
-            if let Some(name) = rest.strip_prefix('@') {
-                if name.is_empty() || name.contains('\0') || name.len() > 107 {
-                    return Err(bad("an abstract socket name is 1 to 107 bytes, without NUL"));
-                }
-                return Ok(SocketName::Abstract(name.to_string()));
-            }
-            if rest.is_empty() {
-                Err(bad("the socket path is empty"))
-            } else {
-                Ok(SocketName::Path(PathBuf::from(rest)))
-            }
+        // The listener's rule for a socket name, so that `--to` takes what `statsd_listen_addresses` takes.
+        let socket = || match crate::config::unix_name(authority.unwrap_or(rest)) {
+            Ok(Ok(path)) => Ok(SocketName::Path(path)),
+            Ok(Err(name)) => Ok(SocketName::Abstract(name)),
+            Err(reason) => Err(bad(&reason)),
         };
         match scheme.as_str() {
             "udp" => host_port(Family::Any).map(|a| Target::Udp(a, Family::Any)),

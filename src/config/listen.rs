@@ -66,8 +66,9 @@ fn socket(rest: &str, family: Family) -> Result<SocketAddr, String> {
     })
 }
 
-/// A unix socket's name: a path, or `@name` for an abstract socket (`Err(name)` here).
-fn unix_name(rest: &str) -> Result<Result<PathBuf, String>, String> {
+/// A unix socket's name: a path, or `@name` for an abstract socket (`Err(name)` here). Also what `harrier emit
+/// --to` takes after `unixgram:` and `unix:`.
+pub fn unix_name(rest: &str) -> Result<Result<PathBuf, String>, String> {
     if let Some(name) = rest.strip_prefix('@') {
         if name.is_empty() {
             return Err("the abstract socket name after `@` is empty".to_string());

@@ -37,39 +37,26 @@ impl StopOrder {
     /// Waits for the stop signal, then stops everything in order.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         crate::shutdown::stopped(&mut stop).await;
-        let StopOrder {
-            stop_flag,
-            running,
-            ingest,
-            pipeline,
-            flush_task,
-            flusher,
-            flush_on_shutdown,
-            interval,
-            acks,
-            grpc_stop,
-            grpc_task,
-            http_task,
-        } = self;
-        stop_reading(&stop_flag, running).await;
+        stop_reading(&self.stop_flag, self.running).await;
         // 2. Every batch read reaches its shard; the periodic flusher ends.
-        drop(ingest);
-        pipeline.sync().await;
-        let _ = flush_task.await;
-        if flush_on_shutdown {
-            final_flush(&flusher, interval).await;
+        drop(self.ingest);
+        self.pipeline.sync().await;
+        let _ = self.flush_task.await;
+        if self.flush_on_shutdown {
+            final_flush(&self.flusher, self.interval).await;
         }
-        drop(flusher);
+        drop(self.flusher);
         // 4. Senders waiting to hear what is flushed get their answer; then the import server stops (imports were
         // refused since the stop began).
-        acks.close();
-        let _ = grpc_stop.send(true);
-        if let Some(t) = grpc_task {
-            let _ = tokio::time::timeout(interval.max(Duration::from_secs(1)), t).await;
+        self.acks.close();
+        let _ = self.grpc_stop.send(true);
+        if let Some(t) = self.grpc_task {
+            let _ = tokio::time::timeout(self.interval.max(Duration::from_secs(1)), t).await;
         }
         // 5. The workers, then the HTTP server.
+        let pipeline = self.pipeline;
         let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
-        if let Some(t) = http_task {
+        if let Some(t) = self.http_task {
             let _ = t.await;
         }
     }

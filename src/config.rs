@@ -569,6 +569,7 @@ mod listen;
 mod sinks;
 pub mod tls;
 pub mod veneur;
+mod veneur_proxy;
 pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::{unix_name, ListenAddress};

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cluster::Dns;
 use common::intake::Intake;
 use common::{eventually, socket_path, CaptureSink};
 use harrier::config::{Config, ListenAddress};
@@ -257,17 +258,134 @@ fn veneurs_published_example_files_validate_with_warnings_and_fail_strict_valida
     }
 }
 
+/// Veneur's published `example_proxy.yaml` files (veneur-proxy's keys; HEAD still ships the v14.2 proxy's).
+const PROXY_FILES: [&str; 2] = ["v14.2.0/example_proxy.yaml", "head/example_proxy.yaml"];
+
 #[test]
-fn veneurs_proxy_example_files_are_refused_by_name_as_veneur_proxy_is_another_program() {
-    // `example_proxy.yaml` configures `veneur-proxy`, not `veneur` (HEAD still ships the v14.2 proxy's keys):
-    // Harrier does not read veneur-proxy files, and says which key it does not know rather than guessing.
-    for name in ["v14.2.0/example_proxy.yaml", "head/example_proxy.yaml"] {
+fn veneurs_proxy_example_files_validate_as_a_harrier_proxy_and_fail_strict_validation() {
+    for name in PROXY_FILES {
         let path = std::path::Path::new("tests/veneur").join(name);
         let (code, stderr) = validate("--validate-config", &path);
-        assert_eq!(code, Some(1), "{name}: {stderr}");
-        assert!(stderr.contains("unknown field `"), "{name}: {stderr}");
-        assert!(stderr.contains(name), "{name}: the file is named: {stderr}");
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        let warning = stderr
+            .lines()
+            .find(|l| l.contains("ignoring Veneur settings for features Harrier does not have"))
+            .unwrap_or_else(|| panic!("{name}: no warning in {stderr}"));
+        for key in [
+            "forward_address (http://veneur.example.com",
+            "consul_forward_service_name",
+            "consul_trace_service_name",
+            "trace_address",
+            "trace_api_address",
+            "forward_timeout",
+            "idle_connection_timeout",
+            "max_idle_conns_per_host",
+            "tracing_client_capacity",
+            "tracing_client_flush_interval",
+            "tracing_client_metrics_interval",
+            "runtime_metrics_interval",
+            "ssf_destination_address",
+            "sentry_dsn",
+            "enable_profiling",
+            "debug",
+        ] {
+            assert!(warning.contains(key), "{name}: {key} is not named in {warning}");
+        }
+        assert!(
+            stderr.contains("grpcForwardServiceName.service.consul")
+                && stderr.contains("grpc_forward_address is not used"),
+            "{name}: the warnings say how the globals are found: {stderr}"
+        );
+        let (code, stderr) = validate("--validate-config-strict", &path);
+        assert_eq!(
+            code,
+            Some(1),
+            "{name}: strict validation refuses the warnings: {stderr}"
+        );
+        assert!(stderr.contains("ignoring Veneur settings"), "{name}: {stderr}");
     }
+}
+
+/// A proxy from a published `example_proxy.yaml`, its listeners on free loopback ports and `stats_address` a
+/// socket of the test's; with `consul_dns`, the file also names the DNS server that stands in for Consul's.
+fn proxy_from_example(name: &str, stats: &UdpSocket, consul_dns: Option<&str>) -> Config {
+    let rewrites = vec![
+        ("\"localhost:8127\"", "\"127.0.0.1:0\"".to_string()),
+        ("\"localhost:8128\"", "\"127.0.0.1:0\"".to_string()),
+        ("\"localhost:8125\"", format!("\"{}\"", stats.local_addr().unwrap())),
+    ];
+    let mut text = rewrite(name, &published(name), &rewrites);
+    if let Some(dns) = consul_dns {
+        text.push_str(&format!(
+            "forward_discovery: {{kind: dns_srv, name: grpcForwardServiceName.service.consul, nameserver: \"{dns}\", \
+             refresh: 1s}}\n"
+        ));
+    }
+    let config = Config::from_yaml_with_env(&text, name, |_| None).expect("the published file loads");
+    assert!(config.proxy, "{name} is a proxy");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veneurs_proxy_example_files_start_and_answer_unhealthy_while_consul_has_no_global() {
+    for name in PROXY_FILES {
+        let stats = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Consul's DNS interface (127.0.0.1:8600) has no agent on this machine: the proxy starts, and says in its
+        // health check that it reaches no global.
+        let proxy = server::start(proxy_from_example(name, &stats, None), vec![])
+            .await
+            .unwrap();
+        let http = proxy.http_address.expect("http_address is served");
+        let status = http_status(http, "/healthcheck");
+        assert_eq!(status, 503, "{name}: a proxy with no global is unhealthy");
+        proxy.shutdown().await;
+    }
+}
+
+/// The status code of `GET path` on a plain HTTP/1.1 server.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_from_veneurs_example_routes_a_locals_timer_to_the_global_its_consul_name_finds() {
+    let name = "head/example_proxy.yaml";
+    let (global, global_sink) =
+        common::start("statsd_listen_addresses: []\ngrpc_address: \"127.0.0.1:0\"\ninterval: 1s\npercentiles: [0.5]\n")
+            .await;
+    let port = global.grpc_address.unwrap().port();
+    let dns = Dns::start(
+        "127.0.0.1 global.test\n",
+        &[("grpcForwardServiceName.service.consul", "global.test", port)],
+    );
+    let stats = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let proxy = server::start(proxy_from_example(name, &stats, Some(&dns.nameserver())), vec![])
+        .await
+        .unwrap();
+    let local_yaml = format!(
+        "statsd_listen_addresses: [\"udp://127.0.0.1:0\"]\ninterval: 1s\nforward_address: \"{}\"\n",
+        proxy.grpc_address.unwrap()
+    );
+    let (local, _) = common::start(&local_yaml).await;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let routed = eventually(Duration::from_secs(30), || {
+        udp.send_to(b"proxied.latency:5|ms", local.udp_address().unwrap())
+            .unwrap();
+        global_sink
+            .user_series()
+            .iter()
+            .any(|s| s.full_name().to_string() == "proxied.latency.50percentile")
+    })
+    .await;
+    assert!(routed, "the global got {:?}", global_sink.user_series());
+    local.shutdown().await;
+    proxy.shutdown().await;
+    global.shutdown().await;
 }
 
 /// A unique name in Linux's abstract socket namespace (shared by every process of the network namespace, so

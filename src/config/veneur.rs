@@ -17,6 +17,8 @@
 //!   e.g. `VENEUR_DATADOGAPIHOSTNAME`; lists comma-separated) override the file; `HARRIER_<KEY>` ones are applied
 //!   after them and win.
 //!
+//! - `veneur-proxy` files (`example_proxy.yaml`) become a Harrier proxy (`config::veneur_proxy`).
+//!
 //! A key neither Harrier nor Veneur knows is left alone, so that the typed parse refuses it by name.
 
 use yaml_serde::{Mapping, Value};
@@ -152,6 +154,9 @@ pub fn translate(root: &mut Mapping) -> Vec<String> {
     let mut ignored: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
+    if super::veneur_proxy::is_proxy_file(root) {
+        super::veneur_proxy::translate(root, &mut ignored, &mut notes);
+    }
     let top: Vec<String> = root.keys().filter_map(|k| k.as_str().map(str::to_string)).collect();
     for k in &top {
         if is_unsupported(k) {

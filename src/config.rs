@@ -153,6 +153,9 @@ pub struct Config {
     /// TLS to the global tier: `{ca_file, cert_file, key_file, server_name}`. See [`tls::ClientTlsConfig`].
     /// Default: none (plain HTTP/2).
     pub forward_tls: Option<ClientTlsConfig>,
+    /// Prometheus and OpenMetrics endpoints to read on a schedule, their samples aggregated with the DogStatsD
+    /// lines (see [`ScrapeConfig`]). Default: `[]`.
+    pub prometheus_scrape: Vec<ScrapeConfig>,
     /// Log lines as `text` or `json` (one object per line: timestamp, level, message, target and fields), on
     /// stderr. Default: `text`.
     pub log_format: LogFormat,
@@ -195,6 +198,7 @@ impl Default for Config {
             grpc_tls: None,
             statsd_tls: None,
             forward_tls: None,
+            prometheus_scrape: Vec::new(),
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             warnings: Vec::new(),
@@ -243,6 +247,7 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("stats_address", EnvKind::Text),
     ("max_connections", EnvKind::Yaml),
     ("series_limit", EnvKind::Yaml),
+    ("prometheus_scrape", EnvKind::Yaml),
     ("log_format", EnvKind::Text),
     ("log_level", EnvKind::Text),
 ];
@@ -337,11 +342,13 @@ impl Config {
 
     /// Checks every value; the error names the key and the bad value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.statsd_listen_addresses.is_empty() && self.grpc_address.is_empty() {
+        let sources = !self.grpc_address.is_empty() || !self.prometheus_scrape.is_empty();
+        if self.statsd_listen_addresses.is_empty() && !sources {
             return Err(ConfigError::invalid(
                 "statsd_listen_addresses",
                 "[]",
-                "nothing to listen on: give at least one address (e.g. udp://127.0.0.1:8125) or a grpc_address",
+                "nothing to listen on: give at least one address (e.g. udp://127.0.0.1:8125), a grpc_address or \
+                 prometheus_scrape",
             ));
         }
         self.listen_addresses()?;
@@ -397,6 +404,7 @@ impl Config {
         }
         forward::validate(self)?;
         tls::validate(self)?;
+        scrape::validate(&self.prometheus_scrape)?;
         crate::logging::parse_filter(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", &self.log_level, reason))?;
         for (key, tags) in [("extend_tags", &self.extend_tags), ("tags", &self.tags)] {
@@ -566,6 +574,7 @@ pub fn system_hostname() -> String {
 pub mod aggregation;
 mod forward;
 mod listen;
+mod scrape;
 mod sinks;
 pub mod tls;
 pub mod veneur;
@@ -573,6 +582,7 @@ mod veneur_proxy;
 pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::{unix_name, ListenAddress};
+pub use scrape::{ScrapeConfig, ScrapeHistograms};
 pub use sinks::{Compression, DatadogConfig, DeliverySettings, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};
 

@@ -27,6 +27,9 @@
 //! - [`config`]: the YAML configuration (and Veneur's), environment overrides and validation.
 //! - [`listen`]: binding sockets (UDP, TCP, TLS, unix), reader threads and stream connections that hand batches of
 //!   raw packets on; `listen::framing` cuts stream connections (TCP and TLS lines, unix length-prefixed frames).
+//! - [`scrape`]: `prometheus_scrape`, Prometheus and OpenMetrics endpoints read on a schedule (`scrape::fetch`),
+//!   their samples converted into DogStatsD lines (`scrape::exposition`, `scrape::convert`) that are handed to the
+//!   workers as a listener's are.
 //! - [`pipeline`]: the worker threads: each reads its own datagram sockets (`pipeline::source`) or takes batches,
 //!   parses and aggregates into its own shard (`pipeline::Ingester`), counts its drops, and takes its interval out
 //!   in steps at each flush; their inboxes, lanes and the worker count fitted to the cores.
@@ -68,6 +71,7 @@ pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod protocol;
+pub mod scrape;
 pub mod server;
 pub mod shutdown;
 pub mod sink;

@@ -49,6 +49,8 @@ pub enum ServerError {
     Http { address: String, source: std::io::Error },
     #[error("cannot start {what}: {source}")]
     Start { what: String, source: std::io::Error },
+    #[error("cannot scrape (config key `prometheus_scrape`): {0}")]
+    Scrape(String),
     #[error("sink {name}: {message}")]
     Sink { name: String, message: String },
     #[error(transparent)]
@@ -361,10 +363,15 @@ pub async fn start_with_forwarder(
     let http_address = sockets.http.as_ref().and_then(|l| l.local_addr().ok());
     let grpc_address = sockets.grpc.as_ref().and_then(|l| l.local_addr().ok());
 
-    let stats: Vec<Arc<ListenerStats>> = addresses
+    let mut stats: Vec<Arc<ListenerStats>> = addresses
         .iter()
         .map(|a| Arc::new(ListenerStats::new(a.to_string())))
         .collect();
+    // Scraped lines are counted as the lines of one more listener.
+    let scrape_listener = stats.len();
+    if !config.prometheus_scrape.is_empty() {
+        stats.push(Arc::new(ListenerStats::new("prometheus_scrape".to_string())));
+    }
     let telemetry = Arc::new(Telemetry::new(stats.clone()));
     let sinks = all_sinks(&config, &telemetry, extra_sinks)?;
     let stats_client = stats_client(&config)?;
@@ -386,6 +393,14 @@ pub async fn start_with_forwarder(
         signal: stop_rx.clone(),
     };
     let running = start_listeners(sockets.listeners, &stats, &ingest, &opts, &stop)?;
+    let scrapes = crate::scrape::start(
+        &config.prometheus_scrape,
+        &ingest,
+        scrape_listener,
+        telemetry.clone(),
+        stop_rx.clone(),
+    )
+    .map_err(ServerError::Scrape)?;
     let router = match config.forwards() && forwarder.is_none() {
         true => Some(start_router(&config, &telemetry, &stop_rx).await?),
         false => None,
@@ -435,6 +450,7 @@ pub async fn start_with_forwarder(
     let order = StopOrder {
         stop_flag,
         running,
+        scrapes,
         ingest,
         pipeline,
         flush_task,

@@ -170,6 +170,32 @@ pub fn server_config(key: &str, files: &ServerTlsConfig, alpn: &[&[u8]]) -> Resu
     Ok(config)
 }
 
+/// A rustls client configuration for an HTTPS client (`prometheus_scrape[i].tls`, named by `key`): the servers'
+/// certificates must chain to `ca_file`; `cert_file` and `key_file`, when set, are this client's certificate.
+pub fn https_client_config(key: &str, files: &ClientTlsConfig) -> Result<rustls::ClientConfig, TlsError> {
+    let store = roots(&format!("{key}.ca_file"), &files.ca_file)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Invalid {
+            key: key.to_string(),
+            detail: e.to_string(),
+        })?
+        .with_root_certificates(store);
+    if files.cert_file.is_empty() {
+        return Ok(builder.with_no_client_auth());
+    }
+    let certs = load_certs(&format!("{key}.cert_file"), &files.cert_file)?;
+    let private = load_key(&format!("{key}.key_file"), &files.key_file)?;
+    builder
+        .with_client_auth_cert(certs, private)
+        .map_err(|e| TlsError::Mismatch {
+            key: key.to_string(),
+            cert_path: files.cert_file.clone(),
+            key_path: files.key_file.clone(),
+            detail: e.to_string(),
+        })
+}
+
 /// The tonic client TLS of `forward_tls` for a destination whose host is `host`.
 pub fn client_config(files: &ClientTlsConfig, host: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
     let ca = read("forward_tls.ca_file", &files.ca_file)?;

@@ -30,14 +30,15 @@ pub fn fixed<S: AsRef<str>>(addrs: impl IntoIterator<Item = S>) -> watch::Receiv
     rx
 }
 
-fn resolver(cfg: &DiscoveryConfig) -> Result<TokioResolver, String> {
+/// A resolver for `cfg`, the configuration at `key` (named in errors).
+pub(crate) fn resolver(key: &str, cfg: &DiscoveryConfig) -> Result<TokioResolver, String> {
     let mut builder = if cfg.nameserver.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
     } else {
         let addr: SocketAddr = cfg
             .nameserver
             .parse()
-            .map_err(|_| format!("forward_discovery.nameserver {:?}: expected ip:port", cfg.nameserver))?;
+            .map_err(|_| format!("{key}.nameserver {:?}: expected ip:port", cfg.nameserver))?;
         let mut udp = ConnectionConfig::udp();
         udp.port = addr.port();
         let mut tcp = ConnectionConfig::tcp();
@@ -75,7 +76,7 @@ fn member(ip: IpAddr, port: u16) -> String {
 }
 
 /// One lookup: every member it finds, as `ip:port`.
-async fn lookup(resolver: &TokioResolver, cfg: &DiscoveryConfig) -> Result<Vec<String>, String> {
+pub(crate) async fn lookup(resolver: &TokioResolver, cfg: &DiscoveryConfig) -> Result<Vec<String>, String> {
     let name = fqdn(cfg.name.trim());
     match cfg.kind {
         DiscoveryKind::DnsA => {
@@ -113,7 +114,7 @@ pub async fn start(
     telemetry: Arc<Telemetry>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<watch::Receiver<Members>, String> {
-    let resolver = resolver(&cfg)?;
+    let resolver = resolver("forward_discovery", &cfg)?;
     let (tx, rx) = watch::channel(Members::default());
     refresh(&resolver, &cfg, &tx, &telemetry).await;
     tokio::spawn(async move {

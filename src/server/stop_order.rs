@@ -19,6 +19,8 @@ pub(super) struct StopOrder {
     /// Read by the reader threads and workers: set, they stop reading.
     pub stop_flag: Arc<AtomicBool>,
     pub running: Vec<Running>,
+    /// The `prometheus_scrape` tasks, which end at the stop signal (a read in progress is abandoned).
+    pub scrapes: Vec<JoinHandle<()>>,
     /// The server's own handle on the workers' inboxes (dropped once the listeners are done).
     pub ingest: Ingest,
     pub pipeline: Pipeline,
@@ -38,6 +40,9 @@ impl StopOrder {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         crate::shutdown::stopped(&mut stop).await;
         stop_reading(&self.stop_flag, self.running).await;
+        for task in self.scrapes {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         // 2. Every batch read reaches its shard; the periodic flusher ends.
         drop(self.ingest);
         self.pipeline.sync().await;

@@ -96,6 +96,18 @@ metrics! {
         "Refreshes of the global tier's membership, by result.";
     DISCOVERY_MEMBERS = "harrier.discovery.members", Gauge, [],
         "Globals in the current membership.";
+    SCRAPES = "harrier.scrape.scrapes", Counter, ["target", "result"],
+        "Reads of each `prometheus_scrape` target, by result: `ok`, `timeout`, `status`, `too_large`, `request`.";
+    SCRAPE_UP = "harrier.scrape.up", Gauge, ["target"],
+        "1 when the target's last read succeeded, 0 when it failed.";
+    SCRAPE_DURATION_MS = "harrier.scrape.duration_ms", Gauge, ["target"],
+        "How long the target's last read took, in milliseconds.";
+    SCRAPE_SAMPLES = "harrier.scrape.samples", Gauge, ["target"],
+        "Samples in the target's last body.";
+    SCRAPE_BAD_LINES = "harrier.scrape.bad_lines", Counter, ["target", "reason"],
+        "Lines of a target's bodies that could not be read (skipped), by reason.";
+    SCRAPE_TARGETS = "harrier.scrape.targets", Gauge, ["scrape"],
+        "Targets of each `prometheus_scrape` entry (`scrape:<index>`), discovered ones included.";
     IMPORT_METRICS = "harrier.import.metrics", Counter, [],
         "Metrics imported from forwarding instances (a global or a proxy).";
     IMPORT_DUPLICATES = "harrier.import.duplicates", Counter, [],

@@ -25,7 +25,9 @@ use self::convert::{Converter, Options, Outcome};
 use self::fetch::Fetcher;
 use crate::config::ScrapeConfig;
 use crate::pipeline::{Ingest, BATCH_BYTES};
-use crate::telemetry::catalog::{SCRAPES, SCRAPE_BAD_LINES, SCRAPE_DURATION_MS, SCRAPE_SAMPLES, SCRAPE_TARGETS, SCRAPE_UP};
+use crate::telemetry::catalog::{
+    SCRAPES, SCRAPE_BAD_LINES, SCRAPE_DURATION_MS, SCRAPE_SAMPLES, SCRAPE_TARGETS, SCRAPE_UP,
+};
 use crate::telemetry::{LimitedLog, Telemetry};
 
 static LOG: LimitedLog = LimitedLog::new("prometheus_scrape");
@@ -87,7 +89,11 @@ pub fn start(
             deny: pattern_set(&format!("{key}.metrics_deny"), &cfg.metrics_deny)?,
         };
         for target in &cfg.targets {
-            tasks.push(tokio::spawn(scrape_target(entry.clone(), target.clone(), shared.clone())));
+            tasks.push(tokio::spawn(scrape_target(
+                entry.clone(),
+                target.clone(),
+                shared.clone(),
+            )));
         }
         shared
             .telemetry
@@ -102,7 +108,9 @@ pub fn start(
 
 /// Keeps one task per address that the entry's DNS name has, besides its fixed targets.
 async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioResolver, shared: Shared) {
-    let Some(cfg) = entry.config.discovery.clone() else { return };
+    let Some(cfg) = entry.config.discovery.clone() else {
+        return;
+    };
     let mut stop = shared.stop.clone();
     let mut running: HashMap<String, (JoinHandle<()>, watch::Sender<bool>)> = HashMap::new();
     loop {
@@ -122,7 +130,10 @@ async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioR
                     let (tx, rx) = watch::channel(false);
                     let mut own = shared.clone();
                     own.stop = either(shared.stop.clone(), rx);
-                    running.insert(addr.clone(), (tokio::spawn(scrape_target(entry.clone(), addr, own)), tx));
+                    running.insert(
+                        addr.clone(),
+                        (tokio::spawn(scrape_target(entry.clone(), addr, own)), tx),
+                    );
                 }
             }
             // No answer, or nobody: the targets stay as they are.
@@ -130,7 +141,9 @@ async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioR
             Err(e) => LOG.log(|| format!("discovery failed ({e}); keeping {} targets", running.len())),
         }
         let total = entry.config.targets.len() + running.len();
-        shared.telemetry.set(&SCRAPE_TARGETS, &[&format!("scrape:{index}")], total as f64);
+        shared
+            .telemetry
+            .set(&SCRAPE_TARGETS, &[&format!("scrape:{index}")], total as f64);
         tokio::select! {
             _ = crate::shutdown::stopped(&mut stop) => break,
             _ = tokio::time::sleep(cfg.refresh) => {}
@@ -222,7 +235,11 @@ async fn scrape_target(entry: Entry, target: String, shared: Shared) {
             }
         };
         telemetry.add(&SCRAPES, &[&target_tag, &format!("result:{result}")], 1);
-        telemetry.set(&SCRAPE_DURATION_MS, &[&target_tag], started.elapsed().as_secs_f64() * 1000.0);
+        telemetry.set(
+            &SCRAPE_DURATION_MS,
+            &[&target_tag],
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
     }
 }
 

@@ -152,7 +152,7 @@ impl ScrapeConfig {
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
         let k = |field: &str| format!("{key}.{field}");
         if self.targets.is_empty() && self.discovery.is_none() {
-            return Err(ConfigError::invalid(&k("targets"), "[]", "give targets or discovery"));
+            return Err(ConfigError::invalid(k("targets"), "[]", "give targets or discovery"));
         }
         for t in &self.targets {
             let url = self.url(t);
@@ -160,7 +160,7 @@ impl ScrapeConfig {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                 _ => {
                     return Err(ConfigError::invalid(
-                        &k("targets"),
+                        k("targets"),
                         t,
                         "expected host:port or an http(s):// URL, e.g. 127.0.0.1:9100",
                     ))
@@ -168,53 +168,76 @@ impl ScrapeConfig {
             }
         }
         if !matches!(self.scheme.as_str(), "http" | "https") {
-            return Err(ConfigError::invalid(&k("scheme"), &self.scheme, "http or https"));
+            return Err(ConfigError::invalid(k("scheme"), &self.scheme, "http or https"));
         }
         if !self.path.starts_with('/') {
-            return Err(ConfigError::invalid(&k("path"), &self.path, "starts with /"));
+            return Err(ConfigError::invalid(k("path"), &self.path, "starts with /"));
         }
         if self.interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(&k("interval"), format!("{:?}", self.interval), "at least 100ms"));
+            return Err(ConfigError::invalid(
+                k("interval"),
+                format!("{:?}", self.interval),
+                "at least 100ms",
+            ));
         }
         if self.timeout.is_some_and(|t| t.is_zero() || t > self.interval) {
             return Err(ConfigError::invalid(
-                &k("timeout"),
+                k("timeout"),
                 format!("{:?}", self.timeout.unwrap_or_default()),
                 "more than 0 and at most interval",
             ));
         }
         if self.max_body_bytes == 0 {
-            return Err(ConfigError::invalid(&k("max_body_bytes"), 0, "must be at least 1"));
+            return Err(ConfigError::invalid(k("max_body_bytes"), 0, "must be at least 1"));
         }
         if let Some(d) = &self.discovery {
             if d.kind == DiscoveryKind::DnsA && d.port.is_none() {
-                return Err(ConfigError::invalid(&k("discovery.port"), "missing", "dns_a needs the targets' port"));
+                return Err(ConfigError::invalid(
+                    k("discovery.port"),
+                    "missing",
+                    "dns_a needs the targets' port",
+                ));
             }
         }
-        for (field, patterns) in [("metrics_allow", &self.metrics_allow), ("metrics_deny", &self.metrics_deny)] {
+        for (field, patterns) in [
+            ("metrics_allow", &self.metrics_allow),
+            ("metrics_deny", &self.metrics_deny),
+        ] {
             for p in patterns {
                 regex::Regex::new(&format!("^(?:{p})$"))
-                    .map_err(|e| ConfigError::invalid(&k(field), p, format!("not a regular expression: {e}")))?;
+                    .map_err(|e| ConfigError::invalid(k(field), p, format!("not a regular expression: {e}")))?;
             }
         }
         for (name, value) in &self.headers.0 {
             let ok = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
                 && reqwest::header::HeaderValue::from_str(value).is_ok();
             if !ok {
-                return Err(ConfigError::invalid(&k("headers"), name, "not a valid HTTP header"));
+                return Err(ConfigError::invalid(k("headers"), name, "not a valid HTTP header"));
             }
         }
         for tag in &self.tags {
             if tag.is_empty() || tag.contains([',', '|', '\n']) {
-                return Err(ConfigError::invalid(&k("tags"), tag, "a tag is non-empty, without , | or newline"));
+                return Err(ConfigError::invalid(
+                    k("tags"),
+                    tag,
+                    "a tag is non-empty, without , | or newline",
+                ));
             }
         }
         if let Some(tls) = &self.tls {
             if tls.ca_file.trim().is_empty() {
-                return Err(ConfigError::invalid(&k("tls.ca_file"), "", "required: the path of a PEM file"));
+                return Err(ConfigError::invalid(
+                    k("tls.ca_file"),
+                    "",
+                    "required: the path of a PEM file",
+                ));
             }
             if tls.cert_file.is_empty() != tls.key_file.is_empty() {
-                return Err(ConfigError::invalid(&k("tls.key_file"), &tls.key_file, "give cert_file and key_file together"));
+                return Err(ConfigError::invalid(
+                    k("tls.key_file"),
+                    &tls.key_file,
+                    "give cert_file and key_file together",
+                ));
             }
         }
         Ok(())
@@ -250,7 +273,10 @@ mod tests {
         assert_eq!(e.timeout(), Duration::from_secs(10));
         assert!(e.instance_tag);
         validate(&[e]).unwrap();
-        assert_eq!(entry("targets: [a:1]\ninterval: 2s\n").timeout(), Duration::from_secs(2));
+        assert_eq!(
+            entry("targets: [a:1]\ninterval: 2s\n").timeout(),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]
@@ -270,6 +296,9 @@ mod tests {
         let e = entry("targets: [a:1]\nheaders: {Authorization: \"Bearer s3cret\"}\n");
         assert_eq!(e.headers.0["Authorization"], "Bearer s3cret");
         let printed = format!("{e:?} {}", yaml_serde::to_string(&e).unwrap());
-        assert!(!printed.contains("s3cret") && printed.contains("Authorization"), "{printed}");
+        assert!(
+            !printed.contains("s3cret") && printed.contains("Authorization"),
+            "{printed}"
+        );
     }
 }

@@ -49,6 +49,7 @@ fn every_documented_key_is_accepted() {
             "distributions" => "histogram",
             "flush_on_shutdown" => "false",
             "metric_sinks" | "forward_addresses" => "[]",
+            "prometheus_scrape" => "[{targets: [\"127.0.0.1:9100\"]}]",
             "forward_discovery" => "{kind: dns_a, name: globals.test, port: 8128}",
             "proxy" => "false",
             // With the key each needs beside it (files are read at start, not by the parse).

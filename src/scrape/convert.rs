@@ -175,7 +175,9 @@ impl Converter {
             }
             (Kind::Histogram, Role::Bucket) => {
                 let le = s.labels.get("le").unwrap_or_default();
-                let Some(d) = delta(&mut self.streams, self.scrapes, s.series, s.value) else { return };
+                let Some(d) = delta(&mut self.streams, self.scrapes, s.series, s.value) else {
+                    return;
+                };
                 if distribution {
                     self.gather(group, fam, s, &le, d, out, outcome);
                 } else {
@@ -209,7 +211,9 @@ impl Converter {
         };
         let mut tags = LineText::new("", "", "");
         tags.tags(&self.opts.tags, s, Some("le"), None);
-        let same = group.as_ref().is_some_and(|g| g.name == fam && g.tags == tags.tags_text());
+        let same = group
+            .as_ref()
+            .is_some_and(|g| g.name == fam && g.tags == tags.tags_text());
         if !same {
             self.finish_group(group.take(), out, outcome);
             *group = Some(Group {
@@ -300,7 +304,11 @@ impl LineText {
     fn new(prefix: &str, name: &str, suffix: &str) -> Self {
         let mut n = String::with_capacity(prefix.len() + name.len() + suffix.len());
         for c in prefix.chars().chain(name.chars()).chain(suffix.chars()) {
-            n.push(if matches!(c, ':' | '|' | ',' | '#' | '@') || c.is_whitespace() { '_' } else { c });
+            n.push(if matches!(c, ':' | '|' | ',' | '#' | '@') || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            });
         }
         LineText {
             name: n,

@@ -43,9 +43,15 @@ fn a_counter_primes_on_the_first_scrape_then_reports_differences_and_a_reset_cou
 fn a_stream_that_appears_after_the_first_scrape_counts_from_zero() {
     let mut c = converter(ScrapeHistograms::Buckets);
     run(&mut c, &COUNTER.replace("VALUE", "1"));
-    let body = format!("{}http_requests_total{{code=\"500\"}} 2\n", COUNTER.replace("VALUE", "1"));
+    let body = format!(
+        "{}http_requests_total{{code=\"500\"}} 2\n",
+        COUNTER.replace("VALUE", "1")
+    );
     let lines = run(&mut c, &body);
-    assert!(lines.contains(&"http_requests_total:2.0|c|#instance:h:1,code:500".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"http_requests_total:2.0|c|#instance:h:1,code:500".to_string()),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -69,9 +75,17 @@ fn gauges_untyped_and_summary_quantiles_are_gauges_and_nan_is_skipped() {
             "rpc:0.2|g|#instance:h:1,quantile:0.5",
         ]
     );
-    let again = run(&mut c, &body.replace("rpc_sum 10", "rpc_sum 12.5").replace("rpc_count 4", "rpc_count 6"));
+    let again = run(
+        &mut c,
+        &body
+            .replace("rpc_sum 10", "rpc_sum 12.5")
+            .replace("rpc_count 4", "rpc_count 6"),
+    );
     assert!(again.contains(&"rpc.sum:2.5|c|#instance:h:1".to_string()), "{again:?}");
-    assert!(again.contains(&"rpc.count:2.0|c|#instance:h:1".to_string()), "{again:?}");
+    assert!(
+        again.contains(&"rpc.count:2.0|c|#instance:h:1".to_string()),
+        "{again:?}"
+    );
 }
 
 const HISTOGRAM: &str = "# TYPE lat histogram\n\
@@ -127,15 +141,31 @@ fn with_histograms_distribution_each_buckets_new_observations_are_spread_over_it
     run(&mut c, &histogram(0, 0, 0, 0.0));
     // 2 new in (0, 0.1], 9 in (0.1, 1], 1 above 1.
     let lines = run(&mut c, &histogram(2, 11, 12, 7.0));
-    assert!(lines.iter().all(|l| l.starts_with("lat:") && l.ends_with("|#instance:h:1,path:/a")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("lat:") && l.ends_with("|#instance:h:1,path:/a")),
+        "{lines:?}"
+    );
     assert!(lines.iter().all(|l| l.contains("|d")), "{lines:?}");
     let w = weights(&lines);
     let total: f64 = w.iter().map(|(v, w)| v.len() as f64 * w).sum();
     assert_eq!(total, 12.0, "{lines:?}");
-    let in_first: f64 = w.iter().filter(|(v, _)| v[0] <= 0.1).map(|(v, w)| v.len() as f64 * w).sum();
+    let in_first: f64 = w
+        .iter()
+        .filter(|(v, _)| v[0] <= 0.1)
+        .map(|(v, w)| v.len() as f64 * w)
+        .sum();
     assert_eq!(in_first, 2.0);
-    let above: f64 = w.iter().filter(|(v, _)| v[0] >= 1.0).map(|(v, w)| v.len() as f64 * w).sum();
-    assert_eq!(above, 1.0, "the +Inf bucket's observation sits at the highest finite bound");
+    let above: f64 = w
+        .iter()
+        .filter(|(v, _)| v[0] >= 1.0)
+        .map(|(v, w)| v.len() as f64 * w)
+        .sum();
+    assert_eq!(
+        above, 1.0,
+        "the +Inf bucket's observation sits at the highest finite bound"
+    );
     assert!(w.iter().all(|(v, _)| v.iter().all(|x| (0.0..=1.0).contains(x))));
 }
 

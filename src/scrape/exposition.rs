@@ -38,7 +38,10 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line<'a> {
     /// `# TYPE name kind`.
-    Type { family: &'a str, kind: Kind },
+    Type {
+        family: &'a str,
+        kind: Kind,
+    },
     Sample(Sample<'a>),
     /// `# EOF`: nothing after it is read.
     Eof,
@@ -247,7 +250,11 @@ fn next_pair(s: &str) -> Option<((&str, Cow<'_, str>), &str)> {
         return None;
     }
     let raw = &value[..i];
-    let value_text = if escaped { Cow::Owned(unescape(raw)) } else { Cow::Borrowed(raw) };
+    let value_text = if escaped {
+        Cow::Owned(unescape(raw))
+    } else {
+        Cow::Borrowed(raw)
+    };
     Some(((name, value_text), &value[i + 1..]))
 }
 

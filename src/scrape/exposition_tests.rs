@@ -32,7 +32,11 @@ fn a_text_format_body_reads_into_types_and_samples_with_their_labels() {
     assert_eq!(s[0].value, 1234.5);
     assert_eq!(s[0].series, "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"}");
     let labels: Vec<_> = s[1].labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    assert_eq!(labels, ["cpu=0", "mode=user"], "a trailing comma is allowed; the timestamp ignored");
+    assert_eq!(
+        labels,
+        ["cpu=0", "mode=user"],
+        "a trailing comma is allowed; the timestamp ignored"
+    );
     assert_eq!(s[1].value, 7.0);
     assert_eq!(s[2].name, "node_load1");
     assert_eq!(s[2].series, "node_load1");

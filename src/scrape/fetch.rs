@@ -8,8 +8,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use crate::config::ScrapeConfig;
 
 /// What the scrape asks for: the text format first (what every exporter serves), OpenMetrics text too.
-const ACCEPT_FORMATS: &str =
-    "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1";
+const ACCEPT_FORMATS: &str = "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1";
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]

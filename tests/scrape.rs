@@ -396,3 +396,28 @@ async fn with_histograms_distribution_a_histograms_observations_join_the_series_
     );
     assert_eq!(total(&points, "app.fake_jobs_total", &[]), 5.0 * (n - 1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_found_by_dns_discovery_are_scraped() {
+    let (good, served) = fake_exporter(Behaviour::Good).await;
+    let port: u16 = good.rsplit_once(':').unwrap().1.parse().unwrap();
+    let dns = common::cluster::Dns::start("127.0.0.1 exporters.test\n", &[]);
+    let intake = Intake::accepting().await;
+    let scrape = format!(
+        "[{{discovery: {{kind: dns_a, name: exporters.test, port: {port}, nameserver: \"{}\", refresh: 1s}}, \
+          interval: 500ms}}]",
+        dns.nameserver()
+    );
+    let server = start_server(&intake, &scrape, "").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.shutdown().await;
+    let points = all_points(&intake);
+    let n = served.load(Ordering::SeqCst) as f64;
+    assert!(n >= 3.0, "the discovered target was read {n} times");
+    assert_eq!(
+        total(&points, "fake_jobs_total", &[&format!("instance:{good}")]),
+        5.0 * (n - 1.0)
+    );
+    let targets = points_named(&points, "harrier.scrape.targets").last().map(|p| p.value);
+    assert_eq!(targets, Some(1.0));
+}

@@ -336,3 +336,83 @@ async fn a_missing_file_or_a_key_of_another_certificate_stops_the_start_naming_t
         }
     }
 }
+
+/// An HTTPS exporter that requires a client certificate of `ca`, answering one gauge; counts the bodies it wrote.
+async fn https_exporter(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    let (cert_file, key_file) = ca.leaf("exporter");
+    let files = harrier::config::ServerTlsConfig {
+        cert_file,
+        key_file,
+        client_ca_file: ca.ca_file(),
+    };
+    harrier::tls::install_provider();
+    let config = harrier::tls::server_config("test", &files, &[b"http/1.1"]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "secure_gauge 7\n";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if tls.write_all(reply.as_bytes()).await.is_ok() {
+                    let _ = tls.shutdown().await;
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_is_scraped_with_the_configured_ca_and_client_certificate_and_a_foreign_one_is_refused() {
+    let dir = temp_dir("scrape-tls");
+    let ca = Ca::new(&dir, "exporters");
+    let other = Ca::new(&dir, "other");
+    let (addr, served) = https_exporter(&ca).await;
+    let (cert, key) = ca.leaf("harrier");
+    let (other_cert, other_key) = other.leaf("stranger");
+    let yaml = format!(
+        "statsd_listen_addresses: []\ninterval: 1s\n\
+         prometheus_scrape:\n\
+         - {{targets: [\"https://localhost:{port}/metrics\"], interval: 500ms, tls: {{ca_file: \"{ca_file}\", \
+           cert_file: \"{cert}\", key_file: \"{key}\"}}, tags: [\"via:good\"]}}\n\
+         - {{targets: [\"https://127.0.0.1:{port}/metrics\"], interval: 500ms, tls: {{ca_file: \"{ca_file}\", \
+           cert_file: \"{other_cert}\", key_file: \"{other_key}\"}}, tags: [\"via:stranger\"]}}\n",
+        port = addr.port(),
+        ca_file = ca.ca_file(),
+    );
+    let (server, sink) = start(&yaml).await;
+    let arrived = eventually(Duration::from_secs(10), || {
+        sink.user_series()
+            .iter()
+            .any(|s| &*s.name == "secure_gauge" && s.value == 7.0 && s.tags.contains("via:good"))
+    })
+    .await;
+    assert!(arrived, "{:?}", sink.user_series());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.shutdown().await;
+    let stranger = sink.user_series().iter().any(|s| s.tags.contains("via:stranger"));
+    assert!(!stranger, "the exporter refuses a client certificate of another CA");
+    let failed = sink.self_metric("harrier.scrape.scrapes", "result:request");
+    assert!(failed >= 1.0, "the refused reads are counted: {failed}");
+    assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}

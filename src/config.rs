@@ -582,7 +582,7 @@ mod veneur_proxy;
 pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::{unix_name, ListenAddress};
-pub use scrape::{ScrapeConfig, ScrapeHistograms};
+pub use scrape::{pattern_set, ScrapeConfig, ScrapeHistograms};
 pub use sinks::{Compression, DatadogConfig, DeliverySettings, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};
 

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use self::convert::{Converter, Options, Outcome};
 use self::fetch::Fetcher;
-use crate::config::ScrapeConfig;
+use crate::config::{pattern_set, ScrapeConfig};
 use crate::pipeline::{Ingest, BATCH_BYTES};
 use crate::telemetry::catalog::{
     SCRAPES, SCRAPE_BAD_LINES, SCRAPE_DURATION_MS, SCRAPE_SAMPLES, SCRAPE_TARGETS, SCRAPE_UP,
@@ -53,17 +53,6 @@ struct Entry {
     deny: Option<regex::RegexSet>,
 }
 
-/// Anchored patterns as one set (`None` when there are none).
-fn pattern_set(key: &str, patterns: &[String]) -> Result<Option<regex::RegexSet>, String> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let anchored = patterns.iter().map(|p| format!("^(?:{p})$"));
-    regex::RegexSet::new(anchored)
-        .map(Some)
-        .map_err(|e| format!("{key}: {e}"))
-}
-
 /// Starts every entry's targets (discovery lookups included); each task ends when `stop` turns true.
 pub fn start(
     entries: &[ScrapeConfig],
@@ -85,8 +74,8 @@ pub fn start(
             fetcher: Fetcher::new(&key, cfg)?,
             config: Arc::new(cfg.clone()),
             tags: cfg.tags.join(","),
-            allow: pattern_set(&format!("{key}.metrics_allow"), &cfg.metrics_allow)?,
-            deny: pattern_set(&format!("{key}.metrics_deny"), &cfg.metrics_deny)?,
+            allow: pattern_set(&format!("{key}.metrics_allow"), &cfg.metrics_allow).map_err(|e| e.to_string())?,
+            deny: pattern_set(&format!("{key}.metrics_deny"), &cfg.metrics_deny).map_err(|e| e.to_string())?,
         };
         for target in &cfg.targets {
             tasks.push(tokio::spawn(scrape_target(
@@ -106,7 +95,8 @@ pub fn start(
     Ok(tasks)
 }
 
-/// Keeps one task per address that the entry's DNS name has, besides its fixed targets.
+/// Keeps one task per address that the entry's DNS name has, besides its fixed targets; at the stop signal, stops
+/// them and waits for them.
 async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioResolver, shared: Shared) {
     let Some(cfg) = entry.config.discovery.clone() else {
         return;
@@ -114,7 +104,11 @@ async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioR
     let mut stop = shared.stop.clone();
     let mut running: HashMap<String, (JoinHandle<()>, watch::Sender<bool>)> = HashMap::new();
     loop {
-        match crate::forward::discovery::lookup(&resolver, &cfg).await {
+        let lookup = tokio::select! {
+            _ = crate::shutdown::stopped(&mut stop) => break,
+            lookup = crate::forward::discovery::lookup(&resolver, &cfg) => lookup,
+        };
+        match lookup {
             Ok(found) if !found.is_empty() => {
                 running.retain(|addr, (_, stop_one)| {
                     let keep = found.contains(addr);
@@ -129,7 +123,7 @@ async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioR
                     }
                     let (tx, rx) = watch::channel(false);
                     let mut own = shared.clone();
-                    own.stop = either(shared.stop.clone(), rx);
+                    own.stop = rx;
                     running.insert(
                         addr.clone(),
                         (tokio::spawn(scrape_target(entry.clone(), addr, own)), tx),
@@ -149,23 +143,10 @@ async fn discover(index: usize, entry: Entry, resolver: hickory_resolver::TokioR
             _ = tokio::time::sleep(cfg.refresh) => {}
         }
     }
-    for (_, (task, _)) in running {
+    for (_, (task, stop_one)) in running {
+        let _ = stop_one.send(true);
         let _ = task.await;
     }
-}
-
-/// A stop signal that turns true when either does.
-fn either(a: watch::Receiver<bool>, b: watch::Receiver<bool>) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(*a.borrow() || *b.borrow());
-    tokio::spawn(async move {
-        let (mut a, mut b) = (a, b);
-        tokio::select! {
-            _ = crate::shutdown::stopped(&mut a) => {}
-            _ = crate::shutdown::stopped(&mut b) => {}
-        }
-        let _ = tx.send(true);
-    });
-    rx
 }
 
 /// The `host:port` a target is known by (its `target` and `instance` tags).

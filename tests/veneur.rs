@@ -355,9 +355,7 @@ fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_from_veneurs_example_routes_a_locals_timer_to_the_global_its_consul_name_finds() {
     let name = "head/example_proxy.yaml";
-    let (global, global_sink) =
-        common::start("statsd_listen_addresses: []\ngrpc_address: \"127.0.0.1:0\"\ninterval: 1s\npercentiles: [0.5]\n")
-            .await;
+    let (global, global_sink) = start_global().await;
     let port = global.grpc_address.unwrap().port();
     let dns = Dns::start(
         "127.0.0.1 global.test\n",
@@ -386,6 +384,13 @@ async fn a_proxy_from_veneurs_example_routes_a_locals_timer_to_the_global_its_co
     local.shutdown().await;
     proxy.shutdown().await;
     global.shutdown().await;
+}
+
+/// A Harrier global on a free gRPC port, flushing every second and reporting medians: where the tests' locals and
+/// proxies forward.
+async fn start_global() -> (RunningServer, Arc<CaptureSink>) {
+    common::start("statsd_listen_addresses: []\ngrpc_address: \"127.0.0.1:0\"\ninterval: 1s\npercentiles: [0.5]\n")
+        .await
 }
 
 /// A unique name in Linux's abstract socket namespace (shared by every process of the network namespace, so
@@ -561,9 +566,7 @@ async fn veneur_head_example_yaml_starts_and_flushes_what_each_listener_got_abst
 /// `example_host.yaml` is a local forwarding to a global at `http://127.0.0.1:8127`: a Harrier global started by
 /// the test takes that place, so the forwarded timer is seen there and the counter at the local.
 async fn run_example_host(name: &str, intake: Option<&Intake>) -> (Arc<CaptureSink>, Arc<CaptureSink>) {
-    let (global, global_sink) =
-        common::start("statsd_listen_addresses: []\ngrpc_address: \"127.0.0.1:0\"\ninterval: 1s\npercentiles: [0.5]\n")
-            .await;
+    let (global, global_sink) = start_global().await;
     let stats = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut rewrites = vec![
         ("udp://localhost:8126", "udp://127.0.0.1:0".to_string()),

@@ -48,6 +48,46 @@ fn default_refresh() -> Duration {
     Duration::from_secs(30)
 }
 
+impl DiscoveryConfig {
+    /// Checks the fields of the discovery at `key`; `port_hint` says which port `dns_a` needs.
+    pub(super) fn validate(&self, key: &str, port_hint: &str) -> Result<(), ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::invalid(k("name"), "", "the DNS name to look up is empty"));
+        }
+        match (self.kind, self.port) {
+            (DiscoveryKind::DnsA, None | Some(0)) => {
+                return Err(ConfigError::invalid(
+                    k("port"),
+                    self.port.unwrap_or(0),
+                    format!("dns_a needs {port_hint}"),
+                ))
+            }
+            (DiscoveryKind::DnsSrv, Some(p)) => {
+                return Err(ConfigError::invalid(
+                    k("port"),
+                    p,
+                    "dns_srv takes each address's port from its SRV record; remove `port`",
+                ))
+            }
+            _ => {}
+        }
+        if self.refresh < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                k("refresh"),
+                format!("{:?}", self.refresh),
+                "must be at least 100ms",
+            ));
+        }
+        if !self.nameserver.is_empty() {
+            self.nameserver
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| ConfigError::invalid(k("nameserver"), &self.nameserver, "expected ip:port"))?;
+        }
+        Ok(())
+    }
+}
+
 fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
     let host_port = strip_http_scheme(value);
     if host_port
@@ -90,42 +130,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         }
     }
     if let Some(d) = &c.forward_discovery {
-        if d.name.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "forward_discovery.name",
-                "",
-                "the DNS name to look up is empty",
-            ));
-        }
-        match (d.kind, d.port) {
-            (DiscoveryKind::DnsA, None | Some(0)) => {
-                return Err(ConfigError::invalid(
-                    "forward_discovery.port",
-                    d.port.unwrap_or(0),
-                    "dns_a needs the globals' gRPC port (e.g. 8128)",
-                ))
-            }
-            (DiscoveryKind::DnsSrv, Some(p)) => {
-                return Err(ConfigError::invalid(
-                    "forward_discovery.port",
-                    p,
-                    "dns_srv takes each global's port from its SRV record; remove `port`",
-                ))
-            }
-            _ => {}
-        }
-        if d.refresh < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(
-                "forward_discovery.refresh",
-                format!("{:?}", d.refresh),
-                "must be at least 100ms",
-            ));
-        }
-        if !d.nameserver.is_empty() {
-            d.nameserver
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| ConfigError::invalid("forward_discovery.nameserver", &d.nameserver, "expected ip:port"))?;
-        }
+        d.validate("forward_discovery", "the globals' gRPC port, e.g. 8128")?;
     }
     if c.proxy {
         if c.grpc_address.is_empty() {

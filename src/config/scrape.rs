@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClientTlsConfig, ConfigError, DiscoveryConfig, DiscoveryKind};
+use super::{ClientTlsConfig, ConfigError, DiscoveryConfig};
 
 /// What a scraped histogram becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -90,6 +90,11 @@ pub struct ScrapeConfig {
 pub struct Headers(pub BTreeMap<String, String>);
 
 impl Headers {
+    /// As request headers, values marked sensitive; `Err` names the first header that cannot be sent.
+    pub fn header_map(&self) -> Result<reqwest::header::HeaderMap, &str> {
+        super::sinks::header_map(&self.0)
+    }
+
     fn redacted(&self) -> BTreeMap<&str, &str> {
         self.0.keys().map(|k| (k.as_str(), "<redacted>")).collect()
     }
@@ -191,29 +196,12 @@ impl ScrapeConfig {
             return Err(ConfigError::invalid(k("max_body_bytes"), 0, "must be at least 1"));
         }
         if let Some(d) = &self.discovery {
-            if d.kind == DiscoveryKind::DnsA && d.port.is_none() {
-                return Err(ConfigError::invalid(
-                    k("discovery.port"),
-                    "missing",
-                    "dns_a needs the targets' port",
-                ));
-            }
+            d.validate(&k("discovery"), "the targets' port")?;
         }
-        for (field, patterns) in [
-            ("metrics_allow", &self.metrics_allow),
-            ("metrics_deny", &self.metrics_deny),
-        ] {
-            for p in patterns {
-                regex::Regex::new(&format!("^(?:{p})$"))
-                    .map_err(|e| ConfigError::invalid(k(field), p, format!("not a regular expression: {e}")))?;
-            }
-        }
-        for (name, value) in &self.headers.0 {
-            let ok = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-                && reqwest::header::HeaderValue::from_str(value).is_ok();
-            if !ok {
-                return Err(ConfigError::invalid(k("headers"), name, "not a valid HTTP header"));
-            }
+        pattern_set(&k("metrics_allow"), &self.metrics_allow)?;
+        pattern_set(&k("metrics_deny"), &self.metrics_deny)?;
+        if let Err(name) = self.headers.header_map() {
+            return Err(ConfigError::invalid(k("headers"), name, "not a valid HTTP header"));
         }
         for tag in &self.tags {
             if tag.is_empty() || tag.contains([',', '|', '\n']) {
@@ -242,6 +230,25 @@ impl ScrapeConfig {
         }
         Ok(())
     }
+}
+
+/// Whole-name regular expressions (`metrics_allow`, `metrics_deny`) as one set, `None` when there are none; an
+/// error names `key` and the pattern that does not compile.
+pub fn pattern_set(key: &str, patterns: &[String]) -> Result<Option<regex::RegexSet>, ConfigError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let anchored = |p: &String| format!("^(?:{p})$");
+    regex::RegexSet::new(patterns.iter().map(anchored))
+        .map(Some)
+        .map_err(|e| {
+            let bad = patterns.iter().find(|p| regex::Regex::new(&anchored(p)).is_err());
+            ConfigError::invalid(
+                key,
+                bad.unwrap_or(&patterns[0]),
+                format!("not a regular expression: {e}"),
+            )
+        })
 }
 
 /// Checks every `prometheus_scrape` entry; errors name `prometheus_scrape[i].field`.
@@ -287,6 +294,13 @@ mod tests {
         assert!(refused("targets: [a:1]\ninterval: 1s\ntimeout: 2s\n").contains("timeout"));
         assert!(refused("targets: [a:1]\nmax_body_bytes: 0\n").contains("max_body_bytes"));
         assert!(refused("discovery: {kind: dns_a, name: x.test}\n").contains("discovery.port"));
+        // The same checks as forward_discovery's (one DiscoveryConfig::validate).
+        assert!(refused("discovery: {kind: dns_srv, name: x.test, port: 1}\n")
+            .contains("prometheus_scrape[0].discovery.port"));
+        assert!(
+            refused("discovery: {kind: dns_srv, name: x.test, nameserver: nope}\n").contains("discovery.nameserver")
+        );
+        assert!(refused("discovery: {kind: dns_srv, name: \" \"}\n").contains("discovery.name"));
         assert!(refused("targets: [a:1]\nheaders: {\"bad header\": x}\n").contains("headers"));
         assert!(refused("targets: [a:1]\ntags: [\"a,b\"]\n").contains("tags"));
     }

@@ -39,7 +39,7 @@ pub struct ClientTlsConfig {
     pub server_name: String,
 }
 
-fn required(key: &str, value: &str) -> Result<(), ConfigError> {
+pub(super) fn required(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(key, value, "required: the path of a PEM file"));
     }

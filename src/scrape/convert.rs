@@ -108,11 +108,6 @@ impl Converter {
         }
     }
 
-    /// Counter streams remembered.
-    pub fn streams(&self) -> usize {
-        self.streams.len()
-    }
-
     /// Reads a body and appends its lines to `out`.
     pub fn convert(&mut self, body: &str, out: &mut Vec<u8>) -> Outcome {
         self.scrapes += 1;
@@ -211,14 +206,12 @@ impl Converter {
         };
         let mut tags = LineText::new("", "", "");
         tags.tags(&self.opts.tags, s, Some("le"), None);
-        let same = group
-            .as_ref()
-            .is_some_and(|g| g.name == fam && g.tags == tags.tags_text());
+        let same = group.as_ref().is_some_and(|g| g.name == fam && g.tags == tags.tags);
         if !same {
             self.finish_group(group.take(), out, outcome);
             *group = Some(Group {
                 name: fam.to_string(),
-                tags: tags.tags_text().to_string(),
+                tags: tags.tags.clone(),
                 buckets: Vec::new(),
             });
         }
@@ -314,10 +307,6 @@ impl LineText {
             name: n,
             tags: String::new(),
         }
-    }
-
-    fn tags_text(&self) -> &str {
-        &self.tags
     }
 
     fn raw_tags(&mut self, tags: &str) {

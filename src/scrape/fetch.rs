@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
+use reqwest::header::{HeaderValue, ACCEPT};
 
 use crate::config::ScrapeConfig;
 
@@ -46,14 +46,11 @@ pub struct Fetcher {
 impl Fetcher {
     /// The client for entry `key` (`prometheus_scrape[i]`): its headers, TLS files, timeout and size bound.
     pub fn new(key: &str, cfg: &ScrapeConfig) -> Result<Fetcher, String> {
-        let mut headers = HeaderMap::new();
+        let mut headers = cfg
+            .headers
+            .header_map()
+            .map_err(|name| format!("{key}.headers: {name} is not a valid HTTP header"))?;
         headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_FORMATS));
-        for (k, v) in &cfg.headers.0 {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("{key}.headers: {k}: {e}"))?;
-            let mut value = HeaderValue::from_str(v).map_err(|e| format!("{key}.headers: {k}: {e}"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
         let timeout = cfg.timeout();
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)

@@ -144,6 +144,45 @@ pub struct Config {
     /// and a series idle for an interval leaves room. Memory then stays bounded under a flood of distinct series
     /// (a request id in a tag). Series imported from other instances are never refused. Default: `0`.
     pub series_limit: usize,
+    /// Most series of any one metric name held at once (the rest of `series_limit` stays for the others); new
+    /// series beyond it are dropped and counted (`harrier.series.dropped{reason:series_limit_per_metric}`, and by
+    /// name in `harrier.series.limited`). At least 1. Default: none (no limit).
+    pub series_limit_per_metric: Option<usize>,
+    /// Most distinct values of a tag key among the series held: `[{tag: pod_name, limit: 2000}]`. A new series
+    /// with a value beyond the limit is dropped and counted (`reason:series_limit_per_tag`); series with values
+    /// already held go on. Default: `[]`.
+    pub series_limit_per_tag: Vec<TagLimit>,
+    /// Metric names rewritten into a name and tags (the agent's `dogstatsd_mapper_profiles`, also accepted):
+    /// `[{name, prefix, mappings: [{match, match_type: wildcard|regex, name, tags}]}]`; see [`MapperProfile`].
+    /// Default: `[]`.
+    #[serde(alias = "dogstatsd_mapper_profiles")]
+    pub mapper_profiles: Vec<MapperProfile>,
+    /// Distinct names whose mapping each worker remembers (the agent's `dogstatsd_mapper_cache_size`). A series
+    /// already held costs no mapping at all; this saves the matching for new series of a known name. Default:
+    /// `1000`.
+    #[serde(alias = "dogstatsd_mapper_cache_size")]
+    pub mapper_cache_size: usize,
+    /// Tags removed from (`exclude`) or kept on (`include`) a metric's series before they are keyed:
+    /// `[{metric_name, action, tags: [key, ...]}]`. Series that then have the same key are one series (counters
+    /// summed, gauges last, histograms, sets and sketches merged), on a local, a global and before forwarding.
+    /// Default: `[]`.
+    pub metric_tag_filterlist: Vec<TagFilter>,
+    /// Metric names (after `mapper_profiles`) whose lines are dropped and counted
+    /// (`harrier.lines.blocklisted{entry}`). Default: `[]`.
+    pub statsd_metric_blocklist: Vec<String>,
+    /// `statsd_metric_blocklist` entries are name prefixes instead of whole names. Default: `false`.
+    pub statsd_metric_blocklist_match_prefix: bool,
+    /// Lowest sample rate honoured: a line sent with `@r` below it counts as sent at this rate (1/rate samples)
+    /// and is counted (`harrier.lines.sample_rate_clamped`); between 1e-9 and 1 (the agent's
+    /// `dogstatsd_minimum_sample_rate`, also accepted). Default: `0.000001`.
+    #[serde(alias = "dogstatsd_minimum_sample_rate")]
+    pub minimum_sample_rate: f64,
+    /// A budget for the series' state, in bytes (`536870912`, or `512MiB`): new series are refused (counted,
+    /// `reason:memory_limit`, and logged at most once a second) once the estimated state of the series held, with
+    /// the process' fixed memory, would exceed it; known series go on. A config whose fixed bounds already exceed
+    /// it is refused at start. Default: none (no budget).
+    #[serde(deserialize_with = "controls::deserialize_bytes")]
+    pub memory_limit: Option<u64>,
     /// TLS on the gRPC import server (`grpc_address`): `{cert_file, key_file, client_ca_file}`; with
     /// `client_ca_file`, mutual TLS. See [`tls::ServerTlsConfig`]. Default: none (plain HTTP/2).
     pub grpc_tls: Option<ServerTlsConfig>,
@@ -195,6 +234,15 @@ impl Default for Config {
             stats_address: String::new(),
             max_connections: 1024,
             series_limit: 0,
+            series_limit_per_metric: None,
+            series_limit_per_tag: Vec::new(),
+            mapper_profiles: Vec::new(),
+            mapper_cache_size: 1000,
+            metric_tag_filterlist: Vec::new(),
+            statsd_metric_blocklist: Vec::new(),
+            statsd_metric_blocklist_match_prefix: false,
+            minimum_sample_rate: 1e-6,
+            memory_limit: None,
             grpc_tls: None,
             statsd_tls: None,
             forward_tls: None,
@@ -247,6 +295,15 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("stats_address", EnvKind::Text),
     ("max_connections", EnvKind::Yaml),
     ("series_limit", EnvKind::Yaml),
+    ("series_limit_per_metric", EnvKind::Yaml),
+    ("series_limit_per_tag", EnvKind::Yaml),
+    ("mapper_profiles", EnvKind::Yaml),
+    ("mapper_cache_size", EnvKind::Yaml),
+    ("metric_tag_filterlist", EnvKind::Yaml),
+    ("statsd_metric_blocklist", EnvKind::List),
+    ("statsd_metric_blocklist_match_prefix", EnvKind::Yaml),
+    ("minimum_sample_rate", EnvKind::Yaml),
+    ("memory_limit", EnvKind::Yaml),
     ("prometheus_scrape", EnvKind::Yaml),
     ("log_format", EnvKind::Text),
     ("log_level", EnvKind::Text),
@@ -405,6 +462,7 @@ impl Config {
         forward::validate(self)?;
         tls::validate(self)?;
         scrape::validate(&self.prometheus_scrape)?;
+        controls::validate(self)?;
         crate::logging::parse_filter(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", &self.log_level, reason))?;
         for (key, tags) in [("extend_tags", &self.extend_tags), ("tags", &self.tags)] {
@@ -572,6 +630,7 @@ pub fn system_hostname() -> String {
 }
 
 pub mod aggregation;
+pub mod controls;
 mod forward;
 mod listen;
 mod scrape;
@@ -580,6 +639,7 @@ pub mod tls;
 pub mod veneur;
 mod veneur_proxy;
 pub use aggregation::{percentile_suffix, Aggregate, Distributions};
+pub use controls::{FilterAction, MapperProfile, MatchType, MetricMapping, TagFilter, TagLimit};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::{unix_name, ListenAddress};
 pub use scrape::{pattern_set, ScrapeConfig, ScrapeHistograms};

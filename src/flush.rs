@@ -16,6 +16,7 @@ use crate::model::{Flush, Series, SeriesKind};
 use crate::pipeline::{await_flush, flush_shards, request_flush, ShardSender};
 use crate::sink::{Sink, SinkOutcome};
 use crate::telemetry::catalog::FORWARD_DROPPED;
+use crate::telemetry::series_table::SeriesStats;
 use crate::telemetry::{unix_now, LimitedLog, Telemetry};
 
 static SINK_LOG: LimitedLog = LimitedLog::new("sink flush failed");
@@ -36,6 +37,8 @@ pub struct Flusher {
     pub sink_tags: Vec<String>,
     /// `stats_address`: self-metrics go there as DogStatsD instead of to the sinks.
     pub stats: Option<StatsClient>,
+    /// The figures per metric name (`GET /debug/series`), updated at each flush.
+    pub series_stats: Arc<SeriesStats>,
 }
 
 /// Sends self-metrics as DogStatsD datagrams to `stats_address` (never blocking: a full socket buffer drops them).
@@ -135,7 +138,10 @@ impl Flusher {
             }
             None => (flush_shards(&self.shards).await, None),
         };
-        let (states, ack_id) = states;
+        let (mut states, ack_id) = states;
+        let rows = states.iter_mut().flat_map(|s| std::mem::take(&mut s.names)).collect();
+        self.series_stats
+            .record(rows, timestamp, self.interval, &self.telemetry);
         // Marks this flush's imports safe once every sink is done with it (or the flush could not be built).
         let ack = AckOnDrop(self.acks.clone().zip(ack_id));
         let emit_cfg = self.emit.clone();

@@ -1,10 +1,11 @@
 //! The HTTP endpoints (axum): `GET /healthcheck` (200 `ok`, or 503 when unhealthy), `GET /version` and
-//! `GET /metrics` (the self-metrics in Prometheus' text format). Each answer closes its connection.
+//! `GET /metrics` (the self-metrics in Prometheus' text format) and `GET /debug/series` (the figures per metric
+//! name, for `harrier top`). Each answer closes its connection.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::model::{FullName, SeriesKind};
 use crate::sink::prometheus::LabelBuilder;
+use crate::telemetry::series_table::{SeriesStats, SortBy};
 use crate::telemetry::Telemetry;
 
 /// Whether this instance can do its job (`/healthcheck` answers 503 when not; a proxy with no reachable global).
@@ -22,6 +24,7 @@ pub type Health = Arc<dyn Fn() -> bool + Send + Sync>;
 struct Endpoints {
     health: Health,
     telemetry: Arc<Telemetry>,
+    series: Arc<SeriesStats>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
@@ -60,18 +63,55 @@ async fn metrics(State(e): State<Endpoints>) -> Response {
     )
 }
 
+/// `GET /debug/series?top=N&sort=series|lines|bytes|dropped`: the figures per metric name as of the last flush
+/// (JSON, see [`crate::telemetry::series_table::SeriesTable`]); `top` defaults to 20, `sort` to `series`.
+async fn debug_series(State(e): State<Endpoints>, uri: Uri) -> Response {
+    let (mut top, mut sort) = (20usize, SortBy::Series);
+    for pair in uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let ok = match key {
+            "top" => value.parse().map(|n| top = n).is_ok(),
+            "sort" => SortBy::parse(value).map(|s| sort = s).is_some(),
+            _ => false,
+        };
+        if !ok {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("bad parameter {pair:?}: use top=N and sort=series|lines|bytes|dropped\n"),
+            );
+        }
+    }
+    let table = e.series.snapshot(top, sort);
+    match serde_json::to_string(&table) {
+        Ok(body) => text(StatusCode::OK, "application/json", body),
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{err}\n")),
+    }
+}
+
 async fn not_found() -> Response {
     text(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string())
 }
 
 /// Serves until `stop` is raised.
-pub async fn serve(listener: TcpListener, health: Health, telemetry: Arc<Telemetry>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    health: Health,
+    telemetry: Arc<Telemetry>,
+    series: Arc<SeriesStats>,
+    mut stop: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/healthcheck", get(healthcheck))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
+        .route("/debug/series", get(debug_series))
         .fallback(not_found)
-        .with_state(Endpoints { health, telemetry });
+        .with_state(Endpoints {
+            health,
+            telemetry,
+            series,
+        });
     let stopped = async move { crate::shutdown::stopped(&mut stop).await };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
         tracing::error!("HTTP server stopped: {e}");

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aggregate::admit::Admission;
 use crate::aggregate::key::text_hash;
-use crate::aggregate::shard::SeriesLimit;
 use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, ShardState, Taking};
 use crate::protocol::{self, LineView, Message, ParseError};
 use crate::telemetry::{unix_now, Telemetry};
@@ -312,10 +312,9 @@ impl Pipeline {
         workers: usize,
         extend: Arc<ExtendTags>,
         telemetry: Arc<Telemetry>,
-        series_limit: usize,
+        admission: Admission,
         emit: Arc<EmitConfig>,
     ) -> Pipeline {
-        let limit = (series_limit > 0).then(|| Arc::new(SeriesLimit::new(series_limit)));
         let mut receivers = Vec::with_capacity(workers);
         let mut shards = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -331,7 +330,9 @@ impl Pipeline {
         let batch_pool = BufferPool::default();
         let mut threads = Vec::with_capacity(workers);
         for (i, (rx, raw_queued, waker)) in receivers.into_iter().enumerate() {
-            let mut state = ShardState::with_limit(limit.clone()).sketching(emit.sketches);
+            let mut state = ShardState::with_limits(admission.limits.clone())
+                .controlled(admission.controls.clone(), admission.min_rate)
+                .sketching(emit.sketches);
             if workers == 1 {
                 // Nothing to merge at the flush: reduce what this instance reports as the interval is taken.
                 state = state.summarizing(emit.clone());

@@ -1,6 +1,7 @@
 //! Tests of [`super`]: what a worker does with its lines (the [`Ingester`]), and the lanes batches travel on.
 
 use super::*;
+use crate::aggregate::admit::{Limit, Limits};
 
 /// `n` bad lines of each of these reasons, interleaved with good ones.
 const BAD: [(&str, &[u8]); 6] = [
@@ -13,8 +14,8 @@ const BAD: [(&str, &[u8]); 6] = [
 ];
 
 fn ingester(series_limit: usize) -> Ingester {
-    let limit = (series_limit > 0).then(|| Arc::new(SeriesLimit::new(series_limit)));
-    Ingester::new(ShardState::with_limit(limit), Arc::default())
+    let limits = (series_limit > 0).then(|| Arc::new(Limits::series_limit(series_limit)));
+    Ingester::new(ShardState::with_limits(limits), Arc::default())
 }
 
 #[test]
@@ -64,7 +65,7 @@ fn a_flood_of_150k_bad_lines_among_good_ones_is_counted_by_reason_in_the_worker_
             .sum::<u64>(),
         0
     );
-    drops.add_to(&telemetry);
+    drops.add_to(&telemetry, &[]);
     for (reason, _) in BAD {
         let i = ParseError::REASONS.iter().position(|r| *r == reason).unwrap();
         assert_eq!(telemetry.rejected[i].load(Ordering::Relaxed), per_reason, "{reason}");
@@ -82,10 +83,10 @@ fn new_series_over_the_limit_and_timestamps_on_histograms_are_counted_per_reason
     packet.push_str("h:1|h|T1700000000\nh:2|ms|T1700000000\n");
     core.lines(packet.as_bytes(), 1);
     let drops = core.take_drops();
-    assert_eq!(drops.series_limit, 20);
+    assert_eq!(drops.limited_by(Limit::SeriesLimit), 20);
     assert_eq!(drops.timestamp_on_unsupported_type, 2);
     let telemetry = Telemetry::default();
-    drops.add_to(&telemetry);
+    drops.add_to(&telemetry, &[]);
     assert_eq!(telemetry.peek("harrier.series.dropped", "reason:series_limit"), 20);
     assert_eq!(
         telemetry.peek("harrier.lines.dropped", "reason:timestamp_on_unsupported_type"),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::aggregate::admit::Admission;
 use crate::aggregate::{EmitConfig, ExtendTags};
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
 use crate::flush::{Flusher, Forward, StatsClient};
@@ -28,6 +29,7 @@ use crate::sink::console::ConsoleSink;
 use crate::sink::datadog::DatadogSink;
 use crate::sink::prometheus::PrometheusSink;
 use crate::sink::Sink;
+use crate::telemetry::series_table::SeriesStats;
 use crate::telemetry::{ListenerStats, Telemetry};
 use crate::tls::ReloadingServer;
 
@@ -55,6 +57,8 @@ pub enum ServerError {
     Sink { name: String, message: String },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot apply the controls (config key `mapper_profiles`): {0}")]
+    Admission(String),
 }
 
 /// A server that is running.
@@ -304,13 +308,20 @@ fn serve_http(
     listener: tokio::net::TcpListener,
     proxy_router: Option<Arc<Forwarder>>,
     telemetry: &Arc<Telemetry>,
+    series: &Arc<SeriesStats>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let health: crate::http::Health = match proxy_router {
         Some(r) => Arc::new(move || r.reachable() > 0),
         None => Arc::new(|| true),
     };
-    tokio::spawn(crate::http::serve(listener, health, telemetry.clone(), stop.clone()))
+    tokio::spawn(crate::http::serve(
+        listener,
+        health,
+        telemetry.clone(),
+        series.clone(),
+        stop.clone(),
+    ))
 }
 
 /// Starts reading every bound listener into the workers.
@@ -383,7 +394,9 @@ pub async fn start_with_forwarder(
     });
     let workers = listen::fitted_workers(&sockets.listeners, &opts, sockets.grpc.is_some());
     tracing::debug!(workers, "starting the workers");
-    let pipeline = Pipeline::start(workers, extend, telemetry.clone(), config.series_limit, emit.clone());
+    let admission = Admission::new(&config).map_err(ServerError::Admission)?;
+    let pipeline = Pipeline::start(workers, extend, telemetry.clone(), admission, emit.clone());
+    let series_stats = Arc::new(SeriesStats::default());
     let ingest = pipeline.ingest.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -409,7 +422,7 @@ pub async fn start_with_forwarder(
     let acks = Arc::new(Acks::new());
     let http_task = sockets
         .http
-        .map(|l| serve_http(l, proxy_router.clone(), &telemetry, &stop_rx));
+        .map(|l| serve_http(l, proxy_router.clone(), &telemetry, &series_stats, &stop_rx));
     // The import server outlives the final flush, so that senders hear that it is flushed.
     let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
     let grpc_task = sockets.grpc.map(|l| {
@@ -445,6 +458,7 @@ pub async fn start_with_forwarder(
         acks: imports_acked.then(|| acks.clone()),
         sink_tags: config.tags.clone(),
         stats: stats_client,
+        series_stats,
     });
     let flush_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
     let order = StopOrder {

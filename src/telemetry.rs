@@ -10,6 +10,7 @@ use crate::aggregate::{EmitCounts, TagSet};
 pub use crate::logging::LimitedLog;
 
 pub mod catalog;
+pub mod series_table;
 use crate::model::{Series, SeriesKind};
 use crate::protocol::ParseError;
 use catalog::Metric;

@@ -99,6 +99,8 @@ pub fn emit(
         events,
         timestamped,
         histograms: _,
+        names: _,
+        clamped: _,
     } = state;
     counts.timestamped = timestamped.len() as u64;
     out.series.extend(timestamped);

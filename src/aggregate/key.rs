@@ -170,8 +170,14 @@ impl<'a> KeyView<'a> {
 
     /// The owned key, given this view's canonical tags: the allocations a new series costs (its name and its tags).
     pub fn to_key(&self, canonical_tags: &str, extend: &ExtendTags) -> SeriesKey {
+        self.to_key_named(canonical_tags, extend, None)
+    }
+
+    /// [`KeyView::to_key`], with the name's string shared with other series of the name if one is given.
+    pub fn to_key_named(&self, canonical_tags: &str, extend: &ExtendTags, name: Option<Arc<str>>) -> SeriesKey {
+        debug_assert!(name.as_deref().is_none_or(|n| n == self.name));
         SeriesKey {
-            name: self.name.into(),
+            name: name.unwrap_or_else(|| self.name.into()),
             kind: self.kind,
             scope: self.scope,
             tag_count: (self.tag_count + extend.tags.len()) as u32,

@@ -1,12 +1,15 @@
 //! Aggregation: series keys, per-type state (t-digest histograms, HyperLogLog sets) and the shards that own
 //! them. See [`shard`] for the per-shard state and how an interval turns into output.
 
+pub mod admit;
 pub mod emit;
 pub mod histogram;
 pub mod huge_pages;
 pub mod key;
 pub mod key_index;
+pub mod mapper;
 pub mod merge;
+pub mod names;
 pub mod report;
 pub mod sample_log;
 pub mod set;

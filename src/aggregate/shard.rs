@@ -2,17 +2,20 @@
 
 use std::collections::HashMap;
 
+use super::admit::{self, Controls, Limit, Limits};
 use super::histogram::{saturating_add, Histogram};
 use super::huge_pages::HugeTable;
 use super::key::{text_hash, Canon, ExtendTags, KeyView, SeriesKey, TagSet};
 use super::key_index::KeyIndex;
+use super::mapper::MapperCache;
+use super::names::{NameRow, Names};
 use super::report::{EmitConfig, Summary};
 use super::sample_log::SampleLog;
 use super::set::{member_hash, Set};
 use super::text_index::{self, TextIndex};
 use crate::ddsketch::DdSketch;
 use crate::model::{self as sink, CheckRun, Series, SeriesKind};
-use crate::protocol::{parse_value, LineView, Message, Metric, MetricKind, MetricValue, Tags};
+use crate::protocol::{parse_value, LineView, Metric, MetricKind, MetricValue, Tags};
 
 /// The state of a series: what its lines aggregate into, what a flush merges across workers, and what is forwarded
 /// and imported. (A series this instance reports, reduced to its values when the interval is taken, is a
@@ -84,45 +87,11 @@ pub enum Dropped {
     TooManyTimestamped,
     /// The line no longer parses (cannot happen for lines the parse stage accepted).
     Unparsable,
-    /// A new series while `series_limit` series are kept.
-    SeriesLimit,
+    /// A new series refused by a limit (`series_limit`, `memory_limit`, per metric or per tag).
+    Limited(Limit),
+    /// Dropped by entry N of `statsd_metric_blocklist`.
+    Blocklisted(u32),
 }
-
-/// `series_limit`, shared by every shard: the series kept in total, and the bound.
-#[derive(Debug)]
-pub struct SeriesLimit {
-    limit: usize,
-    kept: std::sync::atomic::AtomicUsize,
-}
-
-impl SeriesLimit {
-    pub fn new(limit: usize) -> Self {
-        SeriesLimit {
-            limit,
-            kept: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// Takes room for one more series, if there is any.
-    fn admit(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.kept
-            .fetch_update(Relaxed, Relaxed, |k| (k < self.limit).then_some(k + 1))
-            .is_ok()
-    }
-
-    /// Counts a series that is kept whatever the limit (imported from other instances, which are not refused).
-    fn force(&self) {
-        self.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn release(&self) {
-        self.kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Most names remembered per shard and interval for the series-limit log.
-const LIMITED_NAMES: usize = 1024;
 
 /// A series kept by a shard: what identifies it (cold: touched by new series, imports and flushes).
 #[derive(Debug, Clone)]
@@ -133,6 +102,8 @@ struct Slot {
     text_lo: u64,
     text_hi: u32,
     by_text: bool,
+    /// Its text's sample rate is below `minimum_sample_rate` (its lines are counted as clamped).
+    clamped: bool,
     key: SeriesKey,
 }
 
@@ -153,8 +124,10 @@ struct Hot {
     value: Value,
     /// The sample rate written in the text this series is found by.
     rate: f64,
-    /// Whether the series received anything this interval (only those are flushed).
-    touched: bool,
+    /// Lines received this interval, saturating (imports count one each); only series with some are flushed.
+    lines: u32,
+    /// Its row in the shard's [`Names`].
+    name: u32,
 }
 
 /// One shard's series and this interval's checks, events and timestamped points.
@@ -186,10 +159,21 @@ pub struct ShardState {
     events: Vec<sink::Event>,
     /// Counters and gauges with their own `|T` timestamp: passed through unaggregated.
     timestamped: Vec<Series>,
-    /// `series_limit`, when set.
-    limit: Option<std::sync::Arc<SeriesLimit>>,
-    /// Lines dropped by the limit this interval, by metric name (at most [`LIMITED_NAMES`] names).
-    limited: HashMap<Box<str>, u64>,
+    /// The limits on series held, when any is set.
+    limits: Option<std::sync::Arc<Limits>>,
+    /// The rewriting controls (mapper, tag filters, blocklist), when any is set.
+    controls: Option<std::sync::Arc<Controls>>,
+    mapper_cache: MapperCache,
+    /// Per metric name: series, bytes, lines, refusals.
+    names: Names,
+    /// Other texts of series found by their key this interval (a text whose series `by_text` knows by another:
+    /// written differently, or made one by a tag filter), so that their lines skip the key's canonical form.
+    /// Cleared whenever a series is removed (slot numbers move).
+    aliases: HashMap<u128, u32>,
+    /// `minimum_sample_rate`.
+    min_rate: f64,
+    /// Lines counted at a clamped rate, since last taken.
+    clamped: u64,
 }
 
 /// What a shard aggregated in one interval, taken out at flush.
@@ -203,15 +187,30 @@ pub struct Interval {
     pub checks: Vec<CheckRun>,
     pub events: Vec<sink::Event>,
     pub timestamped: Vec<Series>,
+    /// The shard's figures per metric name in this interval (see [`Names::take`]).
+    pub names: Vec<NameRow>,
+    /// Lines counted at `minimum_sample_rate` instead of their own.
+    pub clamped: u64,
 }
 
+/// Most aliases a shard keeps (see `ShardState::aliases`).
+const MAX_ALIASES: usize = 1 << 16;
+
 impl ShardState {
-    /// A shard whose new series count against `limit`.
-    pub fn with_limit(limit: Option<std::sync::Arc<SeriesLimit>>) -> Self {
+    /// A shard whose new series count against `limits`.
+    pub fn with_limits(limits: Option<std::sync::Arc<Limits>>) -> Self {
         ShardState {
-            limit,
+            limits,
             ..ShardState::default()
         }
+    }
+
+    /// The rewriting controls, and `minimum_sample_rate`.
+    pub fn controlled(mut self, controls: Option<std::sync::Arc<Controls>>, min_rate: f64) -> Self {
+        self.mapper_cache = MapperCache::new(controls.as_ref().map_or(0, |c| c.mapper_cache_size));
+        self.controls = controls;
+        self.min_rate = min_rate;
+        self
     }
 
     /// Reduce, when an interval is taken, the histograms and sets this instance reports itself (those `emit`
@@ -228,6 +227,11 @@ impl ShardState {
         self
     }
 
+    /// The rewriting controls, if any.
+    pub fn controls(&self) -> Option<&std::sync::Arc<Controls>> {
+        self.controls.as_ref()
+    }
+
     /// Series currently kept (touched this interval or the one before).
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -235,43 +239,6 @@ impl ShardState {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
-    }
-
-    /// Aggregates one parsed message.
-    pub fn add_message(&mut self, msg: Message<'_>, extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
-        match msg {
-            Message::Metric(m) => self.add_metric(&m, None, extend),
-            Message::ServiceCheck(c) => {
-                let tags = canonical_tags(c.tags, extend);
-                let hostname = c.hostname.filter(|h| !h.is_empty()).or(tags.host()).map(str::to_string);
-                let run = CheckRun {
-                    name: c.name.to_string(),
-                    status: c.status,
-                    timestamp: c.timestamp.unwrap_or(now),
-                    hostname,
-                    tags: tags.clone(),
-                    message: c.message.unwrap_or("").to_string(),
-                };
-                self.checks.insert((c.name.into(), tags), run);
-                Ok(())
-            }
-            Message::Event(e) => {
-                let tags = canonical_tags(e.tags, extend);
-                let hostname = e.hostname.filter(|h| !h.is_empty()).or(tags.host()).map(str::to_string);
-                self.events.push(sink::Event {
-                    title: e.title().into_owned(),
-                    text: e.text().into_owned(),
-                    timestamp: e.timestamp.unwrap_or(now),
-                    hostname,
-                    priority: e.priority,
-                    alert_type: e.alert_type,
-                    aggregation_key: e.aggregation_key.map(str::to_string),
-                    source_type: e.source_type.map(str::to_string),
-                    tags,
-                });
-                Ok(())
-            }
-        }
     }
 
     /// Aggregates one metric. `view` is the line's key view if the caller already computed it (to route the
@@ -283,35 +250,68 @@ impl ShardState {
         view: Option<&KeyView<'_>>,
         extend: &ExtendTags,
     ) -> Result<(), Dropped> {
+        let rate = if m.sample_rate < self.min_rate {
+            self.min_rate
+        } else {
+            m.sample_rate
+        };
+        let th = text_hash(m.name, m.suffix);
+        if m.timestamp.is_none() {
+            if let Some(i) = self.find_text(th) {
+                return self.add_to(i, m.value, rate);
+            }
+        }
+        self.add_new_text(m, view, th, rate, extend)
+    }
+
+    /// A metric whose text `by_text` does not know: an alias of a known series, or the controls applied and the
+    /// series found by its key or created.
+    fn add_new_text(
+        &mut self,
+        m: &Metric<'_>,
+        view: Option<&KeyView<'_>>,
+        th: u128,
+        rate: f64,
+        extend: &ExtendTags,
+    ) -> Result<(), Dropped> {
+        let clamped = m.sample_rate < self.min_rate;
+        if m.timestamp.is_none() {
+            if let Some(&i) = self.aliases.get(&th) {
+                self.count_clamped(clamped, i as usize);
+                return self.add_to(i as usize, m.value, rate);
+            }
+        }
+        let rewritten = match &self.controls {
+            Some(c) => c
+                .rewrite(m.name, m.tags, &mut self.mapper_cache)
+                .map_err(|b| Dropped::Blocklisted(b.0))?,
+            None => admit::Rewritten::default(),
+        };
+        let own;
+        let view = match view {
+            Some(v) if rewritten.name.is_none() && rewritten.tags.is_none() => v,
+            _ => {
+                let name = rewritten.name.as_deref().unwrap_or(m.name);
+                let tags = rewritten.tags.as_deref().map_or(m.tags, Tags::new);
+                own = KeyView::new(name, m.kind, tags, extend);
+                &own
+            }
+        };
         if let Some(ts) = m.timestamp {
-            let own;
-            let view = match view {
-                Some(v) => v,
-                None => {
-                    own = KeyView::new(m.name, m.kind, m.tags, extend);
-                    &own
-                }
-            };
             return self.add_timestamped(m, ts, view, extend);
         }
-        let th = text_hash(m.name, m.suffix);
-        let i = match self.find_text(th) {
-            Some(i) => Some(i),
-            None => match view {
-                Some(v) => self.slot_for(v, th, m.sample_rate, extend),
-                None => {
-                    let v = KeyView::new(m.name, m.kind, m.tags, extend);
-                    self.slot_for(&v, th, m.sample_rate, extend)
-                }
-            },
-        };
-        let Some(i) = i else {
-            if self.limited.len() < LIMITED_NAMES || self.limited.contains_key(m.name) {
-                *self.limited.entry(m.name.into()).or_insert(0) += 1;
-            }
-            return Err(Dropped::SeriesLimit);
-        };
-        self.add_to(i, m.value, m.sample_rate)
+        let i = self.slot_for(view, th, rate, clamped, extend)?;
+        self.count_clamped(clamped, i);
+        self.add_to(i, m.value, rate)
+    }
+
+    /// A line at a clamped rate aggregated into series `i` by another text than the series' own (the lines of its
+    /// own text are counted when the interval is taken, if that text's rate was clamped).
+    #[inline]
+    fn count_clamped(&mut self, clamped: bool, i: usize) {
+        if clamped && !self.slots[i].clamped {
+            self.clamped += 1;
+        }
     }
 
     /// Aggregates a line cut at its value if this shard knows its series by the line's text (name and suffix, see
@@ -356,7 +356,7 @@ impl ShardState {
         // The common case inline: one short number for a counter or a gauge. (A set's member, a short number or
         // not, is never read as one.)
         if let (Value::Counter(_) | Value::Gauge(_), Some(v)) = (&hot.value, line.short_number()) {
-            hot.touched = true;
+            hot.lines = hot.lines.saturating_add(1);
             // A short number over a rate ≥ MIN_SAMPLE_RATE is below 1e30, far below half an ulp of f64::MAX, so
             // this sum cannot overflow (the full path saturates).
             match &mut hot.value {
@@ -386,7 +386,7 @@ impl ShardState {
     #[inline]
     fn add_to(&mut self, i: usize, value: MetricValue<'_>, sample_rate: f64) -> Result<(), Dropped> {
         let hot = &mut self.hot[i];
-        hot.touched = true;
+        hot.lines = hot.lines.saturating_add(1);
         match (&mut hot.value, value) {
             (Value::Counter(sum), MetricValue::Numbers(values)) => {
                 // Saturating: a sum that overflows stays at ±f64::MAX (see `saturating_add`).
@@ -461,38 +461,58 @@ impl ShardState {
     }
 
     /// The slot of a series not found by its text: found by its canonical key (and then also registered by this
-    /// text if it has none), or created; `None` when it is new and `series_limit` series are kept.
-    fn slot_for(&mut self, view: &KeyView<'_>, th: u128, rate: f64, extend: &ExtendTags) -> Option<usize> {
+    /// text if it has none, or as an alias), or created if the limits let it.
+    fn slot_for(
+        &mut self,
+        view: &KeyView<'_>,
+        th: u128,
+        rate: f64,
+        clamped: bool,
+        extend: &ExtendTags,
+    ) -> Result<usize, Dropped> {
         let canonical = self.canon.build(view, extend);
         let hash = view.hash;
         if let Some(i) = find_key(&self.by_key, &self.slots, hash, |key| view.matches(key, canonical)) {
             let slot = &mut self.slots[i as usize];
             if !slot.by_text {
                 slot.by_text = true;
+                slot.clamped = clamped;
                 slot.set_text_hash(th);
                 self.hot[i as usize].rate = rate;
                 self.by_text.insert(th, i);
+            } else if self.aliases.len() < MAX_ALIASES {
+                self.aliases.insert(th, i);
             }
-            return Some(i as usize);
+            return Ok(i as usize);
         }
-        if self.limit.as_ref().is_some_and(|l| !l.admit()) {
-            return None;
+        if let Some(limits) = &self.limits {
+            if let Err(limit) = limits.admit(view.name, view.kind, canonical) {
+                self.names.refused(view.name, limit);
+                return Err(Dropped::Limited(limit));
+            }
         }
-        let key = view.to_key(canonical, extend);
+        let (name, shared) = self.names.id(view.name);
+        let key = view.to_key_named(canonical, extend, shared);
+        self.names.added(
+            name,
+            admit::series_bytes(key.kind, key.name.len(), key.tags.joined().len()),
+        );
         let value = empty_value(key.kind, self.sketches);
         let (text_lo, text_hi) = text_index::key_parts(th);
-        Some(self.insert(
+        Ok(self.insert(
             Slot {
                 hash,
                 text_lo,
                 text_hi,
                 by_text: true,
+                clamped,
                 key,
             },
             Hot {
                 value,
                 rate,
-                touched: false,
+                lines: 0,
+                name,
             },
         ))
     }
@@ -525,20 +545,17 @@ impl ShardState {
                 self.by_text.set_slot(moved.text_hash(), i as u32);
             }
         }
+        let key = &self.slots[i].key;
+        if let Some(l) = &self.limits {
+            l.release(key);
+        }
+        let bytes = admit::series_bytes(key.kind, key.name.len(), key.tags.joined().len());
+        self.names.removed(self.hot[i].name, bytes);
+        if !self.aliases.is_empty() {
+            self.aliases.clear();
+        }
         self.slots.swap_remove(i);
         self.hot.swap_remove(i);
-        if let Some(l) = &self.limit {
-            l.release();
-        }
-    }
-
-    /// The metric names whose new series the limit dropped this interval, most lines first, and the total
-    /// number of lines dropped; cleared.
-    pub fn take_limited(&mut self) -> (Vec<(Box<str>, u64)>, u64) {
-        let mut names: Vec<(Box<str>, u64)> = self.limited.drain().collect();
-        let total = names.iter().map(|(_, n)| n).sum();
-        names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        (names, total)
     }
 
     fn add_timestamped(
@@ -596,16 +613,8 @@ fn empty_value(kind: MetricKind, sketches: bool) -> Value {
     }
 }
 
-fn canonical_tags(tags: Tags<'_>, extend: &ExtendTags) -> TagSet {
-    // Service checks and events: tags are not part of a series key, so no scratch space is kept for them.
-    TagSet::from_tags(
-        tags.iter()
-            .filter(|t| !extend.tags().iter().any(|e| e.split(':').next() == t.split(':').next()))
-            .chain(extend.tags().iter().map(|t| &**t)),
-    )
-}
-
 mod interval;
+mod messages;
 pub use interval::Taking;
 
 #[cfg(test)]

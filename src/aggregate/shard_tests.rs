@@ -1,9 +1,11 @@
 //! Tests of [`super`]: one shard's series, intervals, limits and imports.
 
 use super::*;
+use crate::aggregate::admit::{Limit, Limits};
 use crate::aggregate::Scope;
 use crate::config::Aggregate;
 use crate::protocol::parse_line;
+use crate::protocol::Message;
 
 fn feed(state: &mut ShardState, extend: &ExtendTags, lines: &str) {
     for line in crate::protocol::lines(lines.as_bytes()) {
@@ -92,9 +94,9 @@ fn values_restart_each_interval_and_a_series_idle_for_an_interval_is_not_flushed
 #[test]
 fn new_series_beyond_the_limit_are_dropped_known_ones_go_on_and_idle_ones_make_room() {
     let e = ExtendTags::default();
-    let limit = std::sync::Arc::new(SeriesLimit::new(3));
-    let mut a = ShardState::with_limit(Some(limit.clone()));
-    let mut b = ShardState::with_limit(Some(limit.clone()));
+    let limit = std::sync::Arc::new(Limits::series_limit(3));
+    let mut a = ShardState::with_limits(Some(limit.clone()));
+    let mut b = ShardState::with_limits(Some(limit.clone()));
     let add = |state: &mut ShardState, line: &str| match parse_line(line.as_bytes()) {
         Ok(Message::Metric(m)) => state.add_metric(&m, None, &e),
         other => panic!("{other:?}"),
@@ -103,22 +105,33 @@ fn new_series_beyond_the_limit_are_dropped_known_ones_go_on_and_idle_ones_make_r
     assert_eq!(add(&mut a, "x:1|c"), Ok(()));
     assert_eq!(add(&mut a, "y:1|c"), Ok(()));
     assert_eq!(add(&mut b, "z:1|c"), Ok(()));
-    assert_eq!(add(&mut b, "flood.1:1|c"), Err(Dropped::SeriesLimit));
-    assert_eq!(add(&mut a, "flood.2:1|c|#id:9"), Err(Dropped::SeriesLimit));
-    assert_eq!(add(&mut a, "flood.2:1|c|#id:10"), Err(Dropped::SeriesLimit));
-    assert_eq!(add(&mut a, "x:5|c"), Ok(()), "a kept series goes on");
+    assert_eq!(add(&mut b, "flood.1:1|c"), Err(Dropped::Limited(Limit::SeriesLimit)));
     assert_eq!(
-        values(&a.take_interval()),
+        add(&mut a, "flood.2:1|c|#id:9"),
+        Err(Dropped::Limited(Limit::SeriesLimit))
+    );
+    assert_eq!(
+        add(&mut a, "flood.2:1|c|#id:10"),
+        Err(Dropped::Limited(Limit::SeriesLimit))
+    );
+    assert_eq!(add(&mut a, "x:5|c"), Ok(()), "a kept series goes on");
+    let taken = a.take_interval();
+    assert_eq!(
+        values(&taken),
         vec![("x".into(), "".into(), 6.0), ("y".into(), "".into(), 1.0)]
     );
-    let (names, lines) = a.take_limited();
-    assert_eq!((names, lines), (vec![("flood.2".into(), 2)], 2));
+    // The refused lines are counted by name.
+    let flood = taken.names.iter().find(|r| &*r.name == "flood.2");
+    assert_eq!(
+        flood.map(|r| (r.series, r.dropped[Limit::SeriesLimit as usize])),
+        Some((0, 2))
+    );
     // y goes idle for an interval and is removed: room for one new series.
     assert_eq!(add(&mut a, "x:1|c"), Ok(()));
     a.take_interval();
     assert_eq!(a.len(), 1);
     assert_eq!(add(&mut b, "w:1|c"), Ok(()));
-    assert_eq!(add(&mut b, "v:1|c"), Err(Dropped::SeriesLimit));
+    assert_eq!(add(&mut b, "v:1|c"), Err(Dropped::Limited(Limit::SeriesLimit)));
 }
 
 #[test]

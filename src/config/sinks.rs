@@ -70,6 +70,16 @@ pub enum SinkKind {
 }
 
 impl SinkConfig {
+    /// The most bytes of payloads its retry queue holds in memory (`retry_queue_max_bytes`; 0 for a console sink,
+    /// or a config that does not parse, which validation refuses anyway).
+    pub fn retry_queue_memory_bytes(&self) -> u64 {
+        match self.kind {
+            SinkKind::Datadog => self.datadog().map_or(0, |d| d.retry_queue_max_bytes as u64),
+            SinkKind::PrometheusRemoteWrite => self.prometheus().map_or(0, |p| p.retry_queue_max_bytes as u64),
+            SinkKind::Console => 0,
+        }
+    }
+
     /// The sink's name, defaulting to its kind.
     pub fn display_name(&self) -> &str {
         if self.name.is_empty() {

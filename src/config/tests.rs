@@ -56,6 +56,13 @@ fn every_documented_key_is_accepted() {
             "grpc_tls" => "{cert_file: a.pem, key_file: a-key.pem}\ngrpc_address: \"127.0.0.1:0\"",
             "statsd_tls" => "{cert_file: a.pem, key_file: a-key.pem}\nstatsd_listen_addresses: [\"tls://127.0.0.1:0\"]",
             "forward_tls" => "{ca_file: ca.pem}\nforward_address: \"127.0.0.1:8128\"",
+            "series_limit_per_tag" => "[{tag: pod_name, limit: 2000}]",
+            "mapper_profiles" => "[{name: p, prefix: 'a.', mappings: [{match: 'a.*', name: a, tags: {x: '$1'}}]}]",
+            "metric_tag_filterlist" => "[{metric_name: m, action: exclude, tags: [request_id]}]",
+            "statsd_metric_blocklist" => "[a.b]",
+            "statsd_metric_blocklist_match_prefix" => "true",
+            "minimum_sample_rate" => "0.001",
+            "memory_limit" => "512MiB",
             _ => "3",
         };
         parse(&format!("{key}: {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));

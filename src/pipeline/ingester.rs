@@ -2,6 +2,7 @@
 //! shard, and count what it drops in its own counters. Public so that benches and tests drive the same code.
 
 use super::*;
+use crate::aggregate::admit::Limit;
 use crate::logging::LocalLog;
 
 /// Lines one worker dropped, by reason, since they were last taken (each flush takes them into the telemetry).
@@ -13,8 +14,12 @@ pub struct DropCounts {
     pub timestamp_on_unsupported_type: u64,
     /// Timestamped points over the shard's bound (`harrier.lines.dropped{reason:too_many_timestamped}`).
     pub too_many_timestamped: u64,
-    /// Lines of new series over `series_limit` (`harrier.series.dropped{reason:series_limit}`).
-    pub series_limit: u64,
+    /// Lines of new series refused by a limit, indexed by [`Limit`] (`harrier.series.dropped{reason}`).
+    pub limited: [u64; 4],
+    /// Lines dropped by `statsd_metric_blocklist`, indexed by entry (`harrier.lines.blocklisted{entry}`).
+    pub blocklisted: Vec<u64>,
+    /// Lines counted at `minimum_sample_rate` (`harrier.lines.sample_rate_clamped`; still aggregated).
+    pub clamped: u64,
     /// Lines whose value did not fit their series' state (`harrier.lines.dropped{reason:unparsable}`; the parser
     /// makes this impossible, so a non-zero count is a bug).
     pub unparsable: u64,
@@ -34,19 +39,38 @@ impl DropCounts {
         self.rejected.iter().sum::<u64>()
             + self.timestamp_on_unsupported_type
             + self.too_many_timestamped
-            + self.series_limit
+            + self.limited.iter().sum::<u64>()
+            + self.blocklisted.iter().sum::<u64>()
             + self.unparsable
+    }
+
+    /// Lines refused by `limit`.
+    pub fn limited_by(&self, limit: Limit) -> u64 {
+        self.limited[limit as usize]
     }
 
     /// Adds these counts to the process' self-metrics (once per worker and flush: the shared counters and the
     /// registry's lock are touched per interval, never per line).
-    pub fn add_to(&self, telemetry: &Telemetry) {
+    pub fn add_to(&self, telemetry: &Telemetry, blocklist: &[Box<str>]) {
         for (i, &n) in self.rejected.iter().enumerate() {
             if n > 0 {
                 telemetry.rejected[i].fetch_add(n, Ordering::Relaxed);
             }
         }
-        use crate::telemetry::catalog::{LINES_DROPPED, SERIES_DROPPED};
+        use crate::telemetry::catalog::{LINES_BLOCKLISTED, LINES_DROPPED, LINES_SAMPLE_RATE_CLAMPED, SERIES_DROPPED};
+        for limit in Limit::ALL {
+            let n = self.limited[limit as usize];
+            if n > 0 {
+                telemetry.add(&SERIES_DROPPED, &[&format!("reason:{}", limit.reason())], n);
+            }
+        }
+        for (entry, &n) in self.blocklisted.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let name = blocklist.get(entry).map_or("?", |e| &**e);
+            telemetry.add(&LINES_BLOCKLISTED, &[&format!("entry:{name}")], n);
+        }
+        if self.clamped > 0 {
+            telemetry.add(&LINES_SAMPLE_RATE_CLAMPED, &[], self.clamped);
+        }
         for (metric, tag, n) in [
             (
                 &LINES_DROPPED,
@@ -54,7 +78,6 @@ impl DropCounts {
                 self.timestamp_on_unsupported_type,
             ),
             (&LINES_DROPPED, "reason:too_many_timestamped", self.too_many_timestamped),
-            (&SERIES_DROPPED, "reason:series_limit", self.series_limit),
             (&LINES_DROPPED, "reason:unparsable", self.unparsable),
         ] {
             if n > 0 {
@@ -99,6 +122,13 @@ impl Ingester {
         std::mem::take(&mut self.drops)
     }
 
+    /// Adds the drops counted since the last call to the self-metrics (see [`DropCounts::add_to`]).
+    pub fn report_drops(&mut self, telemetry: &Telemetry) {
+        let drops = self.take_drops();
+        let blocklist = self.state.controls().map_or(&[][..], |c| c.blocklist());
+        drops.add_to(telemetry, blocklist);
+    }
+
     /// Merges entries imported from another instance (global mode).
     pub fn import(&mut self, entries: Vec<Entry>) {
         self.state.import(entries);
@@ -126,12 +156,30 @@ impl Ingester {
     /// Ends a stepped take; logs, at a limited rate, what `series_limit` dropped in the interval.
     pub fn finish_take(&mut self, taking: Taking, now: i64) -> Interval {
         let interval = self.state.finish_take(taking);
-        let (names, lines) = self.state.take_limited();
-        if lines > 0 {
-            let top: Vec<String> = names.iter().take(5).map(|(n, k)| format!("{n} ({k})")).collect();
+        self.drops.clamped += interval.clamped;
+        let mut refused: Vec<(&str, [u64; 4])> = interval
+            .names
+            .iter()
+            .filter(|r| r.dropped.iter().any(|&d| d > 0))
+            .map(|r| (&*r.name, r.dropped))
+            .collect();
+        if !refused.is_empty() {
+            refused.sort_by_key(|(n, d)| (std::cmp::Reverse(d.iter().sum::<u64>()), *n));
+            let lines: u64 = refused.iter().map(|(_, d)| d.iter().sum::<u64>()).sum();
+            let limits: Vec<&str> = Limit::ALL
+                .iter()
+                .filter(|l| refused.iter().any(|(_, d)| d[**l as usize] > 0))
+                .map(|l| l.reason())
+                .collect();
+            let top: Vec<String> = refused
+                .iter()
+                .take(5)
+                .map(|(n, d)| format!("{n} ({})", d.iter().sum::<u64>()))
+                .collect();
             self.series_limit_log.log(now, || {
                 format!(
-                    "series_limit reached: {lines} lines of new series dropped in the last interval; most from: {}",
+                    "{} reached: {lines} lines of new series dropped in the last interval; most from: {}",
+                    limits.join(", "),
                     top.join(", ")
                 )
             });
@@ -239,6 +287,15 @@ impl Ingester {
     }
 
     #[cold]
+    fn count_blocklisted(&mut self, entry: u32) {
+        let counts = &mut self.drops.blocklisted;
+        if counts.len() <= entry as usize {
+            counts.resize(entry as usize + 1, 0);
+        }
+        counts[entry as usize] += 1;
+    }
+
+    #[cold]
     fn reject(&mut self, line: &[u8], e: &ParseError<'_>, now: i64) {
         self.drops.rejected[e.reason_index()] += 1;
         self.bad_line_log
@@ -252,7 +309,8 @@ impl Ingester {
             Err(Dropped::Unparsable) => self.drops.unparsable += 1,
             Err(Dropped::TimestampOnUnsupportedType) => self.drops.timestamp_on_unsupported_type += 1,
             Err(Dropped::TooManyTimestamped) => self.drops.too_many_timestamped += 1,
-            Err(Dropped::SeriesLimit) => self.drops.series_limit += 1,
+            Err(Dropped::Limited(limit)) => self.drops.limited[limit as usize] += 1,
+            Err(Dropped::Blocklisted(entry)) => self.count_blocklisted(entry),
         }
     }
 }

@@ -176,7 +176,7 @@ impl Worker {
             }
             ShardMsg::Flush(reply) => {
                 // The drops join the telemetry before the flush that asked collects it.
-                self.core.take_drops().add_to(&self.telemetry);
+                self.core.report_drops(&self.telemetry);
                 // (The flusher waits for each reply, so no flush is under way here; were one, it ends first.)
                 while self.taking.is_some() {
                     self.take_step();
@@ -203,7 +203,10 @@ impl Worker {
         };
         if self.core.take_step(taking, TAKE_STEP) {
             if let Some((reply, taking)) = self.taking.take() {
-                let _ = reply.send(self.core.finish_take(taking, unix_now()));
+                let interval = self.core.finish_take(taking, unix_now());
+                // What the take counted (clamped lines) joins the telemetry before the flush collects it.
+                self.core.report_drops(&self.telemetry);
+                let _ = reply.send(interval);
             }
         }
     }

@@ -50,8 +50,16 @@ metrics! {
         "Lines the parser rejected, by reason.";
     LINES_DROPPED = "harrier.lines.dropped", Counter, ["reason"],
         "Parsed lines not aggregated: `timestamp_on_unsupported_type`, `too_many_timestamped`, `unparsable`.";
+    LINES_BLOCKLISTED = "harrier.lines.blocklisted", Counter, ["entry"],
+        "Lines dropped by `statsd_metric_blocklist`, by the entry that matched.";
+    LINES_SAMPLE_RATE_CLAMPED = "harrier.lines.sample_rate_clamped", Counter, [],
+        "Lines sent at a sample rate below `minimum_sample_rate`, aggregated at it instead.";
     SERIES_DROPPED = "harrier.series.dropped", Counter, ["reason"],
-        "Lines of new series dropped by a limit (`series_limit`).";
+        "Lines of new series dropped by a limit: `series_limit`, `series_limit_per_metric`, `series_limit_per_tag`, `memory_limit`.";
+    SERIES_LIMITED = "harrier.series.limited", Counter, ["metric", "limit"],
+        "Lines of new series dropped by a limit, for the (at most 10) metric names with the most in the interval.";
+    SERIES_ESTIMATED_BYTES = "harrier.series.estimated_bytes", Gauge, [],
+        "Estimated bytes of the series held (what `memory_limit` counts), as of the last flush.";
     SERIES_FLUSHED = "harrier.series.flushed", Counter, ["type"],
         "Series in the last flush, by type (`forwardable`: handed to the forwarder).";
     FLUSH_DURATION_MS = "harrier.flush.duration_ms", Gauge, [],

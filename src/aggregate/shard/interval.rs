@@ -1,36 +1,51 @@
 //! The ends of a shard's interval: entries imported from other instances merged in, and the interval taken out.
 
 use super::{find_key, Entry, Hot, Interval, Reduced, ReducedValue, ShardState, Slot, Value};
+use crate::aggregate::admit::series_bytes;
 
 impl ShardState {
     /// Merges entries imported from other instances: counters add, gauges are replaced, digests and sets merge.
     /// Histogram stats merge too; an importer sends empty stats where the sender already reported them.
     pub fn import(&mut self, entries: Vec<Entry>) {
         self.drain_log();
-        for incoming in entries {
+        for mut incoming in entries {
+            // A global filters the tags of what locals that do not filter forward.
+            if let Some(key) = self.controls.as_ref().and_then(|c| c.filter_key(&incoming.key)) {
+                incoming.hash = key.hash();
+                incoming.key = key;
+            }
             let hash = incoming.hash;
             let Some(i) = find_key(&self.by_key, &self.slots, hash, |key| *key == incoming.key) else {
-                if let Some(l) = &self.limit {
-                    l.force();
+                if let Some(l) = &self.limits {
+                    l.force(&incoming.key);
                 }
+                let (name, shared) = self.names.id(&incoming.key.name);
+                if let Some(shared) = shared {
+                    incoming.key.name = shared;
+                }
+                let k = &incoming.key;
+                self.names
+                    .added(name, series_bytes(k.kind, k.name.len(), k.tags.joined().len()));
                 self.insert(
                     Slot {
                         hash,
                         text_lo: 0,
                         text_hi: 0,
                         by_text: false,
+                        clamped: false,
                         key: incoming.key,
                     },
                     Hot {
                         value: incoming.value,
                         rate: 1.0,
-                        touched: true,
+                        lines: 1,
+                        name,
                     },
                 );
                 continue;
             };
             let hot = &mut self.hot[i as usize];
-            hot.touched = true;
+            hot.lines = hot.lines.saturating_add(1);
             hot.value.merge(incoming.value);
         }
     }
@@ -66,13 +81,17 @@ impl ShardState {
         let mut i = taking.cursor;
         while i < self.slots.len() && i < end {
             let hot = &mut self.hot[i];
-            if !hot.touched {
+            if hot.lines == 0 {
                 // The last slot takes this place: it is visited next (it was not visited yet).
                 self.remove(i);
                 continue;
             }
-            hot.touched = false;
+            let lines = std::mem::take(&mut hot.lines);
+            self.names.lines(hot.name, lines, hot.rate);
             let slot = &self.slots[i];
+            if slot.clamped {
+                self.clamped += u64::from(lines);
+            }
             let summarize = self.summarize.as_deref().filter(|e| !e.forwards(slot.key.scope));
             if matches!(hot.value, Value::Histogram(_)) {
                 interval.histograms += 1;
@@ -122,6 +141,8 @@ impl ShardState {
         }
         self.log.shrink(self.slots.len());
         Interval {
+            names: self.names.take(),
+            clamped: std::mem::take(&mut self.clamped),
             checks: std::mem::take(&mut self.checks).into_values().collect(),
             events: std::mem::take(&mut self.events),
             timestamped: std::mem::take(&mut self.timestamped),

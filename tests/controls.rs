@@ -29,7 +29,9 @@ fn send_tcp(addr: SocketAddr, lines: impl Iterator<Item = String>) {
 
 /// [`send_tcp`] off the test's runtime, which also runs the server's connection tasks.
 async fn send_tcp_async(addr: SocketAddr, lines: impl Iterator<Item = String> + Send + 'static) {
-    tokio::task::spawn_blocking(move || send_tcp(addr, lines)).await.unwrap();
+    tokio::task::spawn_blocking(move || send_tcp(addr, lines))
+        .await
+        .unwrap();
 }
 
 /// `GET path` on the server's HTTP address: the status and body.
@@ -152,7 +154,12 @@ async fn blocklisted_names_are_dropped_and_counted_by_entry() {
     server.shutdown().await;
     let values = sink.values();
     assert_eq!(values.get("kept.metric"), Some(&9.0));
-    assert!(!values.keys().any(|k| k.starts_with("debug.") || k.starts_with("noisy.")), "{values:?}");
+    assert!(
+        !values
+            .keys()
+            .any(|k| k.starts_with("debug.") || k.starts_with("noisy.")),
+        "{values:?}"
+    );
     // `debug.` as a prefix does not match `debugger.`.
     assert_eq!(values.get("debugger.not.a.prefix.match"), Some(&1.0));
     assert_eq!(sink.self_metric("harrier.lines.blocklisted", "entry:debug."), 30.0);
@@ -166,7 +173,10 @@ async fn a_sample_rate_of_1e_9_is_clamped_to_the_minimum_and_counted() {
     let udp = server.udp_address().unwrap();
     // Three packets, so that the later lines find their series by its text.
     for _ in 0..3 {
-        send_udp(udp, &["tiny.rate:1|c|@0.000000001".into(), "normal.rate:1|c|@0.5".into()]);
+        send_udp(
+            udp,
+            &["tiny.rate:1|c|@0.000000001".into(), "normal.rate:1|c|@0.5".into()],
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -194,7 +204,11 @@ async fn a_per_metric_limit_keeps_a_well_behaved_metric_complete_while_another_f
     server.shutdown().await;
     let values = sink.values();
     for i in 0..200 {
-        assert_eq!(values.get(&format!("good.metric#route:r{i}")), Some(&12.0), "route r{i}");
+        assert_eq!(
+            values.get(&format!("good.metric#route:r{i}")),
+            Some(&12.0),
+            "route r{i}"
+        );
     }
     let flooded = values.keys().filter(|k| k.starts_with("flood.metric")).count();
     assert_eq!(flooded, 5000);
@@ -204,7 +218,10 @@ async fn a_per_metric_limit_keeps_a_well_behaved_metric_complete_while_another_f
     );
     let pods = values.keys().filter(|k| k.starts_with("pods.metric")).count();
     assert_eq!(pods, 3);
-    assert_eq!(sink.self_metric("harrier.series.dropped", "reason:series_limit_per_tag"), 7.0);
+    assert_eq!(
+        sink.self_metric("harrier.series.dropped", "reason:series_limit_per_tag"),
+        7.0
+    );
     assert_eq!(
         sink.self_metric("harrier.series.limited", "metric:flood.metric"),
         395_000.0,
@@ -258,7 +275,12 @@ async fn debug_series_lists_the_flooding_metric_first_with_its_figures() {
     assert_eq!(first["dropped"]["per_metric"], 2000, "{body}");
     assert_eq!(first["lines"], 3000);
     assert_eq!(first["lines_previous"], 3000);
-    let calm = v["metrics"].as_array().unwrap().iter().find(|r| r["name"] == "calm.metric").unwrap();
+    let calm = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "calm.metric")
+        .unwrap();
     assert_eq!((calm["series"].as_u64(), calm["lines"].as_u64()), (Some(10), Some(10)));
     assert_eq!(v["series"], 3010);
     server.shutdown().await;
@@ -310,7 +332,10 @@ fn a_memory_limit_flood_keeps_rss_under_the_limit_and_known_series_exact() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     assert!(child.wait().unwrap().success());
     let lines = out.join().unwrap();
-    assert!(peak < limit_mib * 1024, "peak RSS {peak} KiB over the {limit_mib} MiB limit");
+    assert!(
+        peak < limit_mib * 1024,
+        "peak RSS {peak} KiB over the {limit_mib} MiB limit"
+    );
     let value = |l: &str| l.split_whitespace().nth(3).and_then(|v| v.parse::<f64>().ok());
     for i in 0..100 {
         let tags = format!("tags=k:{i}");
@@ -324,7 +349,12 @@ fn a_memory_limit_flood_keeps_rss_under_the_limit_and_known_series_exact() {
         .iter()
         .find(|l| l.contains(" harrier.series.dropped ") && l.contains("reason:memory_limit"))
         .and_then(|l| value(l))
-        .unwrap_or_else(|| panic!("no memory_limit drops in {:?}", &lines[lines.len().saturating_sub(20)..]));
+        .unwrap_or_else(|| {
+            panic!(
+                "no memory_limit drops in {:?}",
+                &lines[lines.len().saturating_sub(20)..]
+            )
+        });
     assert!(dropped > 500_000.0, "lines of new series refused: {dropped}");
 }
 
@@ -336,17 +366,86 @@ fn bad_controls_are_refused_at_start_naming_the_key() {
             "mapper_profiles[0].mappings[0].match",
         ),
         ("series_limit_per_metric: 0", "series_limit_per_metric"),
-        ("series_limit_per_tag: [{tag: pod, limit: 0}]", "series_limit_per_tag[0].limit"),
-        ("metric_tag_filterlist: [{metric_name: '', tags: [a]}]", "metric_tag_filterlist[0].metric_name"),
+        (
+            "series_limit_per_tag: [{tag: pod, limit: 0}]",
+            "series_limit_per_tag[0].limit",
+        ),
+        (
+            "metric_tag_filterlist: [{metric_name: '', tags: [a]}]",
+            "metric_tag_filterlist[0].metric_name",
+        ),
         ("minimum_sample_rate: 2", "minimum_sample_rate"),
         ("memory_limit: 1MiB", "memory_limit"),
         ("series_limit: 1000000\nmemory_limit: 100MiB", "memory_limit"),
     ] {
         let path = std::env::temp_dir().join(format!("harrier-controls-{}-{}.yaml", std::process::id(), key.len()));
         std::fs::write(&path, yaml).unwrap();
-        let out = Command::new(BIN).arg("-f").arg(&path).arg("--validate-config").output().unwrap();
+        let out = Command::new(BIN)
+            .arg("-f")
+            .arg(&path)
+            .arg("--validate-config")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{yaml}: {stderr}");
         assert!(stderr.contains(&format!("`{key}`")), "{yaml}: {stderr}");
     }
+}
+
+fn global_yaml(extra: &str) -> String {
+    config(
+        &["udp://127.0.0.1:0"],
+        &format!("grpc_address: \"127.0.0.1:0\"\npercentiles: [0.5]\n{extra}"),
+    )
+}
+
+fn local_yaml(forward: SocketAddr, extra: &str) -> String {
+    config(
+        &["tcp://127.0.0.1:0"],
+        &format!("forward_address: \"{forward}\"\naggregates: [count]\npercentiles: [0.5]\n{extra}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_filter_on_the_global_merges_what_a_local_that_does_not_filter_forwards_with_a_filtering_locals() {
+    let filter = "metric_tag_filterlist: [{metric_name: fleet.latency, action: exclude, tags: [request_id]}]\n";
+    let (global, global_sink) = start(&global_yaml(filter)).await;
+    let grpc = global.grpc_address.unwrap();
+    let (plain, plain_sink) = start(&local_yaml(grpc, "")).await;
+    let (filtering, filtering_sink) = start(&local_yaml(grpc, filter)).await;
+    // 1..=500 through the local that does not filter (one series per request id there), 501..=1000 through the
+    // one that does.
+    let lines = |from: u32| {
+        (from..from + 500)
+            .map(|i| format!("fleet.latency:{i}|ms|#svc:api,request_id:{i}"))
+            .collect::<Vec<_>>()
+    };
+    send_tcp_async(plain.tcp_address().unwrap(), lines(1).into_iter()).await;
+    send_tcp_async(filtering.tcp_address().unwrap(), lines(501).into_iter()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    plain.shutdown().await;
+    filtering.shutdown().await;
+    assert!(
+        common::eventually(Duration::from_secs(10), || global
+            .telemetry
+            .peek("harrier.import.metrics", "")
+            >= 501)
+        .await,
+        "the locals' digests arrive"
+    );
+    global.shutdown().await;
+    // The local that filters reports one series; the other, one per request id.
+    let f = filtering_sink.values();
+    assert_eq!(f.get("fleet.latency.count#svc:api"), Some(&500.0), "{f:?}");
+    let p = plain_sink.values();
+    assert_eq!(p.keys().filter(|k| k.starts_with("fleet.latency.count")).count(), 500);
+    // The global merges all 1,000 digests into one series: the median of 1..=1000.
+    let g = global_sink.values();
+    let medians: Vec<(&String, &f64)> = g
+        .iter()
+        .filter(|(k, _)| k.starts_with("fleet.latency.50percentile"))
+        .collect();
+    assert_eq!(medians.len(), 1, "{g:?}");
+    assert_eq!(medians[0].0, "fleet.latency.50percentile#svc:api");
+    assert!((medians[0].1 - 500.0).abs() <= 10.0, "{medians:?}");
 }

@@ -275,7 +275,7 @@ impl ShardState {
         extend: &ExtendTags,
     ) -> Result<(), Dropped> {
         let clamped = m.sample_rate < self.min_rate;
-        if m.timestamp.is_none() {
+        if m.timestamp.is_none() && !self.aliases.is_empty() {
             if let Some(&i) = self.aliases.get(&th) {
                 self.count_clamped(clamped, i as usize);
                 return self.add_to(i as usize, m.value, rate);

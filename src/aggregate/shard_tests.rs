@@ -430,3 +430,9 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_slot_is_one_cache_line_and_a_series_hot_state_half_of_one() {
+    assert_eq!(std::mem::size_of::<Slot>(), 64);
+    assert_eq!(std::mem::size_of::<Hot>(), 32);
+}

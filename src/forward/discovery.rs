@@ -112,11 +112,31 @@ pub(crate) async fn lookup(resolver: &TokioResolver, cfg: &DiscoveryConfig) -> R
 pub async fn start(
     cfg: DiscoveryConfig,
     telemetry: Arc<Telemetry>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<watch::Receiver<Members>, String> {
-    let resolver = resolver("forward_discovery", &cfg)?;
+    let resolver = Arc::new(resolver("forward_discovery", &cfg)?);
+    let lookup_cfg = cfg.clone();
+    let lookups = move || {
+        let (resolver, cfg) = (resolver.clone(), lookup_cfg.clone());
+        async move { lookup(&resolver, &cfg).await }
+    };
+    Ok(watch_members(cfg, lookups, telemetry, stop).await)
+}
+
+/// The loop of [`start`], with the lookup given: the first is awaited, then one every `refresh` (every second
+/// at most while none has found a member) until `stop`.
+async fn watch_members<F, Fut>(
+    cfg: DiscoveryConfig,
+    mut lookups: F,
+    telemetry: Arc<Telemetry>,
+    mut stop: watch::Receiver<bool>,
+) -> watch::Receiver<Members>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<String>, String>> + Send,
+{
     let (tx, rx) = watch::channel(Members::default());
-    refresh(&resolver, &cfg, &tx, &telemetry).await;
+    publish(lookups().await, &cfg, &tx, &telemetry);
     tokio::spawn(async move {
         loop {
             // Until the first members are found, look again sooner.
@@ -129,14 +149,24 @@ pub async fn start(
                 _ = crate::shutdown::stopped(&mut stop) => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-            refresh(&resolver, &cfg, &tx, &telemetry).await;
+            let found = tokio::select! {
+                _ = crate::shutdown::stopped(&mut stop) => return,
+                found = lookups() => found,
+            };
+            publish(found, &cfg, &tx, &telemetry);
         }
     });
-    Ok(rx)
+    rx
 }
 
-async fn refresh(resolver: &TokioResolver, cfg: &DiscoveryConfig, tx: &watch::Sender<Members>, telemetry: &Telemetry) {
-    let result = match lookup(resolver, cfg).await {
+/// What one lookup found, published (an empty answer or an error keeps the previous members) and counted.
+fn publish(
+    found: Result<Vec<String>, String>,
+    cfg: &DiscoveryConfig,
+    tx: &watch::Sender<Members>,
+    telemetry: &Telemetry,
+) {
+    let result = match found {
         Ok(found) if found.is_empty() => {
             LOG.log(|| {
                 format!(
@@ -171,4 +201,68 @@ async fn refresh(resolver: &TokioResolver, cfg: &DiscoveryConfig, tx: &watch::Se
     };
     telemetry.add(&DISCOVERY_REFRESHES, &[&format!("result:{result}")], 1);
     telemetry.set(&DISCOVERY_MEMBERS, &[], tx.borrow().len() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A lookup that answers from a script, one answer per call (the last repeats), and records when it was called.
+    fn scripted(
+        answers: Vec<Result<Vec<String>, String>>,
+    ) -> (
+        impl FnMut() -> std::future::Ready<Result<Vec<String>, String>> + Send + 'static,
+        Arc<Mutex<Vec<Duration>>>,
+    ) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (seen, t0) = (calls.clone(), tokio::time::Instant::now());
+        let mut n = 0;
+        let lookup = move || {
+            seen.lock().unwrap().push(t0.elapsed());
+            let answer = answers[n.min(answers.len() - 1)].clone();
+            n += 1;
+            std::future::ready(answer)
+        };
+        (lookup, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_repeat_every_second_until_members_are_found_then_every_refresh_and_stop_at_the_signal() {
+        let cfg = DiscoveryConfig {
+            kind: DiscoveryKind::DnsA,
+            name: "globals.test".into(),
+            port: Some(8128),
+            refresh: Duration::from_secs(30),
+            nameserver: String::new(),
+        };
+        let found = |a: &[&str]| Ok(a.iter().map(|s| s.to_string()).collect());
+        let (lookup, calls) = scripted(vec![
+            Err("SERVFAIL".into()),
+            Ok(vec![]),
+            found(&["10.0.0.1:8128"]),
+            Err("timeout".into()),
+            found(&["10.0.0.2:8128", "10.0.0.1:8128"]),
+        ]);
+        let telemetry = Arc::new(Telemetry::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut members = watch_members(cfg, lookup, telemetry.clone(), stop_rx).await;
+        assert!(members.borrow().is_empty());
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // 0 s: an error, 1 s: an empty answer, 2 s: a member.
+        assert_eq!(members.borrow_and_update().addrs().len(), 1);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // 32 s: the lookup fails; the member is kept.
+        assert_eq!(members.borrow().addrs().len(), 1);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // 62 s: two members.
+        assert_eq!(members.borrow().addrs().len(), 2);
+        let secs: Vec<u64> = calls.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, vec![0, 1, 2, 32, 62]);
+        assert_eq!(telemetry.peek("harrier.discovery.refreshes", "result:error"), 2);
+        assert_eq!(telemetry.peek("harrier.discovery.refreshes", "result:empty"), 1);
+        stop_tx.send(true).unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(calls.lock().unwrap().len(), 5, "no lookup after the stop");
+    }
 }

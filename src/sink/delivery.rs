@@ -223,7 +223,7 @@ impl Delivery {
     ) -> Sent {
         self.queue.in_flight(body.len(), true);
         let _in_flight = InFlight(&self.queue, body.len());
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -273,8 +273,7 @@ impl Delivery {
                 Err(_) => "request_error",
             };
             self.count(endpoint, retry_reason);
-            let wait = super::retry_queue::jitter(backoff);
-            if Instant::now() + wait >= deadline {
+            let Some(wait) = backoff.next(Instant::now(), deadline, super::retry_queue::jitter) else {
                 LOG.log(|| {
                     format!(
                         "{}: {endpoint}: {retry_reason} after {attempt} attempts; giving up at the deadline",
@@ -282,10 +281,34 @@ impl Delivery {
                     )
                 });
                 return Sent::GaveUp(retry_reason);
-            }
+            };
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// The waits between the attempts of one request: 100 ms, doubling up to 5 s, each jittered (to 50–100 %, so that
+/// the instances of a fleet do not retry in step), and none that would end at or past the request's deadline.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base: Backoff::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// The wait before the next attempt, at `now`; `None` when it would reach `deadline` (give up instead).
+    fn next(&mut self, now: Instant, deadline: Instant, jitter: impl Fn(Duration) -> Duration) -> Option<Duration> {
+        let wait = jitter(self.base);
+        self.base = (self.base * 2).min(Backoff::MAX);
+        (now + wait < deadline).then_some(wait)
     }
 }
 
@@ -301,5 +324,34 @@ pub fn status_reason(status: u16) -> &'static str {
         429 => "http_429",
         500..=599 => "http_5xx",
         _ => "http_other",
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_from_100ms_to_at_most_5s_and_none_reaches_the_deadline() {
+        let now = Instant::now();
+        let mut b = Backoff::default();
+        let far = now + Duration::from_secs(3600);
+        let waits: Vec<u64> = (0..9)
+            .map(|_| b.next(now, far, |d| d).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        // A wait that would end at or past the deadline is not taken.
+        let mut b = Backoff::default();
+        assert_eq!(
+            b.next(now, now + Duration::from_millis(101), |d| d),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(b.next(now, now + Duration::from_millis(200), |d| d), None);
+        // The real jitter keeps each wait between half and all of its base.
+        let mut b = Backoff::default();
+        for base in [100u64, 200, 400, 800, 1600, 3200, 5000] {
+            let w = b.next(now, far, crate::sink::retry_queue::jitter).unwrap().as_millis() as u64;
+            assert!(w >= base / 2 && w <= base, "{w} ms for a base of {base} ms");
+        }
     }
 }

@@ -56,6 +56,8 @@
 //!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`logging`]: text or JSON logs with level filters, and the rate-limited logs for bad input.
 //! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket.
+//! - [`top`]: `harrier top`: the metric names with the most series, lines, bytes or refused series, from a server's
+//!   `GET /debug/series` (whose answer is `top::table`); [`http_get`]: the tools' blocking HTTP/1.1 GET.
 //! - [`server`]: wiring for a configuration in named phases, and the stop order (`server::stop_order`);
 //!   [`shutdown`]: the stop signal.
 
@@ -66,6 +68,7 @@ pub mod ddsketch;
 pub mod flush;
 pub mod forward;
 pub mod http;
+pub mod http_get;
 pub mod listen;
 pub mod logging;
 pub mod model;
@@ -77,6 +80,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod telemetry;
 pub mod tls;
+pub mod top;
 
 /// The version of this build, as printed by `harrier --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

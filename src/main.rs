@@ -34,16 +34,19 @@ struct Args {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the largest variant (emit's many flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Emit(harrier::client::EmitArgs),
+    Top(harrier::top::TopArgs),
 }
 
 const ENV_HELP: &str = "Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. \
 HARRIER_INTERVAL=5s, or as Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (e.g. VENEUR_DATADOGAPIKEY); \
 HARRIER_ ones win.";
 
-/// Veneur's flags are Go-style, with one dash (`-f`, `-validate-config`): they are accepted as written, up to the
-/// `emit` subcommand (whose arguments are left as they are).
+/// Veneur's flags are Go-style, with one dash (`-f`, `-validate-config`): they are accepted as written, up to a
+/// subcommand (`emit`, `top`: whose arguments are left as they are).
 fn arguments() -> Vec<std::ffi::OsString> {
     let mut subcommand = false;
     let mut after_config_flag = false;
@@ -57,7 +60,7 @@ fn arguments() -> Vec<std::ffi::OsString> {
                 return a;
             }
             match s {
-                Some("emit") if !value_of_config => {
+                Some(name) if SUBCOMMANDS.contains(&name) && !value_of_config => {
                     subcommand = true;
                     a
                 }
@@ -68,6 +71,20 @@ fn arguments() -> Vec<std::ffi::OsString> {
             }
         })
         .collect()
+}
+
+/// The subcommands, whose arguments [`arguments`] leaves as they are.
+const SUBCOMMANDS: [&str; 2] = ["emit", "top"];
+
+/// `harrier top`: 0 done, 2 bad usage (by clap), 1 the table could not be fetched or shown.
+fn top(args: &harrier::top::TopArgs) -> ExitCode {
+    match harrier::top::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("harrier top: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `harrier emit`: 0 sent, 2 bad usage (nothing sent), 1 not sent.
@@ -91,8 +108,10 @@ fn emit(args: &harrier::client::EmitArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse_from(arguments());
-    if let Some(Command::Emit(emit_args)) = &args.command {
-        return emit(emit_args);
+    match &args.command {
+        Some(Command::Emit(emit_args)) => return emit(emit_args),
+        Some(Command::Top(top_args)) => return top(top_args),
+        None => {}
     }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,

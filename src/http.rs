@@ -71,7 +71,7 @@ async fn debug_series(State(e): State<Endpoints>, uri: Uri) -> Response {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let ok = match key {
             "top" => value.parse().map(|n| top = n).is_ok(),
-            "sort" => SortBy::parse(value).map(|s| sort = s).is_some(),
+            "sort" => value.parse::<SortBy>().map(|s| sort = s).is_ok(),
             _ => false,
         };
         if !ok {

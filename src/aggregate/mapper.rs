@@ -158,7 +158,10 @@ mod tests {
     use super::*;
     use crate::config::MetricMapping;
 
-    fn mapper(prefix: &str, mappings: &[(&str, MatchType, &str, &[(&str, &str)])]) -> Mapper {
+    /// A mapping as `(match, match_type, name, tags)`.
+    type Spec<'a> = (&'a str, MatchType, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn mapper(prefix: &str, mappings: &[Spec<'_>]) -> Mapper {
         let profile = MapperProfile {
             name: "p".into(),
             prefix: prefix.into(),

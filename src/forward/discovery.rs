@@ -208,13 +208,12 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    type Answer = Result<Vec<String>, String>;
+    /// When each lookup was made, from the test's start.
+    type Calls = Arc<Mutex<Vec<Duration>>>;
+
     /// A lookup that answers from a script, one answer per call (the last repeats), and records when it was called.
-    fn scripted(
-        answers: Vec<Result<Vec<String>, String>>,
-    ) -> (
-        impl FnMut() -> std::future::Ready<Result<Vec<String>, String>> + Send + 'static,
-        Arc<Mutex<Vec<Duration>>>,
-    ) {
+    fn scripted(answers: Vec<Answer>) -> (impl FnMut() -> std::future::Ready<Answer> + Send + 'static, Calls) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (seen, t0) = (calls.clone(), tokio::time::Instant::now());
         let mut n = 0;

@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::catalog::{SERIES_ESTIMATED_BYTES, SERIES_LIMITED};
 use super::Telemetry;
 use crate::aggregate::admit::Limit;
@@ -17,95 +15,15 @@ use crate::aggregate::names::NameRow;
 /// Names reported in `harrier.series.limited` per interval.
 pub const LIMITED_REPORTED: usize = 10;
 
-/// What `GET /debug/series` answers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct SeriesTable {
-    /// Unix seconds of the flush these figures come from (0: no flush yet).
-    pub flushed_at: i64,
-    pub interval_seconds: f64,
-    /// Metric names held, in all.
-    pub names: u64,
-    /// Series held, in all.
-    pub series: u64,
-    /// Lines in the last interval, all names.
-    pub lines: u64,
-    /// Estimated bytes of the series' state, all names.
-    pub bytes: u64,
-    /// The top rows by the requested order, descending, ties by name.
-    pub metrics: Vec<MetricRow>,
-}
+pub use crate::top::table::{sort_rows, DroppedBy, MetricRow, SeriesTable, SortBy};
 
-/// One metric name's figures.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct MetricRow {
-    pub name: String,
-    pub series: u64,
-    /// The last interval's.
-    pub lines: u64,
-    pub samples: f64,
-    /// The interval before's.
-    pub lines_previous: u64,
-    pub samples_previous: f64,
-    pub dropped: DroppedBy,
-    pub bytes: u64,
-}
-
-/// New series refused in the last interval (their lines), by limit.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DroppedBy {
-    pub series_limit: u64,
-    pub per_metric: u64,
-    pub per_tag: u64,
-    pub memory_limit: u64,
-}
-
-impl DroppedBy {
-    pub fn total(&self) -> u64 {
-        self.series_limit + self.per_metric + self.per_tag + self.memory_limit
+fn dropped_by(d: [u64; 4]) -> DroppedBy {
+    DroppedBy {
+        series_limit: d[Limit::SeriesLimit as usize],
+        per_metric: d[Limit::PerMetric as usize],
+        per_tag: d[Limit::PerTag as usize],
+        memory_limit: d[Limit::Memory as usize],
     }
-
-    fn from_counts(d: [u64; 4]) -> Self {
-        DroppedBy {
-            series_limit: d[Limit::SeriesLimit as usize],
-            per_metric: d[Limit::PerMetric as usize],
-            per_tag: d[Limit::PerTag as usize],
-            memory_limit: d[Limit::Memory as usize],
-        }
-    }
-}
-
-/// The order of the rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SortBy {
-    #[default]
-    Series,
-    Lines,
-    Bytes,
-    Dropped,
-}
-
-impl SortBy {
-    /// `series`, `lines`, `bytes` or `dropped`.
-    pub fn parse(word: &str) -> Option<SortBy> {
-        match word {
-            "series" => Some(SortBy::Series),
-            "lines" => Some(SortBy::Lines),
-            "bytes" => Some(SortBy::Bytes),
-            "dropped" => Some(SortBy::Dropped),
-            _ => None,
-        }
-    }
-}
-
-/// Sorts descending by `by`, ties by name.
-pub fn sort_rows(rows: &mut [MetricRow], by: SortBy) {
-    let key = |r: &MetricRow| match by {
-        SortBy::Series => r.series,
-        SortBy::Lines => r.lines,
-        SortBy::Bytes => r.bytes,
-        SortBy::Dropped => r.dropped.total(),
-    };
-    rows.sort_by(|a, b| key(b).cmp(&key(a)).then_with(|| a.name.cmp(&b.name)));
 }
 
 /// The latest table, shared by the flusher (which writes it once per flush) and the HTTP endpoint.
@@ -144,7 +62,7 @@ impl SeriesStats {
                     samples: r.samples,
                     lines_previous,
                     samples_previous,
-                    dropped: DroppedBy::from_counts(r.dropped),
+                    dropped: dropped_by(r.dropped),
                     bytes: r.bytes,
                 }
             })

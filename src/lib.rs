@@ -56,12 +56,15 @@
 //!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`logging`]: text or JSON logs with level filters, and the rate-limited logs for bad input.
 //! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket.
+//! - [`capture`]: `GET /debug/capture` records what the workers read into a zstd file, `harrier capture` saves
+//!   it and `harrier replay` sends it again.
 //! - [`top`]: `harrier top`: the metric names with the most series, lines, bytes or refused series, from a server's
 //!   `GET /debug/series` (whose answer is `top::table`); [`http_get`]: the tools' blocking HTTP/1.1 GET.
 //! - [`server`]: wiring for a configuration in named phases, and the stop order (`server::stop_order`);
 //!   [`shutdown`]: the stop signal.
 
 pub mod aggregate;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod ddsketch;

@@ -39,6 +39,8 @@ struct Args {
 enum Command {
     Emit(harrier::client::EmitArgs),
     Top(harrier::top::TopArgs),
+    Capture(harrier::capture::cli::CaptureArgs),
+    Replay(harrier::capture::cli::ReplayArgs),
 }
 
 const ENV_HELP: &str = "Every config key can be overridden with an environment variable HARRIER_<KEY>, e.g. \
@@ -46,7 +48,7 @@ HARRIER_INTERVAL=5s, or as Veneur reads them, VENEUR_<KEY WITHOUT UNDERSCORES> (
 HARRIER_ ones win.";
 
 /// Veneur's flags are Go-style, with one dash (`-f`, `-validate-config`): they are accepted as written, up to a
-/// subcommand (`emit`, `top`: whose arguments are left as they are).
+/// subcommand (`emit`, `top`, `capture`, `replay`: whose arguments are left as they are).
 fn arguments() -> Vec<std::ffi::OsString> {
     let mut subcommand = false;
     let mut after_config_flag = false;
@@ -74,7 +76,7 @@ fn arguments() -> Vec<std::ffi::OsString> {
 }
 
 /// The subcommands, whose arguments [`arguments`] leaves as they are.
-const SUBCOMMANDS: [&str; 2] = ["emit", "top"];
+const SUBCOMMANDS: [&str; 4] = ["emit", "top", "capture", "replay"];
 
 /// `harrier top`: 0 done, 2 bad usage (by clap), 1 the table could not be fetched or shown.
 fn top(args: &harrier::top::TopArgs) -> ExitCode {
@@ -82,6 +84,51 @@ fn top(args: &harrier::top::TopArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("harrier top: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `harrier capture`: 0 captured, 2 bad usage (by clap), 1 failed.
+fn capture(args: &harrier::capture::cli::CaptureArgs) -> ExitCode {
+    match harrier::capture::cli::capture(args) {
+        Ok(s) => {
+            eprintln!(
+                "harrier capture: {} records ({} bytes of payload) in {} ({} bytes)",
+                s.records,
+                s.bytes,
+                args.output.display(),
+                s.file_bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("harrier capture: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `harrier replay`: 0 sent, 2 bad usage (by clap), 1 failed (what was sent before is reported).
+fn replay(args: &harrier::capture::cli::ReplayArgs) -> ExitCode {
+    let report = |s: &harrier::capture::cli::Summary| {
+        let skipped = if s.too_large > 0 {
+            format!(", {} too large for a datagram skipped", s.too_large)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "harrier replay: sent {} records ({} bytes) to {}{skipped}",
+            s.records, s.bytes, args.to
+        );
+    };
+    match harrier::capture::cli::replay(args, report) {
+        Ok(s) => {
+            report(&s);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("harrier replay: {e}");
             ExitCode::from(1)
         }
     }
@@ -111,6 +158,8 @@ fn main() -> ExitCode {
     match &args.command {
         Some(Command::Emit(emit_args)) => return emit(emit_args),
         Some(Command::Top(top_args)) => return top(top_args),
+        Some(Command::Capture(capture_args)) => return capture(capture_args),
+        Some(Command::Replay(replay_args)) => return replay(replay_args),
         None => {}
     }
     let config = match Config::load(args.config.as_deref()) {

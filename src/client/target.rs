@@ -146,7 +146,7 @@ impl fmt::Display for Target {
 }
 
 /// The addresses of `addr` in `family`, IPv4 first (as Go dials `udp` and `tcp`).
-pub(super) fn resolve(addr: &str, family: Family) -> io::Result<Vec<SocketAddr>> {
+pub(crate) fn resolve(addr: &str, family: Family) -> io::Result<Vec<SocketAddr>> {
     let mut all: Vec<SocketAddr> = addr
         .to_socket_addrs()?
         .filter(|a| match family {
@@ -171,7 +171,7 @@ pub(super) fn resolve(addr: &str, family: Family) -> io::Result<Vec<SocketAddr>>
 }
 
 /// The socket address of a unix socket name.
-pub(super) fn unix_address(name: &SocketName) -> io::Result<UnixAddr> {
+pub(crate) fn unix_address(name: &SocketName) -> io::Result<UnixAddr> {
     match name {
         SocketName::Path(p) => UnixAddr::from_pathname(p),
         #[cfg(target_os = "linux")]

@@ -1,6 +1,6 @@
 //! The HTTP endpoints (axum): `GET /healthcheck` (200 `ok`, or 503 when unhealthy), `GET /version` and
 //! `GET /metrics` (the self-metrics in Prometheus' text format) and `GET /debug/series` (the figures per metric
-//! name, for `harrier top`). Each answer closes its connection.
+//! name, for `harrier top`), `GET /debug/capture` (what the server receives, for `harrier capture`). Each answer closes its connection.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::capture::Capture;
 use crate::model::{FullName, SeriesKind};
 use crate::sink::prometheus::LabelBuilder;
 use crate::telemetry::series_table::{SeriesStats, SortBy};
@@ -99,6 +100,7 @@ pub async fn serve(
     health: Health,
     telemetry: Arc<Telemetry>,
     series: Arc<SeriesStats>,
+    capture: Arc<Capture>,
     mut stop: watch::Receiver<bool>,
 ) {
     let app = Router::new()
@@ -111,7 +113,8 @@ pub async fn serve(
             health,
             telemetry,
             series,
-        });
+        })
+        .merge(crate::capture::routes(capture));
     let stopped = async move { crate::shutdown::stopped(&mut stop).await };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
         tracing::error!("HTTP server stopped: {e}");

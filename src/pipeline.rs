@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::aggregate::admit::Admission;
 use crate::aggregate::key::text_hash;
 use crate::aggregate::{Dropped, EmitConfig, Entry, ExtendTags, Interval, ShardState, Taking};
+use crate::capture::Capture;
 use crate::protocol::{self, LineView, Message, ParseError};
 use crate::telemetry::{unix_now, Telemetry};
 
@@ -314,6 +315,7 @@ impl Pipeline {
         telemetry: Arc<Telemetry>,
         admission: Admission,
         emit: Arc<EmitConfig>,
+        capture: Arc<Capture>,
     ) -> Pipeline {
         let mut receivers = Vec::with_capacity(workers);
         let mut shards = Vec::with_capacity(workers);
@@ -342,6 +344,7 @@ impl Pipeline {
                 sources: Vec::new(),
                 raw_queued,
                 telemetry: telemetry.clone(),
+                capture: capture.clone(),
                 batch_pool: batch_pool.clone(),
                 core: Ingester::new(state, extend.clone()),
                 taking: None,

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::aggregate::admit::Admission;
 use crate::aggregate::{EmitConfig, ExtendTags};
+use crate::capture::Capture;
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
 use crate::flush::{Flusher, Forward, StatsClient};
 use crate::forward::ack::Acks;
@@ -309,6 +310,7 @@ fn serve_http(
     proxy_router: Option<Arc<Forwarder>>,
     telemetry: &Arc<Telemetry>,
     series: &Arc<SeriesStats>,
+    capture: &Arc<Capture>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let health: crate::http::Health = match proxy_router {
@@ -320,6 +322,7 @@ fn serve_http(
         health,
         telemetry.clone(),
         series.clone(),
+        capture.clone(),
         stop.clone(),
     ))
 }
@@ -395,7 +398,15 @@ pub async fn start_with_forwarder(
     let workers = listen::fitted_workers(&sockets.listeners, &opts, sockets.grpc.is_some());
     tracing::debug!(workers, "starting the workers");
     let admission = Admission::new(&config).map_err(ServerError::Admission)?;
-    let pipeline = Pipeline::start(workers, extend, telemetry.clone(), admission, emit.clone());
+    let capture = Arc::new(Capture::new(stats.iter().map(|s| s.name.clone()).collect()));
+    let pipeline = Pipeline::start(
+        workers,
+        extend,
+        telemetry.clone(),
+        admission,
+        emit.clone(),
+        capture.clone(),
+    );
     let series_stats = Arc::new(SeriesStats::default());
     let ingest = pipeline.ingest.clone();
 
@@ -422,7 +433,7 @@ pub async fn start_with_forwarder(
     let acks = Arc::new(Acks::new());
     let http_task = sockets
         .http
-        .map(|l| serve_http(l, proxy_router.clone(), &telemetry, &series_stats, &stop_rx));
+        .map(|l| serve_http(l, proxy_router.clone(), &telemetry, &series_stats, &capture, &stop_rx));
     // The import server outlives the final flush, so that senders hear that it is flushed.
     let (grpc_stop_tx, grpc_stop_rx) = watch::channel(false);
     let grpc_task = sockets.grpc.map(|l| {

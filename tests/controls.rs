@@ -449,3 +449,135 @@ async fn a_tag_filter_on_the_global_merges_what_a_local_that_does_not_filter_for
     assert_eq!(medians[0].0, "fleet.latency.50percentile#svc:api");
     assert!((medians[0].1 - 500.0).abs() <= 10.0, "{medians:?}");
 }
+
+/// A server with HTTP, a 1 s interval and one worker, on a multi-threaded test runtime.
+fn http_server_yaml(listen: &str, extra: &str) -> String {
+    config(
+        &[listen],
+        &format!("num_workers: 1\nhttp_address: \"127.0.0.1:0\"\n{extra}"),
+    )
+    .replace("interval: 1h", "interval: 1s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harrier_top_once_against_a_running_server_lists_the_flooding_metric_first() {
+    let (server, _sink) = start(&http_server_yaml(
+        "tcp://127.0.0.1:0",
+        "series_limit_per_metric: 20000\n",
+    ))
+    .await;
+    let (http, tcp) = (server.http_address.unwrap(), server.tcp_address().unwrap());
+    let lines = (0..50)
+        .map(|i| format!("steady.metric:1|c|#shard:{i}"))
+        .chain((0..30_000).map(|i| format!("exploding.requests:1|c|#request_id:{i}")))
+        .chain((0..500).map(|i| format!("medium.metric:{i}|g|#pod:{i}")));
+    send_tcp_async(tcp, lines).await;
+    let flushed = common::eventually(Duration::from_secs(5), || {
+        let (_, body) = http_get(http, "/debug/series");
+        serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["series"].as_u64() == Some(20_550))
+    })
+    .await;
+    assert!(flushed, "no flush with every series");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["top", "--once", "--address", &http.to_string()])
+            .env("COLUMNS", "120")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    server.shutdown().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("exploding.requests") || l.contains("medium.metric") || l.contains("steady.metric"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(
+        rows[0].contains("exploding.requests") && rows[0].contains("20000"),
+        "{stdout}"
+    );
+    assert!(
+        rows[1].contains("medium.metric") && rows[2].contains("steady.metric"),
+        "{stdout}"
+    );
+    // The refused series show in the row of the name that flooded.
+    assert!(rows[0].contains("10000"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_server_captures_replays_into_a_second_server_with_the_same_counter_totals_and_series() {
+    let (first, first_sink) = start(&http_server_yaml("udp://127.0.0.1:0", "")).await;
+    let (http, udp) = (first.http_address.unwrap(), first.udp_address().unwrap());
+    let file = std::env::temp_dir().join(format!("harrier-controls-{}.capture", std::process::id()));
+    let (bin_file, bin_http) = (file.clone(), http.to_string());
+    let capture = std::thread::spawn(move || {
+        Command::new(BIN)
+            .args(["capture", "--address", &bin_http, "--duration", "3s", "--output"])
+            .arg(&bin_file)
+            .output()
+            .unwrap()
+    });
+    // Traffic once the capture request is under way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut lines = Vec::new();
+    for round in 0..5 {
+        for i in 0..40 {
+            lines.push(format!("orders.placed:{}|c|#region:r{i}", round + 1));
+            lines.push(format!("orders.latency:{}|ms|#region:r{}", i * 3 + round, i % 4));
+        }
+        lines.push(format!("queue.depth:{round}|g"));
+        lines.push("users.active:u1|s".to_string());
+    }
+    for chunk in lines.chunks(25) {
+        send_udp(udp, chunk);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || capture.join().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    first.shutdown().await;
+
+    let (second, second_sink) = start(&http_server_yaml("udp://127.0.0.1:0", "")).await;
+    let to = format!("udp://{}", second.udp_address().unwrap());
+    let replay = Command::new(BIN)
+        .args(["replay"])
+        .arg(&file)
+        .args(["--to", &to, "--speed", "0"])
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        common::eventually(Duration::from_secs(5), || second.telemetry.listeners[0]
+            .lines
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= lines.len() as u64)
+        .await,
+        "the replayed lines arrive"
+    );
+    second.shutdown().await;
+    let (a, b) = (first_sink.values(), second_sink.values());
+    assert_eq!(a.get("orders.placed#region:r7"), Some(&15.0), "{a:?}");
+    // Counters: the same totals per series (the flushes fall differently; the sums do not).
+    let counters = |v: &std::collections::HashMap<String, f64>| {
+        let mut c: Vec<(String, f64)> = v
+            .iter()
+            .filter(|(k, _)| k.starts_with("orders.placed") || k.starts_with("orders.latency.count"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        c.sort_by(|x, y| x.0.cmp(&y.0));
+        c
+    };
+    assert_eq!(counters(&a), counters(&b));
+    assert_eq!(counters(&a).len(), 44);
+    // The same series.
+    let mut keys_a: Vec<&String> = a.keys().collect();
+    let mut keys_b: Vec<&String> = b.keys().collect();
+    keys_a.sort();
+    keys_b.sort();
+    assert_eq!(keys_a, keys_b);
+    let _ = std::fs::remove_file(&file);
+}

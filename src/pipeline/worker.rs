@@ -25,6 +25,8 @@ pub(super) struct Worker {
     pub(super) sources: Vec<Source>,
     pub(super) raw_queued: Arc<AtomicUsize>,
     pub(super) telemetry: Arc<Telemetry>,
+    /// `harrier capture`: what is read is copied there while a capture runs.
+    pub(super) capture: Arc<Capture>,
     pub(super) batch_pool: BufferPool,
     pub(super) core: Ingester,
     /// The interval being taken out in steps, and where it goes when done.
@@ -135,7 +137,11 @@ impl Worker {
         let mut sources = std::mem::take(&mut self.sources);
         for source in &mut sources {
             let mut lines = 0;
-            let n = source.read(|datagram| lines += self.core.lines(datagram, now));
+            let listener = source.listener;
+            let n = source.read(|datagram| {
+                self.capture.record(listener, datagram);
+                lines += self.core.lines(datagram, now)
+            });
             if n > 0 {
                 source.stats.lines.fetch_add(lines, Ordering::Relaxed);
                 read += n;
@@ -213,6 +219,9 @@ impl Worker {
 
     /// Parses and aggregates a raw batch from a reader thread or a stream connection.
     fn raw(&mut self, batch: &Batch) {
+        if self.capture.recording() {
+            record_batch(&self.capture, batch);
+        }
         let lines = self.core.lines(&batch.data, unix_now());
         if let Some(stats) = self.telemetry.listeners.get(batch.listener) {
             stats.lines.fetch_add(lines, Ordering::Relaxed);
@@ -225,5 +234,29 @@ impl Worker {
                 );
             }
         }
+    }
+}
+
+/// Most bytes of a batch captured as one record: a batch (many stream lines or datagrams of a reader) is cut at
+/// line ends into records that `harrier replay` can send as datagrams.
+const CAPTURE_RECORD_MAX: usize = 8192;
+
+/// A raw batch captured as records of whole lines of at most [`CAPTURE_RECORD_MAX`] bytes (a longer line alone).
+#[cold]
+fn record_batch(capture: &Capture, batch: &Batch) {
+    let mut rest = batch.data.as_slice();
+    while !rest.is_empty() {
+        let mut end = rest.len().min(CAPTURE_RECORD_MAX);
+        if end < rest.len() {
+            end = match memchr::memrchr(b'\n', &rest[..end]) {
+                Some(nl) => nl + 1,
+                None => memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1),
+            };
+        }
+        let record = rest[..end].strip_suffix(b"\n").unwrap_or(&rest[..end]);
+        if !record.is_empty() {
+            capture.record(batch.listener, record);
+        }
+        rest = &rest[end..];
     }
 }

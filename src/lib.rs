@@ -34,7 +34,10 @@
 //!   parses and aggregates into its own shard (`pipeline::Ingester`), counts its drops, and takes its interval out
 //!   in steps at each flush; their inboxes, lanes and the worker count fitted to the cores.
 //! - [`protocol`]: the DogStatsD wire format: packets into borrowed messages.
-//! - [`aggregate`]: series keys and their indexes, t-digest histograms, HyperLogLog sets, shard state, the
+//! - [`aggregate`]: what becomes a new series (`aggregate::admit`: the limits, `metric_tag_filterlist`, the
+//!   blocklist, and `aggregate::mapper`'s `mapper_profiles`, all applied only where a shard meets a line whose text it
+//!   does not know), the shards' figures per metric name (`aggregate::names`), series keys and their indexes,
+//!   t-digest histograms, HyperLogLog sets, shard state, the
 //!   reporting policy (`aggregate::report`), the workers' intervals merged at the flush (`aggregate::merge`) and
 //!   turned into output (`aggregate::emit`); the hot tables in huge pages (`aggregate::huge_pages`) and the log
 //!   that applies histogram samples and set members in batches (`aggregate::sample_log`).
@@ -50,12 +53,16 @@
 //!   Prometheus remote write) over one HTTP delivery layer (client, retries with backoff, request timeout,
 //!   accounting) and its retry queue (bounded in memory, optionally spilled to disk).
 //! - [`telemetry`]: self-metrics, each declared once in `telemetry::catalog` (to the sinks, `stats_address` and
-//!   `GET /metrics`).
-//! - [`http`]: `/metrics`, health (503 on a proxy with no reachable global) and version endpoints.
+//!   `GET /metrics`), and the workers' figures per metric name merged at each flush (`telemetry::series_table`).
+//! - [`http`]: `/metrics`, `/debug/series`, health (503 on a proxy with no reachable global) and version endpoints,
+//!   and [`capture`]'s `/debug/capture`: what the workers read, recorded for a while on request (one relaxed load per
+//!   read when no capture runs) into a zstd file that `harrier replay` sends again.
 //! - [`tls`]: the process's rustls provider, server identities reloaded without a restart (gRPC import server,
 //!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`logging`]: text or JSON logs with level filters, and the rate-limited logs for bad input.
-//! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket.
+//! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket;
+//!   [`top`]: `harrier top`, the `/debug/series` table in a terminal; [`capture`]'s `harrier capture` and
+//!   `harrier replay`; [`http_get`]: the blocking HTTP/1.1 GET those tools use.
 //! - [`capture`]: `GET /debug/capture` records what the workers read into a zstd file, `harrier capture` saves
 //!   it and `harrier replay` sends it again.
 //! - [`top`]: `harrier top`: the metric names with the most series, lines, bytes or refused series, from a server's

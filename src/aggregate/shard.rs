@@ -14,7 +14,7 @@ use super::sample_log::SampleLog;
 use super::set::{member_hash, Set};
 use super::text_index::{self, TextIndex};
 use crate::ddsketch::DdSketch;
-use crate::model::{self as sink, CheckRun, Series, SeriesKind};
+use crate::model::{self as sink, CheckRun, Series};
 use crate::protocol::{parse_value, LineView, Metric, MetricKind, MetricValue, Tags};
 
 /// The state of a series: what its lines aggregate into, what a flush merges across workers, and what is forwarded
@@ -556,38 +556,6 @@ impl ShardState {
         }
         self.slots.swap_remove(i);
         self.hot.swap_remove(i);
-    }
-
-    fn add_timestamped(
-        &mut self,
-        m: &Metric<'_>,
-        ts: i64,
-        view: &KeyView<'_>,
-        extend: &ExtendTags,
-    ) -> Result<(), Dropped> {
-        let (kind, values) = match (m.kind, m.value) {
-            (MetricKind::Counter, MetricValue::Numbers(v)) => (SeriesKind::Counter, v),
-            (MetricKind::Gauge, MetricValue::Numbers(v)) => (SeriesKind::Gauge, v),
-            _ => return Err(Dropped::TimestampOnUnsupportedType),
-        };
-        if self.timestamped.len() >= MAX_TIMESTAMPED {
-            return Err(Dropped::TooManyTimestamped);
-        }
-        // As in the agent's no-aggregation pipeline: the sample rate does not re-inflate timestamped counts.
-        let value = match kind {
-            SeriesKind::Counter | SeriesKind::SampleCount => values.iter().sum(),
-            SeriesKind::Gauge => values.iter().last().unwrap_or(0.0),
-        };
-        let key = view.to_key(self.canon.build(view, extend), extend);
-        self.timestamped.push(Series {
-            name: key.name,
-            suffix: Default::default(),
-            tags: key.tags,
-            value,
-            kind,
-            timestamp: ts,
-        });
-        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ use super::*;
 use crate::aggregate::admit::{Limit, Limits};
 use crate::aggregate::Scope;
 use crate::config::Aggregate;
+use crate::model::SeriesKind;
 use crate::protocol::parse_line;
 use crate::protocol::Message;
 

@@ -103,7 +103,7 @@ async fn capture_handler(State(capture): State<Arc<Capture>>, RawQuery(query): R
             (header::CONTENT_TYPE, HeaderValue::from_static("application/zstd")),
             (
                 header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"harrier.capture.zst\""),
+                HeaderValue::from_static("attachment; filename=\"capture.harrier.zst\""),
             ),
             (header::CONNECTION, HeaderValue::from_static("close")),
         ],

@@ -1,11 +1,44 @@
-//! Service checks and events: kept per interval as they come (they are not aggregated as series).
+//! What a shard keeps per interval as it comes, without aggregating it as series: service checks, events, and
+//! counters and gauges with their own `|T` timestamp.
 
-use super::{Dropped, ShardState};
-use crate::aggregate::key::{ExtendTags, TagSet};
-use crate::model::{self as sink, CheckRun};
-use crate::protocol::{Message, Tags};
+use super::{Dropped, ShardState, MAX_TIMESTAMPED};
+use crate::aggregate::key::{ExtendTags, KeyView, TagSet};
+use crate::model::{self as sink, CheckRun, Series, SeriesKind};
+use crate::protocol::{Message, Metric, MetricKind, MetricValue, Tags};
 
 impl ShardState {
+    pub(super) fn add_timestamped(
+        &mut self,
+        m: &Metric<'_>,
+        ts: i64,
+        view: &KeyView<'_>,
+        extend: &ExtendTags,
+    ) -> Result<(), Dropped> {
+        let (kind, values) = match (m.kind, m.value) {
+            (MetricKind::Counter, MetricValue::Numbers(v)) => (SeriesKind::Counter, v),
+            (MetricKind::Gauge, MetricValue::Numbers(v)) => (SeriesKind::Gauge, v),
+            _ => return Err(Dropped::TimestampOnUnsupportedType),
+        };
+        if self.timestamped.len() >= MAX_TIMESTAMPED {
+            return Err(Dropped::TooManyTimestamped);
+        }
+        // As in the agent's no-aggregation pipeline: the sample rate does not re-inflate timestamped counts.
+        let value = match kind {
+            SeriesKind::Counter | SeriesKind::SampleCount => values.iter().sum(),
+            SeriesKind::Gauge => values.iter().last().unwrap_or(0.0),
+        };
+        let key = view.to_key(self.canon.build(view, extend), extend);
+        self.timestamped.push(Series {
+            name: key.name,
+            suffix: Default::default(),
+            tags: key.tags,
+            value,
+            kind,
+            timestamp: ts,
+        });
+        Ok(())
+    }
+
     /// Aggregates one parsed message.
     pub fn add_message(&mut self, msg: Message<'_>, extend: &ExtendTags, now: i64) -> Result<(), Dropped> {
         match msg {

@@ -141,7 +141,7 @@ impl Flusher {
         let (mut states, ack_id) = states;
         let rows = states.iter_mut().flat_map(|s| std::mem::take(&mut s.names)).collect();
         self.series_stats
-            .record(rows, timestamp, self.interval, &self.telemetry);
+            .record(rows, timestamp, self.interval, &self.telemetry, self.shards.len());
         // Marks this flush's imports safe once every sink is done with it (or the flush could not be built).
         let ack = AckOnDrop(self.acks.clone().zip(ack_id));
         let emit_cfg = self.emit.clone();

@@ -35,9 +35,7 @@ impl Admission {
     }
 }
 
-/// The least a series is estimated to take (a counter with a short name and no tags), for `memory_limit`'s check
-/// of `series_limit` at start.
-pub const SMALLEST_SERIES_BYTES: u64 = 480;
+pub use crate::config::controls::SMALLEST_SERIES_BYTES;
 
 /// The estimated bytes of a series of `kind` with a name and canonical tags of these lengths: its slot, hot
 /// state, index entries, key strings and state, and what a flush holds for it (the interval's copy and its output
@@ -103,10 +101,8 @@ struct Counts {
 impl Limits {
     /// `None` when nothing is limited.
     pub fn new(config: &Config) -> Option<Limits> {
-        let budget = config.memory_limit.map_or(0, |m| {
-            let queues: u64 = config.metric_sinks.iter().map(|s| s.retry_queue_memory_bytes()).sum();
-            m.saturating_sub(crate::config::controls::BASE_MEMORY + queues).max(1)
-        });
+        let fixed = crate::config::controls::fixed_memory(config).0;
+        let budget = config.memory_limit.map_or(0, |m| m.saturating_sub(fixed).max(1));
         let limits = Limits {
             series: config.series_limit,
             budget,
@@ -491,8 +487,9 @@ mod tests {
 
     #[test]
     fn the_memory_budget_refuses_series_once_their_estimate_is_spent() {
-        let budget = crate::config::controls::BASE_MEMORY + 10 * series_bytes(MetricKind::Counter, 1, 0);
-        let c = config(&format!("memory_limit: {budget}"));
+        let room = 10 * series_bytes(MetricKind::Counter, 1, 0);
+        let fixed = crate::config::controls::fixed_memory(&config("")).0;
+        let c = config(&format!("memory_limit: {}", fixed + room));
         let l = Limits::new(&c).unwrap();
         for _ in 0..10 {
             assert_eq!(l.admit("m", MetricKind::Counter, ""), Ok(()));

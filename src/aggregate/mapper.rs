@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::config::{MapperProfile, MatchType};
+pub use crate::config::controls::compile_pattern;
+use crate::config::MapperProfile;
 
 /// A name as mapped: the new name and the tags added (`key:value`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,32 +37,6 @@ struct Profile {
 #[derive(Debug)]
 pub struct Mapper {
     profiles: Vec<Profile>,
-}
-
-/// A `match` as a regular expression anchored at both ends: a wildcard's `*` is one dot-free part of the name.
-pub fn compile_pattern(pattern: &str, kind: MatchType) -> Result<Regex, String> {
-    if pattern.is_empty() {
-        return Err("an empty pattern".to_string());
-    }
-    let expr = match kind {
-        MatchType::Wildcard => {
-            if let Some(c) = pattern
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*')))
-            {
-                return Err(format!(
-                    "{c:?} is not allowed in a wildcard pattern (letters, digits, `_`, `-`, `.` and `*`; use \
-                     match_type: regex for more)"
-                ));
-            }
-            if pattern.contains("**") {
-                return Err("`**` is not allowed in a wildcard pattern".to_string());
-            }
-            format!("^{}$", regex::escape(pattern).replace("\\*", "([^.]*)"))
-        }
-        MatchType::Regex => format!("^(?:{pattern})$"),
-    };
-    Regex::new(&expr).map_err(|e| format!("does not compile: {e}"))
 }
 
 impl Mapper {
@@ -156,7 +131,7 @@ impl MapperCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MetricMapping;
+    use crate::config::{MatchType, MetricMapping};
 
     /// A mapping as `(match, match_type, name, tags)`.
     type Spec<'a> = (&'a str, MatchType, &'a str, &'a [(&'a str, &'a str)]);

@@ -26,6 +26,9 @@ pub struct NameRow {
     /// This interval's, until it is taken.
     pub lines: u64,
     pub samples: f64,
+    /// The interval before's (as taken: the interval before the one the row reports).
+    pub lines_previous: u64,
+    pub samples_previous: f64,
     /// New series refused, by [`Limit`].
     pub dropped: [u64; 4],
 }
@@ -37,6 +40,8 @@ impl NameRow {
         self.bytes += other.bytes;
         self.lines += other.lines;
         self.samples += other.samples;
+        self.lines_previous += other.lines_previous;
+        self.samples_previous += other.samples_previous;
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
@@ -132,10 +137,10 @@ impl Names {
         for (id, row) in self.rows.iter_mut().enumerate() {
             if row.active() {
                 out.push(row.clone());
-                row.lines = 0;
-                row.samples = 0.0;
-                row.dropped = [0; 4];
             }
+            row.lines_previous = std::mem::take(&mut row.lines);
+            row.samples_previous = std::mem::take(&mut row.samples);
+            row.dropped = [0; 4];
             if row.series == 0 && id as u32 != OTHER && !row.name.is_empty() {
                 self.ids.remove(&row.name);
                 self.free.push(id as u32);
@@ -169,6 +174,9 @@ mod tests {
         let row = rows.iter().find(|r| &*r.name == "a").unwrap();
         assert_eq!((row.series, row.bytes, row.lines, row.samples), (2, 200, 3, 6.0));
         assert_eq!(row.dropped, [0, 1, 0, 0]);
+        names.lines(a, 1, 1.0);
+        let next = names.take().into_iter().find(|r| &*r.name == "a").unwrap();
+        assert_eq!((next.lines, next.lines_previous, next.samples_previous), (1, 3, 6.0));
         assert_eq!(rows.iter().find(|r| &*r.name == "never.held").unwrap().dropped[0], 1);
         assert_eq!(rows.iter().find(|r| &*r.name == OTHER_NAME).unwrap().dropped[3], 1);
         names.removed(a, 100);

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Config, ConfigError};
@@ -81,6 +82,32 @@ pub struct TagLimit {
     pub limit: usize,
 }
 
+/// A `match` as a regular expression anchored at both ends: a wildcard's `*` is one dot-free part of the name.
+pub fn compile_pattern(pattern: &str, kind: MatchType) -> Result<Regex, String> {
+    if pattern.is_empty() {
+        return Err("an empty pattern".to_string());
+    }
+    let expr = match kind {
+        MatchType::Wildcard => {
+            if let Some(c) = pattern
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '*')))
+            {
+                return Err(format!(
+                    "{c:?} is not allowed in a wildcard pattern (letters, digits, `_`, `-`, `.` and `*`; use \
+                     match_type: regex for more)"
+                ));
+            }
+            if pattern.contains("**") {
+                return Err("`**` is not allowed in a wildcard pattern".to_string());
+            }
+            format!("^{}$", regex::escape(pattern).replace("\\*", "([^.]*)"))
+        }
+        MatchType::Regex => format!("^(?:{pattern})$"),
+    };
+    Regex::new(&expr).map_err(|e| format!("does not compile: {e}"))
+}
+
 /// `memory_limit` as written: a number of bytes, or a string with a unit (`512MiB`, `2GB`, `100000KiB`).
 pub fn deserialize_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
@@ -133,7 +160,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
             if mapping.name.is_empty() {
                 return Err(ConfigError::invalid(format!("{at}.name"), "", "a mapping needs a name"));
             }
-            crate::aggregate::mapper::compile_pattern(&mapping.pattern, mapping.match_type)
+            compile_pattern(&mapping.pattern, mapping.match_type)
                 .map_err(|reason| ConfigError::invalid(format!("{at}.match"), &mapping.pattern, reason))?;
             for (key, value) in &mapping.tags {
                 if key.is_empty() || key.contains([',', ':']) || value.contains(',') {
@@ -218,21 +245,35 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
 /// Memory the process holds whatever the series: the binary, the runtime's threads, the buffers.
 pub const BASE_MEMORY: u64 = 24 << 20;
 
-/// `memory_limit`: refused when what is bound to be held (the fixed part, the retry queues' memory and
-/// `series_limit` series of the smallest kind) does not fit in it.
-fn validate_memory(c: &Config, limit: u64) -> Result<(), ConfigError> {
+/// The least a series is estimated to take (a counter with a short name and no tags; see
+/// `aggregate::admit::series_bytes`), for `memory_limit`'s check of `series_limit` at start.
+pub const SMALLEST_SERIES_BYTES: u64 = 480;
+
+/// What the process holds whatever the series, as `(total, receive buffers, retry queues)`: [`BASE_MEMORY`], each
+/// listener socket's (or reader's) batch of RECV_BATCH (32) buffers of `metric_max_length` bytes, and the sinks'
+/// retry queues in memory. `memory_limit` less this is what the series may take.
+pub fn fixed_memory(c: &Config) -> (u64, u64, u64) {
     let queues: u64 = c.metric_sinks.iter().map(|s| s.retry_queue_memory_bytes()).sum();
-    let series = c.series_limit as u64 * crate::aggregate::admit::SMALLEST_SERIES_BYTES;
-    let fixed = BASE_MEMORY + queues + series;
-    if limit <= fixed {
+    let sockets = c.statsd_listen_addresses.len() as u64 * c.num_readers.max(1) as u64;
+    let buffers = sockets * 32 * c.metric_max_length as u64;
+    (BASE_MEMORY + buffers + queues, buffers, queues)
+}
+
+/// `memory_limit`: refused when what is bound to be held (the fixed part and `series_limit` series of the
+/// smallest kind) does not fit in it.
+fn validate_memory(c: &Config, limit: u64) -> Result<(), ConfigError> {
+    let (fixed, buffers, queues) = fixed_memory(c);
+    let series = c.series_limit as u64 * SMALLEST_SERIES_BYTES;
+    if limit <= fixed + series {
         return Err(ConfigError::invalid(
             "memory_limit",
             limit,
             format!(
-                "below what is held whatever comes in: {fixed} bytes ({BASE_MEMORY} for the process, {queues} for the \
-                 sinks' retry queues in memory, {series} for series_limit × {} bytes); raise memory_limit or lower \
+                "below what is held whatever comes in: {} bytes ({BASE_MEMORY} for the process, {buffers} for the \
+                 receive buffers (32 × metric_max_length per socket), {queues} for the sinks' retry queues in \
+                 memory, {series} for series_limit × {SMALLEST_SERIES_BYTES} bytes); raise memory_limit or lower \
                  those",
-                crate::aggregate::admit::SMALLEST_SERIES_BYTES
+                fixed + series
             ),
         ));
     }

@@ -26,94 +26,99 @@ fn dropped_by(d: [u64; 4]) -> DroppedBy {
     }
 }
 
-/// The latest table, shared by the flusher (which writes it once per flush) and the HTTP endpoint.
+/// The latest rows, shared by the flusher (which writes them once per flush) and the HTTP endpoint (which turns
+/// the top ones into a [`SeriesTable`] on a request).
 #[derive(Debug, Default)]
 pub struct SeriesStats {
-    table: Mutex<SeriesTable>,
+    latest: Mutex<Latest>,
+}
+
+#[derive(Debug, Default)]
+struct Latest {
+    flushed_at: i64,
+    interval_seconds: f64,
+    rows: Vec<NameRow>,
 }
 
 impl SeriesStats {
-    /// Merges the workers' rows of a flush at `at`, keeps the interval before's lines beside them, and reports the
-    /// most refused names and the estimated bytes as self-metrics.
-    pub fn record(&self, rows: Vec<NameRow>, at: i64, interval: Duration, telemetry: &Telemetry) {
-        let mut merged: HashMap<Arc<str>, NameRow> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            match merged.get_mut(&row.name) {
-                Some(m) => m.merge(&row),
-                None => {
-                    merged.insert(row.name.clone(), row);
+    /// Merges the workers' rows of a flush at `at` (one worker's rows are already one per name), and reports the
+    /// most refused names and the estimated bytes as self-metrics. A flush costs a pass over the rows, no string
+    /// and no sort (unless a limit refused series).
+    pub fn record(&self, rows: Vec<NameRow>, at: i64, interval: Duration, telemetry: &Telemetry, workers: usize) {
+        let rows = if workers > 1 { merge(rows) } else { rows };
+        let mut refused: Vec<&NameRow> = rows.iter().filter(|r| r.dropped.iter().any(|&d| d > 0)).collect();
+        if !refused.is_empty() {
+            refused.sort_by(|a, b| {
+                let total = |r: &NameRow| r.dropped.iter().sum::<u64>();
+                total(b).cmp(&total(a)).then_with(|| a.name.cmp(&b.name))
+            });
+            for row in refused.into_iter().take(LIMITED_REPORTED) {
+                let metric = format!("metric:{}", row.name);
+                for limit in Limit::ALL {
+                    let n = row.dropped[limit as usize];
+                    if n > 0 {
+                        telemetry.add(&SERIES_LIMITED, &[&metric, &format!("limit:{}", limit.reason())], n);
+                    }
                 }
             }
         }
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let previous: HashMap<&str, (u64, f64)> = table
-            .metrics
-            .iter()
-            .map(|r| (r.name.as_str(), (r.lines, r.samples)))
-            .collect();
-        let mut metrics: Vec<MetricRow> = merged
-            .into_values()
-            .map(|r| {
-                let (lines_previous, samples_previous) = previous.get(&*r.name).copied().unwrap_or_default();
-                MetricRow {
-                    name: r.name.to_string(),
-                    series: r.series,
-                    lines: r.lines,
-                    samples: r.samples,
-                    lines_previous,
-                    samples_previous,
-                    dropped: dropped_by(r.dropped),
-                    bytes: r.bytes,
-                }
-            })
-            .collect();
-        sort_rows(&mut metrics, SortBy::Dropped);
-        for row in metrics.iter().take(LIMITED_REPORTED).filter(|r| r.dropped.total() > 0) {
-            let metric = format!("metric:{}", row.name);
-            let counts = counts_of(&row.dropped);
-            for limit in Limit::ALL {
-                let n = counts[limit as usize];
-                if n > 0 {
-                    telemetry.add(&SERIES_LIMITED, &[&metric, &format!("limit:{}", limit.reason())], n);
-                }
-            }
-        }
-        let bytes = metrics.iter().map(|r| r.bytes).sum();
+        let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
         telemetry.set(&SERIES_ESTIMATED_BYTES, &[], bytes as f64);
-        *table = SeriesTable {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        *latest = Latest {
             flushed_at: at,
             interval_seconds: interval.as_secs_f64(),
-            names: metrics.iter().filter(|r| r.series > 0).count() as u64,
-            series: metrics.iter().map(|r| r.series).sum(),
-            lines: metrics.iter().map(|r| r.lines).sum(),
-            bytes,
-            metrics,
+            rows,
         };
     }
 
     /// The table with its `top` first rows by `by`.
     pub fn snapshot(&self, top: usize, by: SortBy) -> SeriesTable {
-        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = SeriesTable {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut metrics: Vec<MetricRow> = latest.rows.iter().map(metric_row).collect();
+        let table = SeriesTable {
+            flushed_at: latest.flushed_at,
+            interval_seconds: latest.interval_seconds,
+            names: latest.rows.iter().filter(|r| r.series > 0).count() as u64,
+            series: latest.rows.iter().map(|r| r.series).sum(),
+            lines: latest.rows.iter().map(|r| r.lines).sum(),
+            bytes: latest.rows.iter().map(|r| r.bytes).sum(),
             metrics: Vec::new(),
-            ..table.clone()
         };
-        let mut rows = table.metrics.clone();
-        drop(table);
-        sort_rows(&mut rows, by);
-        rows.truncate(top);
-        out.metrics = rows;
-        out
+        drop(latest);
+        sort_rows(&mut metrics, by);
+        metrics.truncate(top);
+        SeriesTable { metrics, ..table }
     }
 }
 
-fn counts_of(d: &DroppedBy) -> [u64; 4] {
-    let mut c = [0; 4];
-    c[Limit::SeriesLimit as usize] = d.series_limit;
-    c[Limit::PerMetric as usize] = d.per_metric;
-    c[Limit::PerTag as usize] = d.per_tag;
-    c[Limit::Memory as usize] = d.memory_limit;
-    c
+/// The rows of several workers, one per name.
+fn merge(rows: Vec<NameRow>) -> Vec<NameRow> {
+    let mut index: HashMap<Arc<str>, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<NameRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match index.get(&row.name) {
+            Some(&i) => out[i].merge(&row),
+            None => {
+                index.insert(row.name.clone(), out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+fn metric_row(r: &NameRow) -> MetricRow {
+    MetricRow {
+        name: r.name.to_string(),
+        series: r.series,
+        lines: r.lines,
+        samples: r.samples,
+        lines_previous: r.lines_previous,
+        samples_previous: r.samples_previous,
+        dropped: dropped_by(r.dropped),
+        bytes: r.bytes,
+    }
 }
 
 #[cfg(test)]
@@ -127,35 +132,36 @@ mod tests {
             bytes: series * 100,
             lines,
             samples: lines as f64,
+            lines_previous: lines / 2,
+            samples_previous: 0.0,
             dropped,
         }
     }
 
     #[test]
-    fn the_workers_rows_merge_by_name_and_keep_the_interval_before() {
+    fn the_workers_rows_merge_by_name_with_the_interval_before_and_the_most_refused_are_reported() {
         let stats = SeriesStats::default();
         let t = Telemetry::default();
-        stats.record(
-            vec![row("a", 1, 10, [0; 4]), row("a", 2, 5, [0; 4])],
-            1,
-            Duration::from_secs(2),
-            &t,
-        );
-        stats.record(
-            vec![row("a", 3, 7, [0; 4]), row("b", 9, 1, [4, 0, 0, 0])],
-            2,
-            Duration::from_secs(2),
-            &t,
-        );
+        let rows = vec![
+            row("a", 3, 7, [0; 4]),
+            row("b", 9, 1, [4, 0, 0, 0]),
+            row("a", 0, 8, [0; 4]),
+        ];
+        stats.record(rows, 2, Duration::from_secs(2), &t, 2);
         let table = stats.snapshot(10, SortBy::Series);
         assert_eq!(
             (table.flushed_at, table.series, table.lines, table.names),
-            (2, 12, 8, 2)
+            (2, 12, 16, 2)
         );
         assert_eq!(table.metrics[0].name, "b");
         let a = &table.metrics[1];
-        assert_eq!((a.series, a.lines, a.lines_previous), (3, 7, 15));
+        // Two workers' rows of `a`: their lines and their intervals before added.
+        assert_eq!((a.series, a.lines, a.lines_previous), (3, 15, 3 + 4));
         assert_eq!(stats.snapshot(1, SortBy::Lines).metrics[0].name, "a");
         assert_eq!(stats.snapshot(1, SortBy::Dropped).metrics[0].dropped.series_limit, 4);
+        assert_eq!(t.peek("harrier.series.limited", "metric:b"), 4);
+        // One worker's rows are taken as they are.
+        stats.record(vec![row("c", 1, 2, [0; 4])], 3, Duration::from_secs(2), &t, 1);
+        assert_eq!(stats.snapshot(5, SortBy::Series).metrics.len(), 1);
     }
 }

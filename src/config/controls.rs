@@ -250,12 +250,25 @@ pub const BASE_MEMORY: u64 = 24 << 20;
 pub const SMALLEST_SERIES_BYTES: u64 = 480;
 
 /// What the process holds whatever the series, as `(total, receive buffers, retry queues)`: [`BASE_MEMORY`], each
-/// listener socket's (or reader's) batch of RECV_BATCH (32) buffers of `metric_max_length` bytes, and the sinks'
-/// retry queues in memory. `memory_limit` less this is what the series may take.
+/// listener socket's (or reader's) batch of RECV_BATCH (32) buffers of `metric_max_length` bytes, the workers' batch
+/// queues when there are stream listeners, reader threads or scrapes, and the sinks' retry queues in memory. `memory_limit` less this is what the series may take.
 pub fn fixed_memory(c: &Config) -> (u64, u64, u64) {
     let queues: u64 = c.metric_sinks.iter().map(|s| s.retry_queue_memory_bytes()).sum();
     let sockets = c.statsd_listen_addresses.len() as u64 * c.num_readers.max(1) as u64;
-    let buffers = sockets * 32 * c.metric_max_length as u64;
+    let mut buffers = sockets * 32 * c.metric_max_length as u64;
+    // Stream connections, reader threads and scrapes hand the workers batches: each worker's queue holds at most
+    // QUEUE_DEPTH (256) batches of BATCH_BYTES (64 KiB, with 8 KiB of slack), and as many are kept for reuse.
+    let streams = c.statsd_listen_addresses.iter().any(|a| {
+        let scheme = a.split("://").next().unwrap_or("");
+        matches!(scheme, "tcp" | "tcp4" | "tcp6" | "tls" | "unix") || a.starts_with("unix:@")
+    });
+    if streams || c.num_readers > 0 || !c.prometheus_scrape.is_empty() {
+        let workers = match c.num_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        } as u64;
+        buffers += workers * 2 * 256 * (72 << 10);
+    }
     (BASE_MEMORY + buffers + queues, buffers, queues)
 }
 
@@ -270,7 +283,8 @@ fn validate_memory(c: &Config, limit: u64) -> Result<(), ConfigError> {
             limit,
             format!(
                 "below what is held whatever comes in: {} bytes ({BASE_MEMORY} for the process, {buffers} for the \
-                 receive buffers (32 × metric_max_length per socket), {queues} for the sinks' retry queues in \
+                 receive buffers (32 × metric_max_length per socket, and 36 MiB per worker with stream listeners), \
+                 {queues} for the sinks' retry queues in \
                  memory, {series} for series_limit × {SMALLEST_SERIES_BYTES} bytes); raise memory_limit or lower \
                  those",
                 fixed + series

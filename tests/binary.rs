@@ -1,5 +1,7 @@
 //! The `harrier` binary: CLI behaviour, the console sink, periodic flushes and graceful shutdown on signals.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -274,16 +276,6 @@ fn json_logs_are_one_object_per_line_and_never_show_the_api_key() {
     );
 }
 
-/// The server's peak RSS so far, in KiB.
-fn peak_rss_kib(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 /// Sends `n` distinct counter series, 50 lines per datagram, then stops the server; its peak RSS and stdout.
 fn flood(n: usize, limit: &str) -> (u64, Vec<String>) {
     let mut run = spawn(&[("HARRIER_INTERVAL", "1h"), ("HARRIER_SERIES_LIMIT", limit)]);
@@ -300,7 +292,7 @@ fn flood(n: usize, limit: &str) -> (u64, Vec<String>) {
         }
     }
     std::thread::sleep(Duration::from_millis(2000));
-    let peak = peak_rss_kib(&run.child);
+    let peak = common::peak_rss_kib(&run.child);
     signal(&run.child, libc::SIGTERM);
     assert!(wait_exit(&mut run.child, Duration::from_secs(30)).success());
     (peak, run.stdout.try_iter().collect())

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{config, start};
@@ -36,14 +36,10 @@ async fn send_tcp_async(addr: SocketAddr, lines: impl Iterator<Item = String> + 
 
 /// `GET path` on the server's HTTP address: the status and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
+    let mut response = harrier::http_get::get(&addr.to_string(), path, Duration::from_secs(10)).unwrap();
+    let mut body = String::new();
+    response.read_to_string(&mut body).unwrap();
+    (response.status, body)
 }
 
 #[tokio::test]
@@ -288,15 +284,6 @@ async fn debug_series_lists_the_flooding_metric_first_with_its_figures() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_harrier");
 
-fn peak_rss_kib(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 #[test]
 fn a_memory_limit_flood_keeps_rss_under_the_limit_and_known_series_exact() {
     // With a TCP listener the fixed part counts the workers' batch queues (36 MiB each, two workers here): 160 MiB
@@ -330,7 +317,7 @@ fn a_memory_limit_flood_keeps_rss_under_the_limit_and_known_series_exact() {
     let flood = (0..1_000_000).map(|i| format!("flood.metric.n{i}:1|c|#request_id:{i}"));
     send_tcp(tcp, known().chain(flood).chain(known()));
     std::thread::sleep(Duration::from_millis(1500));
-    let peak = peak_rss_kib(&child);
+    let peak = common::peak_rss_kib(&child);
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     assert!(child.wait().unwrap().success());

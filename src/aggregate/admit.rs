@@ -7,7 +7,7 @@
 //! (the estimated bytes of the series held), `series_limit_per_metric` and `series_limit_per_tag` (counts under
 //! one lock, taken only to create or remove a series).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +51,11 @@ pub fn series_bytes(kind: MetricKind, name_len: usize, tags_len: usize) -> u64 {
         MetricKind::Set => 3_200,
     };
     SMALLEST_SERIES_BYTES + state + 2 * (name_len + tags_len) as u64
+}
+
+/// [`series_bytes`] of a held series' key.
+pub fn key_bytes(key: &SeriesKey) -> u64 {
+    series_bytes(key.kind, key.name.len(), key.tags.joined().len())
 }
 
 /// Which limit refused a new series.
@@ -165,11 +170,9 @@ impl Limits {
     }
 
     fn admit_counted(&self, name: &str, tags: &str) -> Result<(), Limit> {
-        if self.per_metric.is_none() && self.per_tag.is_empty() {
+        let Some(mut counts) = self.counts() else {
             return Ok(());
-        }
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let counts = &mut *counts;
+        };
         if let Some(max) = self.per_metric {
             if counts.by_name.get(name).is_some_and(|&n| n as usize >= max) {
                 return Err(Limit::PerMetric);
@@ -182,60 +185,52 @@ impl Limits {
                 }
             }
         }
-        if self.per_metric.is_some() {
-            *counts.by_name.entry(name.into()).or_insert(0) += 1;
-        }
-        for ((key, _), values) in self.per_tag.iter().zip(&mut counts.by_tag) {
-            if let Some(value) = tag_value(tags, key) {
-                *values.entry(value.into()).or_insert(0) += 1;
-            }
-        }
+        self.adjust(&mut counts, name, tags, true);
         Ok(())
     }
 
     /// Counts a series kept whatever the limits (imported from other instances, which are not refused).
     pub fn force(&self, key: &SeriesKey) {
         self.held.fetch_add(1, Relaxed);
-        self.bytes
-            .fetch_add(series_bytes(key.kind, key.name.len(), key.tags.joined().len()), Relaxed);
-        if self.per_metric.is_some() || !self.per_tag.is_empty() {
-            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            let counts = &mut *counts;
-            if self.per_metric.is_some() {
-                *counts.by_name.entry((*key.name).into()).or_insert(0) += 1;
-            }
-            for ((tag, _), values) in self.per_tag.iter().zip(&mut counts.by_tag) {
-                if let Some(value) = tag_value(key.tags.joined(), tag) {
-                    *values.entry(value.into()).or_insert(0) += 1;
-                }
-            }
+        self.bytes.fetch_add(key_bytes(key), Relaxed);
+        if let Some(mut counts) = self.counts() {
+            self.adjust(&mut counts, &key.name, key.tags.joined(), true);
         }
     }
 
     /// Gives back the room of a series removed.
     pub fn release(&self, key: &SeriesKey) {
         self.held.fetch_sub(1, Relaxed);
-        self.bytes
-            .fetch_sub(series_bytes(key.kind, key.name.len(), key.tags.joined().len()), Relaxed);
-        if self.per_metric.is_none() && self.per_tag.is_empty() {
-            return;
+        self.bytes.fetch_sub(key_bytes(key), Relaxed);
+        if let Some(mut counts) = self.counts() {
+            self.adjust(&mut counts, &key.name, key.tags.joined(), false);
         }
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let counts = &mut *counts;
-        if let Some(n) = counts.by_name.get_mut(&*key.name) {
-            *n -= 1;
-            if *n == 0 {
-                counts.by_name.remove(&*key.name);
+    }
+
+    /// The per-metric and per-tag counts, locked; `None` when neither limit is set (nothing is counted).
+    fn counts(&self) -> Option<std::sync::MutexGuard<'_, Counts>> {
+        (self.per_metric.is_some() || !self.per_tag.is_empty())
+            .then(|| self.counts.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Counts one series of this name and canonical tags into (`add`) or out of the per-metric and per-tag counts.
+    fn adjust(&self, counts: &mut Counts, name: &str, tags: &str, add: bool) {
+        fn step(map: &mut HashMap<Box<str>, u32>, key: &str, add: bool) {
+            if add {
+                *map.entry(key.into()).or_insert(0) += 1;
+            } else if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
             }
         }
-        for ((tag, _), values) in self.per_tag.iter().zip(&mut counts.by_tag) {
-            if let Some(value) = tag_value(key.tags.joined(), tag) {
-                if let Some(n) = values.get_mut(value) {
-                    *n -= 1;
-                    if *n == 0 {
-                        values.remove(value);
-                    }
-                }
+        if self.per_metric.is_some() {
+            step(&mut counts.by_name, name, add);
+        }
+        for ((key, _), values) in self.per_tag.iter().zip(&mut counts.by_tag) {
+            if let Some(value) = tag_value(tags, key) {
+                step(values, value, add);
             }
         }
     }
@@ -286,7 +281,8 @@ pub struct Controls {
     filters: HashMap<Box<str>, Filter>,
     /// `statsd_metric_blocklist`, in the order configured (an entry's index names it in the counts).
     blocklist: Vec<Box<str>>,
-    blocked_names: HashSet<Box<str>>,
+    /// Each whole name of `blocklist`, with its entry's index (used without `match_prefix`).
+    blocked_names: HashMap<Box<str>, u32>,
     match_prefix: bool,
     pub mapper_cache_size: usize,
 }
@@ -317,7 +313,11 @@ impl Controls {
         Ok(Some(Controls {
             mapper,
             filters,
-            blocked_names: blocklist.iter().cloned().collect(),
+            blocked_names: blocklist
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect(),
             blocklist,
             match_prefix: config.statsd_metric_blocklist_match_prefix,
             mapper_cache_size: config.mapper_cache_size,
@@ -365,10 +365,8 @@ impl Controls {
                 .iter()
                 .position(|p| name.starts_with(&**p))
                 .map(|i| i as u32)
-        } else if self.blocked_names.contains(name) {
-            self.blocklist.iter().position(|p| **p == *name).map(|i| i as u32)
         } else {
-            None
+            self.blocked_names.get(name).copied()
         }
     }
 

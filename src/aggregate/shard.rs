@@ -255,17 +255,22 @@ impl ShardState {
         } else {
             m.sample_rate
         };
-        let th = text_hash(m.name, m.suffix);
-        if m.timestamp.is_none() {
-            if let Some(i) = self.find_text(th) {
-                return self.add_to(i, m.value, rate);
+        // A timestamped point is passed through, never found by its text: its text is not hashed.
+        let th = match m.timestamp {
+            Some(_) => 0,
+            None => {
+                let th = text_hash(m.name, m.suffix);
+                if let Some(i) = self.find_text(th) {
+                    return self.add_to(i, m.value, rate);
+                }
+                th
             }
-        }
+        };
         self.add_new_text(m, view, th, rate, extend)
     }
 
-    /// A metric whose text `by_text` does not know: an alias of a known series, or the controls applied and the
-    /// series found by its key or created.
+    /// A metric whose text `by_text` does not know (of text hash `th`, 0 for a timestamped point): an alias of a
+    /// known series, or the controls applied and the series found by its key or created.
     fn add_new_text(
         &mut self,
         m: &Metric<'_>,
@@ -493,10 +498,7 @@ impl ShardState {
         }
         let (name, shared) = self.names.id(view.name);
         let key = view.to_key_named(canonical, extend, shared);
-        self.names.added(
-            name,
-            admit::series_bytes(key.kind, key.name.len(), key.tags.joined().len()),
-        );
+        self.names.added(name, admit::key_bytes(&key));
         let value = empty_value(key.kind, self.sketches);
         let (text_lo, text_hi) = text_index::key_parts(th);
         Ok(self.insert(
@@ -549,8 +551,7 @@ impl ShardState {
         if let Some(l) = &self.limits {
             l.release(key);
         }
-        let bytes = admit::series_bytes(key.kind, key.name.len(), key.tags.joined().len());
-        self.names.removed(self.hot[i].name, bytes);
+        self.names.removed(self.hot[i].name, admit::key_bytes(key));
         if !self.aliases.is_empty() {
             self.aliases.clear();
         }

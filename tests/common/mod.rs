@@ -146,3 +146,13 @@ pub fn socket_path(tag: &str) -> std::path::PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ))
 }
+
+/// A child process's peak RSS so far (VmHWM), in KiB.
+pub fn peak_rss_kib(child: &std::process::Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}

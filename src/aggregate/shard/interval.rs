@@ -1,7 +1,7 @@
 //! The ends of a shard's interval: entries imported from other instances merged in, and the interval taken out.
 
 use super::{find_key, Entry, Hot, Interval, Reduced, ReducedValue, ShardState, Slot, Value};
-use crate::aggregate::admit::series_bytes;
+use crate::aggregate::admit::key_bytes;
 
 impl ShardState {
     /// Merges entries imported from other instances: counters add, gauges are replaced, digests and sets merge.
@@ -23,9 +23,7 @@ impl ShardState {
                 if let Some(shared) = shared {
                     incoming.key.name = shared;
                 }
-                let k = &incoming.key;
-                self.names
-                    .added(name, series_bytes(k.kind, k.name.len(), k.tags.joined().len()));
+                self.names.added(name, key_bytes(&incoming.key));
                 self.insert(
                     Slot {
                         hash,

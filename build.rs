@@ -11,6 +11,10 @@
 //! And `proto/prometheus/remote.proto` (remote write's `WriteRequest`) and
 //! `proto/datadog/agentpayload/agent_payload.proto` (the Datadog agent's `MetricPayload` and `SketchPayload`),
 //! message types only.
+//!
+//! And the official OpenTelemetry protocol files (`proto/opentelemetry/`, v1.9.0 of
+//! github.com/open-telemetry/opentelemetry-proto, Apache-2.0, unmodified): the metrics types and the
+//! `MetricsService` gRPC service, client and server, for the OTLP source and sink (`crate::otlp`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/harrier/forward/v1/forward.proto";
@@ -69,5 +73,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_server(false)
         .compile_fds(protox::compile([agent], ["proto"])?)?;
+
+    let otlp = "proto/opentelemetry/proto/collector/metrics/v1/metrics_service.proto";
+    println!("cargo:rerun-if-changed=proto/opentelemetry");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(protox::compile([otlp], ["proto"])?)?;
     Ok(())
 }

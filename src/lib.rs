@@ -82,6 +82,7 @@ pub mod http_get;
 pub mod listen;
 pub mod logging;
 pub mod model;
+pub mod otlp;
 pub mod pipeline;
 pub mod protocol;
 pub mod scrape;

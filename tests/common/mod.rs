@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod intake;
+pub mod otel;
 pub mod tsdb;
 
 use std::collections::HashMap;

@@ -194,6 +194,19 @@ pub struct Config {
     /// Prometheus and OpenMetrics endpoints to read on a schedule, their samples aggregated with the DogStatsD
     /// lines (see [`ScrapeConfig`]). Default: `[]`.
     pub prometheus_scrape: Vec<ScrapeConfig>,
+    /// OpenTelemetry (OTLP) metrics to take in, aggregated with the DogStatsD lines: `http://host:4318` (OTLP/HTTP,
+    /// protobuf), `grpc://host:4317` (OTLP/gRPC), `https://`/`grpcs://` with `otlp_tls`. See [`crate::otlp`].
+    /// Default: `[]`.
+    pub otlp_listen_addresses: Vec<String>,
+    /// TLS of the `https://` and `grpcs://` OTLP listeners: `{cert_file, key_file, client_ca_file}`. Default: none.
+    pub otlp_tls: Option<ServerTlsConfig>,
+    /// The largest OTLP request taken, in bytes (after gzip): larger ones are refused (HTTP 413, gRPC
+    /// `RESOURCE_EXHAUSTED`). Default: 4194304 (4 MiB, gRPC's usual limit).
+    pub otlp_max_request_bytes: usize,
+    /// Every resource attribute of an OTLP request as a `key:value` tag; otherwise only `host.name`,
+    /// `service.name`, `service.version` and `deployment.environment(.name)` are (as `host`, `service`,
+    /// `version`, `env`). Default: false.
+    pub otlp_resource_attributes_as_tags: bool,
     /// Log lines as `text` or `json` (one object per line: timestamp, level, message, target and fields), on
     /// stderr. Default: `text`.
     pub log_format: LogFormat,
@@ -246,6 +259,10 @@ impl Default for Config {
             statsd_tls: None,
             forward_tls: None,
             prometheus_scrape: Vec::new(),
+            otlp_listen_addresses: Vec::new(),
+            otlp_tls: None,
+            otlp_max_request_bytes: 4 * 1024 * 1024,
+            otlp_resource_attributes_as_tags: false,
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
             warnings: Vec::new(),
@@ -304,6 +321,10 @@ const KEYS: &[(&str, EnvKind)] = &[
     ("minimum_sample_rate", EnvKind::Yaml),
     ("memory_limit", EnvKind::Yaml),
     ("prometheus_scrape", EnvKind::Yaml),
+    ("otlp_listen_addresses", EnvKind::List),
+    ("otlp_tls", EnvKind::Yaml),
+    ("otlp_max_request_bytes", EnvKind::Yaml),
+    ("otlp_resource_attributes_as_tags", EnvKind::Yaml),
     ("log_format", EnvKind::Text),
     ("log_level", EnvKind::Text),
 ];
@@ -398,13 +419,15 @@ impl Config {
 
     /// Checks every value; the error names the key and the bad value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let sources = !self.grpc_address.is_empty() || !self.prometheus_scrape.is_empty();
+        let sources = !self.grpc_address.is_empty()
+            || !self.prometheus_scrape.is_empty()
+            || !self.otlp_listen_addresses.is_empty();
         if self.statsd_listen_addresses.is_empty() && !sources {
             return Err(ConfigError::invalid(
                 "statsd_listen_addresses",
                 "[]",
-                "nothing to listen on: give at least one address (e.g. udp://127.0.0.1:8125), a grpc_address or \
-                 prometheus_scrape",
+                "nothing to listen on: give at least one address (e.g. udp://127.0.0.1:8125), a grpc_address, \
+                 prometheus_scrape or otlp_listen_addresses",
             ));
         }
         self.listen_addresses()?;
@@ -461,6 +484,7 @@ impl Config {
         forward::validate(self)?;
         tls::validate(self)?;
         scrape::validate(&self.prometheus_scrape)?;
+        otlp::validate(self)?;
         controls::validate(self)?;
         crate::logging::parse_filter(&self.log_level)
             .map_err(|reason| ConfigError::invalid("log_level", &self.log_level, reason))?;
@@ -549,6 +573,7 @@ pub use values::{parse_duration, parse_socket_addr, strip_http_scheme, system_ho
 pub mod controls;
 mod forward;
 mod listen;
+pub mod otlp;
 mod scrape;
 mod sinks;
 pub mod tls;

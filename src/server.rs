@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::aggregate::admit::Admission;
 use crate::aggregate::{EmitConfig, ExtendTags};
 use crate::capture::Capture;
+use crate::config::otlp::{OtlpAddress, OtlpTransport};
 use crate::config::{parse_socket_addr, Config, ConfigError, ListenAddress, SinkKind};
 use crate::flush::{Flusher, Forward, StatsClient};
 use crate::forward::ack::Acks;
@@ -48,6 +49,8 @@ pub enum ServerError {
     Grpc { address: String, source: std::io::Error },
     #[error("cannot forward (config key `forward_address`): {0}")]
     Forward(String),
+    #[error("cannot serve OTLP on {address} (config key `otlp_listen_addresses`): {source}")]
+    Otlp { address: String, source: std::io::Error },
     #[error("cannot serve HTTP on {address} (config key `http_address`): {source}")]
     Http { address: String, source: std::io::Error },
     #[error("cannot start {what}: {source}")]
@@ -70,6 +73,8 @@ pub struct RunningServer {
     pub http_address: Option<SocketAddr>,
     /// The gRPC import server's address, if one was configured.
     pub grpc_address: Option<SocketAddr>,
+    /// The OTLP listeners (`otlp_listen_addresses`) as bound, in their order.
+    pub otlp_addresses: Vec<OtlpAddress>,
     /// Self-metrics, for tests and embedding.
     pub telemetry: Arc<Telemetry>,
     stop: watch::Sender<bool>,
@@ -162,6 +167,9 @@ pub async fn start(config: Config, extra_sinks: Vec<Arc<dyn Sink>>) -> Result<Ru
 struct ServerTls {
     statsd: Option<Arc<ReloadingServer>>,
     grpc: Option<Arc<ReloadingServer>>,
+    /// `otlp_tls`, for the `https://` (HTTP/1.1) and the `grpcs://` (HTTP/2) OTLP listeners.
+    otlp_http: Option<Arc<ReloadingServer>>,
+    otlp_grpc: Option<Arc<ReloadingServer>>,
 }
 
 impl ServerTls {
@@ -175,16 +183,32 @@ impl ServerTls {
             Some(files) => Some(ReloadingServer::load("grpc_tls", files, &[b"h2"])?),
             None => None,
         };
+        let (otlp_http, otlp_grpc) = match &config.otlp_tls {
+            Some(files) => (
+                Some(ReloadingServer::load("otlp_tls", files, &[b"http/1.1"])?),
+                Some(ReloadingServer::load("otlp_tls", files, &[b"h2"])?),
+            ),
+            None => (None, None),
+        };
         if let Some(files) = &config.forward_tls {
             // Read now, so that a bad file stops the start (each connection to a global reads them again).
             crate::tls::client_config(files, "localhost")?;
         }
-        Ok(ServerTls { statsd, grpc })
+        Ok(ServerTls {
+            statsd,
+            grpc,
+            otlp_http,
+            otlp_grpc,
+        })
     }
 
     /// The certificates watched for changes.
     fn reloading(&self) -> Vec<Arc<ReloadingServer>> {
-        self.statsd.iter().chain(self.grpc.iter()).cloned().collect()
+        [&self.statsd, &self.grpc, &self.otlp_http, &self.otlp_grpc]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 }
 
@@ -193,6 +217,8 @@ struct Sockets {
     listeners: Vec<listen::BoundListener>,
     http: Option<tokio::net::TcpListener>,
     grpc: Option<tokio::net::TcpListener>,
+    /// `otlp_listen_addresses`, with the port each is bound to.
+    otlp: Vec<(OtlpAddress, tokio::net::TcpListener)>,
 }
 
 impl Sockets {
@@ -214,7 +240,22 @@ impl Sockets {
             source,
         })
         .await?;
-        Ok(Sockets { listeners, http, grpc })
+        let mut otlp = Vec::new();
+        for mut address in config.otlp_addresses()? {
+            let error = |source| ServerError::Otlp {
+                address: address.to_string(),
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(address.addr).await.map_err(error)?;
+            address.addr = listener.local_addr().map_err(error)?;
+            otlp.push((address, listener));
+        }
+        Ok(Sockets {
+            listeners,
+            http,
+            grpc,
+            otlp,
+        })
     }
 }
 
@@ -346,6 +387,53 @@ fn start_listeners(
     Ok(running)
 }
 
+/// Serves every OTLP listener into the shards; each task ends at the stop signal.
+fn start_otlp(
+    config: &Config,
+    sockets: Vec<(OtlpAddress, tokio::net::TcpListener)>,
+    tls: &ServerTls,
+    pipeline: &Pipeline,
+    extend: Arc<ExtendTags>,
+    telemetry: &Arc<Telemetry>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if sockets.is_empty() {
+        return Vec::new();
+    }
+    let converter = crate::otlp::convert::Converter::new(crate::otlp::convert::Options {
+        extend,
+        resource_tags: config.otlp_resource_attributes_as_tags,
+        sketches: config.distributions == crate::config::Distributions::Sketch,
+    });
+    let receiver = Arc::new(crate::otlp::server::Receiver::new(
+        converter,
+        pipeline.shards.clone(),
+        telemetry.clone(),
+        config.otlp_max_request_bytes,
+        stop.clone(),
+    ));
+    let mut tasks = Vec::new();
+    for (address, listener) in sockets {
+        let (receiver, telemetry, stop) = (receiver.clone(), telemetry.clone(), stop.clone());
+        let task = match address.transport {
+            OtlpTransport::Http => {
+                let tls = tls.otlp_http.clone().filter(|_| address.tls);
+                tokio::spawn(crate::otlp::server::serve_http(
+                    listener, tls, receiver, telemetry, stop,
+                ))
+            }
+            OtlpTransport::Grpc => {
+                let tls = tls.otlp_grpc.clone().filter(|_| address.tls);
+                tokio::spawn(crate::otlp::server::serve_grpc(
+                    listener, tls, receiver, telemetry, stop,
+                ))
+            }
+        };
+        tasks.push(task);
+    }
+    tasks
+}
+
 /// The client of `stats_address` (the flush's own timings sent as DogStatsD), if set.
 fn stats_client(config: &Config) -> Result<Option<StatsClient>, ServerError> {
     let error = |message: String| ServerError::Sink {
@@ -372,8 +460,10 @@ pub async fn start_with_forwarder(
     config.validate()?;
     let tls = ServerTls::load(&config)?;
     let opts = listen_options(&config, &tls);
-    let sockets = Sockets::bind(&config, &opts).await?;
+    let mut sockets = Sockets::bind(&config, &opts).await?;
     let addresses: Vec<ListenAddress> = sockets.listeners.iter().map(|b| b.address.clone()).collect();
+    let otlp_sockets = std::mem::take(&mut sockets.otlp);
+    let otlp_addresses: Vec<OtlpAddress> = otlp_sockets.iter().map(|(a, _)| *a).collect();
     let http_address = sockets.http.as_ref().and_then(|l| l.local_addr().ok());
     let grpc_address = sockets.grpc.as_ref().and_then(|l| l.local_addr().ok());
 
@@ -395,13 +485,14 @@ pub async fn start_with_forwarder(
         sketches: config.distributions == crate::config::Distributions::Sketch,
         ..EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles)
     });
-    let workers = listen::fitted_workers(&sockets.listeners, &opts, sockets.grpc.is_some());
+    let imports = sockets.grpc.is_some() || !otlp_sockets.is_empty();
+    let workers = listen::fitted_workers(&sockets.listeners, &opts, imports);
     tracing::debug!(workers, "starting the workers");
     let admission = Admission::new(&config).map_err(ServerError::Admission)?;
     let capture = Arc::new(Capture::new(stats.iter().map(|s| s.name.clone()).collect()));
     let pipeline = Pipeline::start(
         workers,
-        extend,
+        extend.clone(),
         telemetry.clone(),
         admission,
         emit.clone(),
@@ -425,6 +516,7 @@ pub async fn start_with_forwarder(
         stop_rx.clone(),
     )
     .map_err(ServerError::Scrape)?;
+    let otlp = start_otlp(&config, otlp_sockets, &tls, &pipeline, extend, &telemetry, &stop_rx);
     let router = match config.forwards() && forwarder.is_none() {
         true => Some(start_router(&config, &telemetry, &stop_rx).await?),
         false => None,
@@ -476,6 +568,7 @@ pub async fn start_with_forwarder(
         stop_flag,
         running,
         scrapes,
+        otlp,
         ingest,
         pipeline,
         flush_task,
@@ -492,6 +585,7 @@ pub async fn start_with_forwarder(
         addresses,
         http_address,
         grpc_address,
+        otlp_addresses,
         telemetry,
         stop: stop_tx,
         done,

@@ -48,7 +48,7 @@ impl ExtendTags {
     }
 
     #[inline]
-    fn overrides(&self, tag: &str) -> bool {
+    pub fn overrides(&self, tag: &str) -> bool {
         !self.keys.is_empty() && self.keys.iter().any(|k| **k == *tag_key(tag))
     }
 

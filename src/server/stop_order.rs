@@ -21,6 +21,8 @@ pub(super) struct StopOrder {
     pub running: Vec<Running>,
     /// The `prometheus_scrape` tasks, which end at the stop signal (a read in progress is abandoned).
     pub scrapes: Vec<JoinHandle<()>>,
+    /// The OTLP servers, which refuse requests from the stop signal on and end once those under way are answered.
+    pub otlp: Vec<JoinHandle<()>>,
     /// The server's own handle on the workers' inboxes (dropped once the listeners are done).
     pub ingest: Ingest,
     pub pipeline: Pipeline,
@@ -40,7 +42,7 @@ impl StopOrder {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         crate::shutdown::stopped(&mut stop).await;
         stop_reading(&self.stop_flag, self.running).await;
-        for task in self.scrapes {
+        for task in self.scrapes.into_iter().chain(self.otlp) {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         // 2. Every batch read reaches its shard; the periodic flusher ends.

@@ -14,6 +14,7 @@ use common::otel;
 use harrier::config::otlp::{OtlpAddress, OtlpTransport};
 use harrier::config::Config;
 use harrier::ddsketch::DdSketch;
+use harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use harrier::server::{self, RunningServer};
 use harrier::sink::datadog::payload::sketch_payload::sketch::Dogsketch;
 use harrier::sink::datadog::payload::SketchPayload;
@@ -22,17 +23,19 @@ use prost::Message;
 const KEY: &str = "test-api-key-otlp-0123456789";
 
 /// Sends with the SDK: `transport` (`http` or `grpc`), `endpoint`, a metric name `prefix`, `temporality`
-/// (`cumulative` or `delta`), and the histogram's samples as `values` (comma-separated). Two exports: everything
+/// (`cumulative` or `delta`), the histogram's samples as `values` (comma-separated), and its `aggregation`
+/// (`explicit`: buckets 5 wide from 0 to 1000; `exponential`: the SDK's exponential histogram, 160 buckets).
+/// Two exports: everything
 /// is recorded once, exported (force_flush), recorded again (the counter and histogram once more), and exported
 /// at shutdown.
 const SEND: &str = r#"
 import sys
 from opentelemetry.sdk.metrics import MeterProvider, Counter, UpDownCounter, Histogram, ObservableCounter
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader, AggregationTemporality
-from opentelemetry.sdk.metrics.view import View, ExplicitBucketHistogramAggregation
+from opentelemetry.sdk.metrics.view import View, ExplicitBucketHistogramAggregation, ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 
-transport, endpoint, prefix, temporality, values = sys.argv[1:6]
+transport, endpoint, prefix, temporality, values, aggregation = sys.argv[1:7]
 values = [float(v) for v in values.split(",")] if values else []
 t = AggregationTemporality.DELTA if temporality == "delta" else AggregationTemporality.CUMULATIVE
 prefs = {Counter: t, UpDownCounter: AggregationTemporality.CUMULATIVE, Histogram: t}
@@ -44,8 +47,11 @@ else:
     exporter = OTLPMetricExporter(endpoint=endpoint, insecure=True, preferred_temporality=prefs)
 reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
 # Fine buckets, so that percentiles from them are close to the samples'.
-bounds = [float(b) for b in range(0, 1001, 5)]
-view = View(instrument_name=prefix + ".latency", aggregation=ExplicitBucketHistogramAggregation(boundaries=bounds))
+if aggregation == "exponential":
+    histograms = ExponentialBucketHistogramAggregation(max_size=160)
+else:
+    histograms = ExplicitBucketHistogramAggregation(boundaries=[float(b) for b in range(0, 1001, 5)])
+view = View(instrument_name=prefix + ".latency", aggregation=histograms)
 provider = MeterProvider(
     metric_readers=[reader],
     resource=Resource.create({"service.name": "checkout", "host.name": "web-7", "service.instance.id": "i-1"}),
@@ -91,7 +97,7 @@ fn address(server: &RunningServer, transport: OtlpTransport) -> SocketAddr {
 }
 
 /// Runs the SDK script (off the runtime: it blocks until both exports are answered).
-async fn send(transport: &str, endpoint: String, prefix: &str, temporality: &str, values: &[f64]) {
+async fn send(transport: &str, endpoint: String, prefix: &str, temporality: &str, values: &[f64], aggregation: &str) {
     let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
     let args = [
         transport.to_string(),
@@ -99,6 +105,7 @@ async fn send(transport: &str, endpoint: String, prefix: &str, temporality: &str
         prefix.to_string(),
         temporality.to_string(),
         values.join(","),
+        aggregation.to_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -150,9 +157,9 @@ async fn the_python_sdk_over_http_and_grpc_arrives_at_the_datadog_intake_with_ex
     let http = format!("http://{}", address(&server, OtlpTransport::Http));
     let grpc = address(&server, OtlpTransport::Grpc).to_string();
     let samples: Vec<f64> = (1..=200).map(|i| i as f64 * 2.5).collect();
-    // Cumulative (the SDK's default) over HTTP, delta over gRPC.
-    send("http", http, "viahttp", "cumulative", &samples).await;
-    send("grpc", grpc, "viagrpc", "delta", &samples).await;
+    // Cumulative (the SDK's default) explicit buckets over HTTP, delta exponential histograms over gRPC.
+    send("http", http, "viahttp", "cumulative", &samples, "explicit").await;
+    send("grpc", grpc, "viagrpc", "delta", &samples, "exponential").await;
     // A DogStatsD line for one of the same series joins it.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(
@@ -227,4 +234,193 @@ fn dogsketches(intake: &Intake, metric: &str) -> Vec<(Vec<String>, String, Dogsk
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_histograms_sent_to_two_locals_give_the_global_the_percentiles_of_their_union() {
+    let (global, global_sink) = common::start(&common::config(
+        &["udp://127.0.0.1:0"],
+        "grpc_address: \"127.0.0.1:0\"\naggregates: [min, max, count, sum]\npercentiles: [0.5, 0.9, 0.99]\n",
+    ))
+    .await;
+    let grpc = global.grpc_address.unwrap();
+    let local_yaml = common::config(
+        &["udp://127.0.0.1:0"],
+        &format!(
+            "forward_address: \"{grpc}\"\notlp_listen_addresses: [\"http://127.0.0.1:0\"]\n\
+             aggregates: [min, max, count, sum]\npercentiles: [0.5, 0.9, 0.99]\n"
+        ),
+    );
+    let mut locals = Vec::new();
+    for _ in 0..2 {
+        locals.push(common::start(&local_yaml).await);
+    }
+    // Two different distributions: uniform over (0, 500] and over (250, 1000].
+    let a: Vec<f64> = (1..=1000).map(|i| i as f64 * 0.5).collect();
+    let b: Vec<f64> = (1..=1000).map(|i| 250.0 + i as f64 * 0.75).collect();
+    for ((server, _), samples) in locals.iter().zip([&a, &b]) {
+        let http = format!("http://{}", address(server, OtlpTransport::Http));
+        send("http", http, "fleet", "cumulative", samples, "explicit").await;
+    }
+    let local_sinks: Vec<_> = locals.iter().map(|(_, s)| s.clone()).collect();
+    for (server, _) in locals {
+        server.shutdown().await;
+    }
+    assert!(
+        common::eventually(Duration::from_secs(10), || global
+            .telemetry
+            .peek("harrier.import.metrics", "")
+            > 0)
+        .await
+    );
+    global.shutdown().await;
+
+    let g = global_sink.values();
+    // (The host, web-7, is the series' host, not among its output tags.)
+    let tags = "route:/pay,service:checkout";
+    // Each sample was recorded twice (two exports).
+    let mut union: Vec<f64> = a.iter().chain(&b).flat_map(|&v| [v, v]).collect();
+    union.sort_by(f64::total_cmp);
+    for (q, suffix) in [(0.5, "50percentile"), (0.9, "90percentile"), (0.99, "99percentile")] {
+        let key = format!("fleet.latency.{suffix}#{tags}");
+        let got = *g.get(&key).unwrap_or_else(|| panic!("{key} in {g:#?}"));
+        let exact = union[((q * union.len() as f64) as usize).min(union.len() - 1)];
+        // Within a bucket of the SDK's (5 wide) and the sketch's relative accuracy (1.6%).
+        assert!(
+            (got - exact).abs() <= 5.0 + exact * 0.016,
+            "p{q}: global {got}, union {exact}"
+        );
+    }
+    // The count and sum of the union, exact, from the locals' own aggregates (a distribution's are the global's).
+    let count = g.get(&format!("fleet.latency.count#{tags}")).copied();
+    let locals_count: f64 = local_sinks
+        .iter()
+        .map(|s| {
+            s.values()
+                .get(&format!("fleet.latency.count#{tags}"))
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(count.unwrap_or(0.0) + locals_count, 4000.0, "{g:?}");
+    let sum: f64 = union.iter().sum();
+    assert_eq!(g.get(&format!("fleet.latency.sum#{tags}")), Some(&sum), "{g:?}");
+}
+
+/// POSTs a body to an OTLP/HTTP endpoint.
+async fn post(addr: SocketAddr, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .post(format!("http://{addr}/v1/metrics"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    let resp = req.send().await.expect("an answer");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.unwrap().to_vec())
+}
+
+fn gauge_request(name: &str, values: &[f64]) -> ExportMetricsServiceRequest {
+    use harrier::otlp::proto::metrics::v1::{metric::Data, number_data_point, Gauge, Metric, NumberDataPoint};
+    use harrier::otlp::proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    let points = values
+        .iter()
+        .map(|&v| NumberDataPoint {
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Gauge(Gauge { data_points: points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_otlp_requests_are_refused_with_the_specified_status_counted_and_good_ones_still_taken() {
+    use harrier::otlp::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use std::io::Write;
+    let (server, sink) = common::start(&common::config(
+        &["udp://127.0.0.1:0"],
+        "otlp_listen_addresses: [\"http://127.0.0.1:0\", \"grpc://127.0.0.1:0\"]\notlp_max_request_bytes: 4096\n",
+    ))
+    .await;
+    let http = address(&server, OtlpTransport::Http);
+    let grpc = address(&server, OtlpTransport::Grpc);
+    let proto = "application/x-protobuf";
+
+    assert_eq!(
+        post(http, proto, None, b"\xff\xff\xff not protobuf".to_vec()).await.0,
+        400
+    );
+    assert_eq!(post(http, "application/json", None, b"{}".to_vec()).await.0, 415);
+    assert_eq!(post(http, proto, None, vec![0u8; 8192]).await.0, 413);
+    // A gzip bomb: 2 KiB compressed, 2 MiB once decompressed.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 2 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 4096, "{}", bomb.len());
+    assert_eq!(post(http, proto, Some("gzip"), bomb).await.0, 413);
+    assert_eq!(post(http, proto, Some("gzip"), b"not gzip".to_vec()).await.0, 400);
+
+    // A NaN point is rejected, the good one beside it taken; the answer says so.
+    let (status, body) = post(
+        http,
+        proto,
+        None,
+        gauge_request("ok.gauge", &[f64::NAN, 7.0]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceResponse::decode(&body[..]).unwrap();
+    let partial = answer.partial_success.expect("a partial success");
+    assert_eq!(partial.rejected_data_points, 1);
+    assert!(
+        partial.error_message.contains("not_finite"),
+        "{}",
+        partial.error_message
+    );
+
+    // gRPC: over the limit is RESOURCE_EXHAUSTED; a good request is taken, compressed or not.
+    let mut client = MetricsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let big = gauge_request(&"x".repeat(8000), &[1.0]);
+    let err = client.export(big).await.unwrap_err();
+    // tonic's code for a message over the limit (grpc-go answers RESOURCE_EXHAUSTED).
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    client.export(gauge_request("grpc.gauge", &[3.0])).await.unwrap();
+    let mut gzipped = MetricsServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    gzipped.export(gauge_request("grpc.gzip.gauge", &[4.0])).await.unwrap();
+    server.shutdown().await;
+
+    let t = &sink.values();
+    assert_eq!(t.get("ok.gauge"), Some(&7.0));
+    assert_eq!(t.get("grpc.gauge"), Some(&3.0));
+    assert_eq!(t.get("grpc.gzip.gauge"), Some(&4.0));
+    for (result, n) in [
+        ("bad_protobuf", 1.0),
+        ("unsupported_media_type", 1.0),
+        ("too_large", 1.0),
+        ("bad_gzip", 1.0),
+    ] {
+        let got = sink.self_metric("harrier.otlp.requests", &format!("result:{result}"));
+        assert_eq!(got, n, "{result}");
+    }
+    assert_eq!(
+        sink.self_metric("harrier.otlp.rejected_points", "reason:not_finite"),
+        1.0
+    );
 }

@@ -416,3 +416,87 @@ async fn an_https_target_is_scraped_with_the_configured_ca_and_client_certificat
     assert!(failed >= 1.0, "the refused reads are counted: {failed}");
     assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_https_and_grpcs_is_taken_with_otlp_tls_and_plaintext_on_its_port_is_refused() {
+    use harrier::config::otlp::OtlpTransport;
+    use harrier::otlp::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    use harrier::otlp::proto::metrics::v1::{metric::Data, number_data_point, Gauge, Metric, NumberDataPoint};
+    use harrier::otlp::proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use prost::Message;
+
+    let gauge = |name: &str, v: f64| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            value: Some(number_data_point::Value::AsDouble(v)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let dir = temp_dir("otlp");
+    let ca = Ca::new(&dir, "otlp");
+    let (cert, key) = ca.leaf("harrier");
+    let yaml = config(
+        &["udp://127.0.0.1:0"],
+        &format!(
+            "otlp_listen_addresses: [\"https://127.0.0.1:0\", \"grpcs://127.0.0.1:0\"]\n\
+             otlp_tls: {{cert_file: \"{cert}\", key_file: \"{key}\"}}\n"
+        ),
+    );
+    let (server, sink) = start(&yaml).await;
+    let addr = |t| server.otlp_addresses.iter().find(|a| a.transport == t).unwrap().addr;
+    let (https, grpcs) = (addr(OtlpTransport::Http), addr(OtlpTransport::Grpc));
+    let pem = std::fs::read(ca.ca_file()).unwrap();
+
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("https://localhost:{}/v1/metrics", https.port()))
+        .header("content-type", "application/x-protobuf")
+        .body(gauge("over.https", 1.5).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Plaintext on the TLS port gets no answer.
+    let plain = reqwest::Client::new()
+        .post(format!("http://{https}/v1/metrics"))
+        .body(gauge("over.plain", 9.0).encode_to_vec())
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{grpcs}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    MetricsServiceClient::new(channel)
+        .export(gauge("over.grpcs", 2.5))
+        .await
+        .unwrap();
+    server.shutdown().await;
+    let v = sink.values();
+    assert_eq!(v.get("over.https"), Some(&1.5), "{v:?}");
+    assert_eq!(v.get("over.grpcs"), Some(&2.5), "{v:?}");
+    assert!(!v.contains_key("over.plain"));
+}

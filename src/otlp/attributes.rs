@@ -88,7 +88,6 @@ mod tests {
         KeyValue {
             key: key.to_string(),
             value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
         }
     }
 

@@ -459,7 +459,7 @@ const POINTS_PER_BUCKET: u64 = 8;
 
 /// A span's count spread evenly over its range: (value, weight) pairs of integer weights summing to its count.
 fn spread(span: &Span) -> impl Iterator<Item = (f64, u64)> + '_ {
-    let k = span.count.min(POINTS_PER_BUCKET).max(1);
+    let k = span.count.clamp(1, POINTS_PER_BUCKET);
     let (base, extra) = (span.count / k, span.count % k);
     (0..k).map(move |j| {
         let v = span.lo + (span.hi - span.lo) * (j as f64 + 0.5) / k as f64;

@@ -117,7 +117,7 @@ metrics! {
     SCRAPE_TARGETS = "harrier.scrape.targets", Gauge, ["scrape"],
         "Targets of each `prometheus_scrape` entry (`scrape:<index>`), discovered ones included.";
     OTLP_REQUESTS = "harrier.otlp.requests", Counter, ["transport", "result"],
-        "OTLP export requests received (`transport:http|grpc`), by result: `ok`, `bad_protobuf`, `bad_gzip`, `too_large`, `unsupported_media_type`, `unsupported_encoding`, `stopping`.";
+        "OTLP export requests received (`transport:http` or `grpc`), by result: `ok`, `bad_protobuf`, `bad_gzip`, `too_large`, `unsupported_media_type`, `unsupported_encoding`, `stopping`.";
     OTLP_POINTS = "harrier.otlp.points", Counter, ["transport", "type"],
         "OTLP data points taken, by type: `sum`, `gauge`, `histogram`, `exponential_histogram`, `summary`.";
     OTLP_REJECTED_POINTS = "harrier.otlp.rejected_points", Counter, ["transport", "reason"],

@@ -30,6 +30,9 @@
 //! - [`scrape`]: `prometheus_scrape`, Prometheus and OpenMetrics endpoints read on a schedule (`scrape::fetch`),
 //!   their samples converted into DogStatsD lines (`scrape::exposition`, `scrape::convert`) that are handed to the
 //!   workers as a listener's are.
+//! - [`otlp`]: OpenTelemetry metrics: the protocol's types (generated from the official `.proto` files) and the
+//!   OTLP/HTTP and OTLP/gRPC source (`otlp::server`), whose requests are converted (`otlp::convert`,
+//!   `otlp::attributes`, `otlp::cumulative`) into series handed to the shards by key, as a global's imports are.
 //! - [`pipeline`]: the worker threads: each reads its own datagram sockets (`pipeline::source`) or takes batches,
 //!   parses and aggregates into its own shard (`pipeline::Ingester`), counts its drops, and takes its interval out
 //!   in steps at each flush; their inboxes, lanes and the worker count fitted to the cores.

@@ -63,6 +63,10 @@ fn every_documented_key_is_accepted() {
             "statsd_metric_blocklist_match_prefix" => "true",
             "minimum_sample_rate" => "0.001",
             "memory_limit" => "512MiB",
+            "otlp_listen_addresses" => "[\"grpc://127.0.0.1:0\"]",
+            "otlp_tls" => "{cert_file: a.pem, key_file: a-key.pem}\notlp_listen_addresses: [\"https://127.0.0.1:0\"]",
+            "otlp_max_request_bytes" => "65536",
+            "otlp_resource_attributes_as_tags" => "true",
             _ => "3",
         };
         parse(&format!("{key}: {value}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));

@@ -413,7 +413,7 @@ async fn bad_otlp_requests_are_refused_with_the_specified_status_counted_and_goo
     for (result, n) in [
         ("bad_protobuf", 1.0),
         ("unsupported_media_type", 1.0),
-        ("too_large", 1.0),
+        ("too_large", 2.0),
         ("bad_gzip", 1.0),
     ] {
         let got = sink.self_metric("harrier.otlp.requests", &format!("result:{result}"));

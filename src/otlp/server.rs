@@ -139,15 +139,23 @@ fn refuse(receiver: &Receiver, status: StatusCode, result: &str, why: String) ->
 }
 
 /// `POST /v1/metrics`.
-async fn http_export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn http_export(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Body) -> Response {
     if receiver.stopping() {
-        return refuse(
-            &receiver,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the server is stopping".into(),
-        );
+        let why = "the server is stopping".to_string();
+        return refuse(&receiver, StatusCode::SERVICE_UNAVAILABLE, "stopping", why);
     }
+    // Read up to the limit only: a larger body is refused without being held. (A body cut off by the client
+    // ends here too; its answer reaches no one.)
+    let body: Bytes = match axum::body::to_bytes(body, receiver.max_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!(
+                "no body within {} bytes (config key `otlp_max_request_bytes`): {e}",
+                receiver.max_bytes
+            );
+            return refuse(&receiver, StatusCode::PAYLOAD_TOO_LARGE, "too_large", why);
+        }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -230,11 +238,10 @@ pub async fn serve_http(
     telemetry: Arc<Telemetry>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Twice the limit before the handler's own check: a larger body is answered 413 unread.
-    let limit = receiver.max_bytes;
+    // The handler reads the body against `otlp_max_request_bytes` itself (and counts what it refuses).
     let app = axum::Router::new()
         .route("/v1/metrics", axum::routing::post(http_export))
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::disable())
         .with_state(receiver);
     let handshakes = stop.clone();
     let stopped = async move { crate::shutdown::stopped(&mut stop).await };

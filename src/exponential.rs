@@ -47,6 +47,35 @@ impl ExponentialBuckets {
     }
 }
 
+impl ExponentialBuckets {
+    /// Merges neighbouring buckets (one scale lower at a time) until each side has at most `max_buckets`.
+    pub fn downscale_to(&mut self, max_buckets: usize) {
+        let span = |b: &Buckets| b.counts.len();
+        while self.scale > MIN_SCALE && (span(&self.positive) > max_buckets || span(&self.negative) > max_buckets) {
+            self.scale -= 1;
+            self.positive = halved(&self.positive);
+            self.negative = halved(&self.negative);
+        }
+    }
+}
+
+/// `b` one scale lower: bucket `i` becomes `i >> 1` (floor), so pairs of buckets merge.
+fn halved(b: &Buckets) -> Buckets {
+    if b.counts.is_empty() {
+        return Buckets::default();
+    }
+    let offset = b.offset >> 1;
+    let mut counts = Vec::with_capacity(b.counts.len() / 2 + 1);
+    for (j, &c) in b.counts.iter().enumerate() {
+        let i = ((b.offset + j as i32) >> 1) - offset;
+        if counts.len() <= i as usize {
+            counts.resize(i as usize + 1, 0);
+        }
+        counts[i as usize] += c;
+    }
+    Buckets { offset, counts }
+}
+
 /// The lower boundary of bucket `index` at `scale`: `base^index`, i.e. `2^(index · 2^-scale)` (0 or infinity
 /// beyond the range of `f64`).
 pub fn lower_boundary(index: i32, scale: i32) -> f64 {

@@ -133,3 +133,15 @@ fn indexes_follow_the_data_model_at_every_scale() {
     }
     assert!(build(Knots(&[]), 5, 160).total() == 0);
 }
+
+#[test]
+fn downscaling_merges_neighbours_into_the_buckets_of_the_lower_scale() {
+    let samples = spread(2000, 0.001, 1e5, 11);
+    let fine = build(Knots(&sample_knots(&samples)), 2000, 160);
+    let mut coarse = fine.clone();
+    coarse.downscale_to(40);
+    assert!(coarse.positive.counts.len() <= 40 && coarse.scale < fine.scale);
+    assert_eq!(coarse.total(), 2000);
+    let (_, pos, _) = by_hand(&samples, coarse.scale);
+    assert_eq!(nonzero(&coarse.positive), pos);
+}

@@ -569,8 +569,8 @@ pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use controls::{FilterAction, MapperProfile, MatchType, MetricMapping, TagFilter, TagLimit};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::{unix_name, ListenAddress};
-pub use scrape::{pattern_set, ScrapeConfig, ScrapeHistograms};
 pub use otlp_sink::{HistogramFormat, OtlpCompression, OtlpConfig, Temporality};
+pub use scrape::{pattern_set, ScrapeConfig, ScrapeHistograms};
 pub use sinks::{Compression, DatadogConfig, DeliverySettings, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};
 

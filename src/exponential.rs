@@ -182,7 +182,7 @@ fn range(lo: f64, hi: f64, scale: i32) -> Option<(i32, i32)> {
 /// when there is no weight or no count.
 pub fn build(knots: Knots<'_>, count: u64, max_buckets: usize) -> ExponentialBuckets {
     let total = knots.total();
-    if count == 0 || !(total > 0.0) || knots.0.iter().any(|&(r, v)| !r.is_finite() || !v.is_finite()) {
+    if count == 0 || total.is_nan() || total <= 0.0 || knots.0.iter().any(|&(r, v)| !r.is_finite() || !v.is_finite()) {
         return ExponentialBuckets::default();
     }
     // The magnitudes each side must hold: from the knot values of that sign.

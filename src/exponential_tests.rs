@@ -1,7 +1,10 @@
 use super::*;
 
+/// Counts by bucket index.
+type ByIndex = Vec<(i32, u64)>;
+
 /// The exact buckets of `samples` at `scale`, one by one: (zero count, positive and negative counts by index).
-fn by_hand(samples: &[f64], scale: i32) -> (u64, Vec<(i32, u64)>, Vec<(i32, u64)>) {
+fn by_hand(samples: &[f64], scale: i32) -> (u64, ByIndex, ByIndex) {
     let mut zero = 0;
     let mut pos = std::collections::BTreeMap::new();
     let mut neg = std::collections::BTreeMap::new();
@@ -62,8 +65,14 @@ fn the_scale_is_the_largest_at_which_each_side_fits_in_max_buckets() {
         assert!(b.positive.counts.len() <= max_buckets, "{max_buckets}: {b:?}");
         assert!(b.negative.counts.len() <= max_buckets, "{max_buckets}: {b:?}");
         let span = |lo: f64, hi: f64, s: i32| index(hi, s) - index(lo, s) + 1;
-        let (plo, phi) = samples.iter().filter(|v| **v > 0.0).fold((f64::MAX, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
-        let (nlo, nhi) = samples.iter().filter(|v| **v < 0.0).fold((f64::MAX, 0.0f64), |(a, b), &v| (a.min(-v), b.max(-v)));
+        let (plo, phi) = samples
+            .iter()
+            .filter(|v| **v > 0.0)
+            .fold((f64::MAX, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+        let (nlo, nhi) = samples
+            .iter()
+            .filter(|v| **v < 0.0)
+            .fold((f64::MAX, 0.0f64), |(a, b), &v| (a.min(-v), b.max(-v)));
         let finer = b.scale + 1;
         assert!(
             span(plo, phi, finer) as usize > max_buckets || span(nlo, nhi, finer) as usize > max_buckets,
@@ -88,11 +97,17 @@ fn a_single_value_is_one_bucket_that_holds_it() {
         assert_eq!(b.scale, MAX_SCALE, "{v}");
         let side = if v > 0.0 { &b.positive } else { &b.negative };
         assert_eq!(side.counts, vec![1], "{v}: {b:?}");
-        let (lo, hi) = (lower_boundary(side.offset, b.scale), lower_boundary(side.offset + 1, b.scale));
+        let (lo, hi) = (
+            lower_boundary(side.offset, b.scale),
+            lower_boundary(side.offset + 1, b.scale),
+        );
         assert!(lo < v.abs() && v.abs() <= hi, "{v} not in ({lo}, {hi}]");
     }
     let zero = build(Knots(&sample_knots(&[0.0, 0.0])), 2, 160);
-    assert_eq!((zero.zero_count, zero.positive.counts.len(), zero.negative.counts.len()), (2, 0, 0));
+    assert_eq!(
+        (zero.zero_count, zero.positive.counts.len(), zero.negative.counts.len()),
+        (2, 0, 0)
+    );
 }
 
 #[test]
@@ -128,7 +143,10 @@ fn indexes_follow_the_data_model_at_every_scale() {
     for s in MIN_SCALE..=MAX_SCALE {
         for v in [1e-300, 0.1, 1.0, 3.0, 1e10, 1e300] {
             let i = index(v, s);
-            assert!(lower_boundary(i, s) < v && v <= lower_boundary(i + 1, s) || s <= 0, "{v} at {s}: {i}");
+            assert!(
+                lower_boundary(i, s) < v && v <= lower_boundary(i + 1, s) || s <= 0,
+                "{v} at {s}: {i}"
+            );
         }
     }
     assert!(build(Knots(&[]), 5, 160).total() == 0);

@@ -70,7 +70,9 @@ fn names(body: &[u8]) -> Vec<String> {
 /// The requests so far whose body has a metric named `name`.
 fn requests_with(intake: &Intake, name: &str) -> Vec<Request> {
     let all = intake.requests.lock().unwrap().clone();
-    all.into_iter().filter(|r| names(&r.body).iter().any(|n| n == name)).collect()
+    all.into_iter()
+        .filter(|r| names(&r.body).iter().any(|n| n == name))
+        .collect()
 }
 
 /// Waits for `n` requests with a metric named `name`.
@@ -81,7 +83,11 @@ async fn until_requests_with(intake: &Intake, name: &str, n: usize) -> Vec<Reque
         if found.len() >= n {
             return found;
         }
-        assert!(Instant::now() < deadline, "{} request(s) with {name}, expected {n}", found.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} request(s) with {name}, expected {n}",
+            found.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -225,7 +231,10 @@ async fn a_receiver_gets_delta_sums_gauges_and_an_exponential_histogram_with_exa
         request.headers.get("content-type").map(String::as_str),
         Some("application/x-protobuf")
     );
-    assert_eq!(request.headers.get("content-encoding").map(String::as_str), Some("gzip"));
+    assert_eq!(
+        request.headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
     assert_eq!(request.path, "/v1/metrics");
     let points = decode(&request.body);
 
@@ -242,7 +251,11 @@ async fn a_receiver_gets_delta_sums_gauges_and_an_exponential_histogram_with_exa
     let own = |k: &str, v: &str| (k.to_string(), v.to_string());
     assert_eq!(deploys.attributes(), vec![own("canary", ""), own("env", "prod")]);
     let hits = find(&points, "hits");
-    assert_eq!(hits.host.as_deref(), Some("web-9"), "the host: tag is the resource's host.name");
+    assert_eq!(
+        hits.host.as_deref(),
+        Some("web-9"),
+        "the host: tag is the resource's host.name"
+    );
     assert_eq!(hits.attributes(), vec![own("zone", "a")]);
     let queue = find(&points, "queue.depth");
     assert_eq!((queue.kind.as_str(), queue.value()), ("gauge", 42.0));
@@ -355,7 +368,11 @@ async fn a_503_with_retry_after_is_sent_again_after_the_wait_and_delivered_once(
         "the second attempt came {gap:?} after the first"
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(requests_with(&intake, "retry.me").len(), 2, "delivered once, on the second attempt");
+    assert_eq!(
+        requests_with(&intake, "retry.me").len(),
+        2,
+        "delivered once, on the second attempt"
+    );
     server.shutdown().await;
 }
 
@@ -377,7 +394,10 @@ async fn a_400_is_not_retried_and_is_counted_as_dropped() {
     let dropped = until_requests_with(&intake, "harrier.sink.dropped", 1).await.remove(0);
     let points = decode(&dropped.body);
     let d = find(&points, "harrier.sink.dropped");
-    assert!(d.attributes().contains(&("reason".to_string(), "http_400".to_string())), "{d:?}");
+    assert!(
+        d.attributes().contains(&("reason".to_string(), "http_400".to_string())),
+        "{d:?}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(requests_with(&intake, "drop.me").len(), 1, "a 400 is not retried");
     server.shutdown().await;
@@ -405,7 +425,9 @@ async fn a_partial_success_is_counted_in_a_self_metric() {
     just_after_a_flush(Duration::from_secs(1)).await;
     send(&server, &["partly.me:1|c".to_string()]);
     until_requests_with(&intake, "partly.me", 1).await;
-    let counted = until_requests_with(&intake, "harrier.sink.otlp_rejected_points", 1).await.remove(0);
+    let counted = until_requests_with(&intake, "harrier.sink.otlp_rejected_points", 1)
+        .await
+        .remove(0);
     let points = decode(&counted.body);
     let p = find(&points, "harrier.sink.otlp_rejected_points");
     assert_eq!(p.value(), 3.0);

@@ -46,7 +46,9 @@ impl EmitConfig {
         for (q, _) in &self.percentiles {
             values.push(h.quantile(*q).unwrap_or(f64::NAN));
         }
-        let whole = self.exponential.and_then(|max_buckets| self.whole(h, &values, max_buckets));
+        let whole = self
+            .exponential
+            .and_then(|max_buckets| self.whole(h, &values, max_buckets));
         h.reset();
         Summary {
             values: values.into_boxed_slice(),

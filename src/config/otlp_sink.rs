@@ -136,7 +136,11 @@ impl OtlpConfig {
             ));
         }
         if self.max_buckets < 2 {
-            return Err(ConfigError::invalid(key("max_buckets"), self.max_buckets, "must be at least 2"));
+            return Err(ConfigError::invalid(
+                key("max_buckets"),
+                self.max_buckets,
+                "must be at least 2",
+            ));
         }
         if self.max_data_points_per_request == 0 {
             return Err(ConfigError::invalid(
@@ -190,7 +194,12 @@ mod tests {
         assert_eq!(o.url(), "http://127.0.0.1:4318/v1/metrics");
         assert_eq!(
             (o.compression, o.temporality, o.histogram_format, o.max_buckets),
-            (OtlpCompression::Gzip, Temporality::Delta, HistogramFormat::Exponential, 160)
+            (
+                OtlpCompression::Gzip,
+                Temporality::Delta,
+                HistogramFormat::Exponential,
+                160
+            )
         );
         let shown = format!("{:?}", config.metric_sinks[0]);
         assert!(!shown.contains("s3cret") && shown.contains("OtlpConfig"), "{shown}");

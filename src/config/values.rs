@@ -93,7 +93,9 @@ pub fn system_hostname() -> String {
 
 /// Configured headers as request headers, their values marked sensitive (never shown); `Err` names the first
 /// header whose name or value cannot be sent.
-pub(super) fn header_map(headers: &std::collections::BTreeMap<String, String>) -> Result<reqwest::header::HeaderMap, &str> {
+pub(super) fn header_map(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<reqwest::header::HeaderMap, &str> {
     use reqwest::header::{HeaderName, HeaderValue};
     let mut map = reqwest::header::HeaderMap::new();
     for (k, v) in headers {

@@ -400,7 +400,9 @@ fn parse_http_date(value: &str) -> Option<std::time::SystemTime> {
     if parts.next()? != "GMT" || parts.next().is_some() {
         return None;
     }
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
     let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
@@ -446,7 +448,10 @@ mod backoff_tests {
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 UTC", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
@@ -454,15 +459,21 @@ mod backoff_tests {
 
     #[test]
     fn the_otlp_policy_retries_only_what_the_otlp_specification_says() {
-        let otlp = RetryPolicy::Otlp { on_ok: Arc::new(|_| {}) };
-        let retried: Vec<u16> = (200..600).filter(|&s| matches!(otlp.verdict(s), Verdict::Retry)).collect();
+        let otlp = RetryPolicy::Otlp {
+            on_ok: Arc::new(|_| {}),
+        };
+        let retried: Vec<u16> = (200..600)
+            .filter(|&s| matches!(otlp.verdict(s), Verdict::Retry))
+            .collect();
         assert_eq!(retried, vec![429, 502, 503, 504]);
         assert!(matches!(otlp.verdict(413), Verdict::Drop));
         assert!(matches!(otlp.verdict(500), Verdict::Drop));
         assert!(matches!(otlp.verdict(200), Verdict::Ok));
         // The agent's policy is unchanged.
         let agent = RetryPolicy::Agent;
-        let retried: Vec<u16> = (200..600).filter(|&s| matches!(agent.verdict(s), Verdict::Retry)).collect();
+        let retried: Vec<u16> = (200..600)
+            .filter(|&s| matches!(agent.verdict(s), Verdict::Retry))
+            .collect();
         let want: Vec<u16> = [408, 429].into_iter().chain(500..600).collect();
         assert_eq!(retried, want);
         assert!(matches!(agent.verdict(413), Verdict::TooLarge));

@@ -50,7 +50,12 @@ pub fn run(script: &str, args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python starts");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("stdin written");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
     let out = child.wait_with_output().expect("python ends");
     assert!(
         out.status.success(),

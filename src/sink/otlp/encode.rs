@@ -11,9 +11,8 @@ use crate::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use crate::otlp::proto::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use crate::otlp::proto::metrics::v1::{
     exponential_histogram_data_point::Buckets as OtlpBuckets, metric::Data, number_data_point,
-    summary_data_point::ValueAtQuantile, AggregationTemporality, ExponentialHistogram,
-    ExponentialHistogramDataPoint, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
-    SummaryDataPoint,
+    summary_data_point::ValueAtQuantile, AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use crate::otlp::proto::resource::v1::Resource;
 
@@ -86,7 +85,6 @@ fn string_attribute(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.to_string())),
         }),
-        ..KeyValue::default()
     }
 }
 
@@ -151,7 +149,9 @@ impl<'a> Builder<'a> {
         });
         self.points += 1;
         // Created with its data just above.
-        host.metrics[m].data.get_or_insert_with(|| Data::Gauge(Gauge::default()))
+        host.metrics[m]
+            .data
+            .get_or_insert_with(|| Data::Gauge(Gauge::default()))
     }
 
     /// Ends the request being built if it holds `max_points`.

@@ -59,7 +59,13 @@ fn metrics(requests: &[ExportMetricsServiceRequest]) -> Vec<(String, String, Dat
     let mut out = Vec::new();
     for r in requests {
         for rm in &r.resource_metrics {
-            let host = rm.resource.as_ref().unwrap().attributes.iter().find(|a| a.key == "host.name");
+            let host = rm
+                .resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .find(|a| a.key == "host.name");
             let host = match host.and_then(|a| a.value.clone()).and_then(|v| v.value) {
                 Some(any_value::Value::StringValue(h)) => h,
                 _ => String::new(),
@@ -74,7 +80,13 @@ fn metrics(requests: &[ExportMetricsServiceRequest]) -> Vec<(String, String, Dat
 
 #[test]
 fn tags_become_attributes_with_repeated_keys_joined_and_no_host() {
-    let kv = attributes(&TagSet::from_tags(["env:b", "env:a", "canary", "host:x", "url:http://a:1"]));
+    let kv = attributes(&TagSet::from_tags([
+        "env:b",
+        "env:a",
+        "canary",
+        "host:x",
+        "url:http://a:1",
+    ]));
     let pairs: Vec<(String, String)> = kv
         .iter()
         .map(|kv| match kv.value.clone().and_then(|v| v.value) {
@@ -83,7 +95,10 @@ fn tags_become_attributes_with_repeated_keys_joined_and_no_host() {
         })
         .collect();
     let own = |k: &str, v: &str| (k.to_string(), v.to_string());
-    assert_eq!(pairs, vec![own("canary", ""), own("env", "a,b"), own("url", "http://a:1")]);
+    assert_eq!(
+        pairs,
+        vec![own("canary", ""), own("env", "a,b"), own("url", "http://a:1")]
+    );
 }
 
 #[test]
@@ -171,7 +186,10 @@ fn a_flush_is_cut_into_requests_of_at_most_max_points() {
     let mut o = opts(Temporality::Delta);
     o.max_points = 10;
     let requests = encode(&flush(all, vec![]), &o, &mut Totals::default());
-    let sizes: Vec<usize> = requests.iter().map(|r| metrics(std::slice::from_ref(r)).len()).collect();
+    let sizes: Vec<usize> = requests
+        .iter()
+        .map(|r| metrics(std::slice::from_ref(r)).len())
+        .collect();
     assert_eq!(sizes, vec![10, 10, 5]);
 }
 
@@ -179,7 +197,11 @@ fn a_flush_is_cut_into_requests_of_at_most_max_points() {
 fn the_summary_format_sends_count_sum_and_the_configured_quantiles() {
     let mut o = opts(Temporality::Delta);
     o.histogram_format = HistogramFormat::Summary;
-    let requests = encode(&flush(vec![], vec![histogram("lat", &[1.0, 2.0, 3.0])]), &o, &mut Totals::default());
+    let requests = encode(
+        &flush(vec![], vec![histogram("lat", &[1.0, 2.0, 3.0])]),
+        &o,
+        &mut Totals::default(),
+    );
     match metrics(&requests).remove(0).2 {
         Data::Summary(s) => {
             let p = &s.data_points[0];

@@ -90,7 +90,8 @@ impl OtlpSink {
         let resolve = move |endpoint: &str| (endpoint == ENDPOINT).then(|| (ENDPOINT, u.clone(), h.clone()));
         let (sink, t) = (name.to_string(), telemetry.clone());
         let on_ok = Arc::new(move |body: &[u8]| partial_success(&sink, &t, body));
-        let delivery = Delivery::new(name, telemetry, &cfg.delivery(), &resolve)?.with_policy(RetryPolicy::Otlp { on_ok });
+        let delivery =
+            Delivery::new(name, telemetry, &cfg.delivery(), &resolve)?.with_policy(RetryPolicy::Otlp { on_ok });
         Ok(OtlpSink {
             delivery,
             url,

@@ -539,6 +539,24 @@ mod tests {
     }
 
     #[test]
+    fn totals_are_the_exact_stats_here_and_the_merged_digests_at_a_global() {
+        let mut local = Histogram::default();
+        for v in 1..=10 {
+            local.add(f64::from(v), 1.0);
+        }
+        assert_eq!(local.totals(), Some((10.0, 55.0, 1.0, 10.0)));
+        // A global merging two locals' digests (their stats reported by the locals): the digests' totals.
+        let mut global = Histogram::from_parts(local.digest(), Stats::default());
+        let mut other = Histogram::default();
+        other.add(100.0, 1.0);
+        global.merge_digest(other.digest());
+        assert_eq!(global.totals(), Some((11.0, 155.0, 1.0, 100.0)));
+        let knots = global.knots();
+        assert_eq!((knots[0], *knots.last().unwrap()), ((0.0, 1.0), (11.0, 100.0)));
+        assert_eq!(Histogram::default().totals(), None);
+    }
+
+    #[test]
     fn quantiles_of_a_uniform_sample_are_close_to_exact() {
         let mut h = Histogram::default();
         for i in 0..100_000 {

@@ -3,7 +3,11 @@
 //! documentation of [`super`] and in the README's OTLP sink section.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
+use hashbrown::hash_table::{Entry, HashTable};
 use std::time::Duration;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::{HistogramFormat, Temporality};
 use crate::model::{Flush, HistogramSeries, Series, SeriesKind, TagSet};
@@ -27,18 +31,20 @@ pub struct Options {
 }
 
 /// A cumulative counter stream's running total.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Total {
+    name: Box<str>,
+    tags: TagSet,
     value: f64,
     start_ns: u64,
     /// The last flush (Unix seconds) that had it.
     seen: i64,
 }
 
-/// The running totals of `temporality: cumulative`, by stream (name and tags).
+/// The running totals of `temporality: cumulative`, by stream (name and tags), found by hash without allocating.
 #[derive(Debug, Default)]
 pub struct Totals {
-    totals: HashMap<(String, TagSet), Total>,
+    totals: HashTable<(u64, Total)>,
 }
 
 impl Totals {
@@ -49,6 +55,25 @@ impl Totals {
 
     pub fn is_empty(&self) -> bool {
         self.totals.is_empty()
+    }
+
+    /// The running total of stream (`name`, `tags`), created at 0 from `start_ns` the first time.
+    fn get(&mut self, name: &str, tags: &TagSet, start_ns: u64, now: i64) -> &mut Total {
+        let hash = xxh3_64(name.as_bytes()) ^ xxh3_64(tags.joined().as_bytes()).rotate_left(1);
+        let same = |e: &(u64, Total)| e.0 == hash && &*e.1.name == name && e.1.tags == *tags;
+        match self.totals.entry(hash, same, |e| e.0) {
+            Entry::Occupied(o) => &mut o.into_mut().1,
+            Entry::Vacant(v) => {
+                let total = Total {
+                    name: name.into(),
+                    tags: tags.clone(),
+                    value: 0.0,
+                    start_ns,
+                    seen: now,
+                };
+                &mut v.insert((hash, total)).into_mut().1
+            }
+        }
     }
 }
 
@@ -88,6 +113,11 @@ fn string_attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// Never called: a metric always has its data.
+fn data_placeholder() -> Data {
+    Data::Gauge(Gauge::default())
+}
+
 /// Which of a metric's data kinds a point is (a name may be sent as several).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
@@ -102,16 +132,19 @@ enum Kind {
 struct Host {
     name: Option<String>,
     metrics: Vec<Metric>,
-    by_name: HashMap<(String, Kind), usize>,
+    /// Index in `metrics` by name, one map per [`Kind`].
+    by_name: [HashMap<String, usize>; 4],
 }
 
 /// The requests of one flush, being built.
 struct Builder<'a> {
     opts: &'a Options,
+    /// Few (a flush's hosts): found by a linear search.
     hosts: Vec<Host>,
-    by_host: HashMap<Option<String>, usize>,
     points: usize,
     done: Vec<ExportMetricsServiceRequest>,
+    /// A series' full name, written here (not allocated per series).
+    name: String,
 }
 
 impl<'a> Builder<'a> {
@@ -119,39 +152,41 @@ impl<'a> Builder<'a> {
         Builder {
             opts,
             hosts: Vec::new(),
-            by_host: HashMap::new(),
             points: 0,
             done: Vec::new(),
+            name: String::new(),
         }
     }
 
-    /// The metric `name` of `kind` for `host`, created empty (with `data`) the first time.
+    /// The data of metric `name` of `kind` for `host`, created by `data` the first time.
     fn metric(&mut self, host: Option<&str>, name: &str, kind: Kind, data: impl FnOnce() -> Data) -> &mut Data {
-        let h = match self.by_host.get(&host.map(str::to_string)) {
-            Some(&h) => h,
+        let h = match self.hosts.iter().position(|h| h.name.as_deref() == host) {
+            Some(h) => h,
             None => {
                 self.hosts.push(Host {
                     name: host.map(str::to_string),
                     ..Host::default()
                 });
-                self.by_host.insert(host.map(str::to_string), self.hosts.len() - 1);
                 self.hosts.len() - 1
             }
         };
         let host = &mut self.hosts[h];
-        let m = *host.by_name.entry((name.to_string(), kind)).or_insert_with(|| {
-            host.metrics.push(Metric {
-                name: name.to_string(),
-                data: Some(data()),
-                ..Metric::default()
-            });
-            host.metrics.len() - 1
-        });
+        let by_name = &mut host.by_name[kind as usize];
+        let m = match by_name.get(name) {
+            Some(&m) => m,
+            None => {
+                host.metrics.push(Metric {
+                    name: name.to_string(),
+                    data: Some(data()),
+                    ..Metric::default()
+                });
+                by_name.insert(name.to_string(), host.metrics.len() - 1);
+                host.metrics.len() - 1
+            }
+        };
         self.points += 1;
-        // Created with its data just above.
-        host.metrics[m]
-            .data
-            .get_or_insert_with(|| Data::Gauge(Gauge::default()))
+        // Every metric is created with its data just above.
+        host.metrics[m].data.get_or_insert_with(data_placeholder)
     }
 
     /// Ends the request being built if it holds `max_points`.
@@ -185,7 +220,6 @@ impl<'a> Builder<'a> {
                 ..ResourceMetrics::default()
             })
             .collect();
-        self.by_host.clear();
         self.points = 0;
         self.done.push(ExportMetricsServiceRequest { resource_metrics });
     }
@@ -193,7 +227,9 @@ impl<'a> Builder<'a> {
     /// A counter or gauge series' data point.
     fn series(&mut self, s: &Series, default_host: &str, interval_ns: u64, totals: &mut Totals, now: i64) {
         let time = nanos(s.timestamp);
-        let name = s.full_name().to_string();
+        let mut name = std::mem::take(&mut self.name);
+        name.clear();
+        let _ = write!(name, "{}", s.full_name());
         let attributes = attributes(&s.tags);
         let host = s.host(default_host);
         let point = |value: f64, start: u64| NumberDataPoint {
@@ -206,11 +242,7 @@ impl<'a> Builder<'a> {
         let (point, kind) = match (s.kind, self.opts.temporality) {
             (SeriesKind::Counter, Temporality::Delta) => (point(s.value, time.saturating_sub(interval_ns)), Kind::Sum),
             (SeriesKind::Counter, Temporality::Cumulative) => {
-                let total = totals.totals.entry((name.clone(), s.tags.clone())).or_insert(Total {
-                    value: 0.0,
-                    start_ns: time.saturating_sub(interval_ns),
-                    seen: now,
-                });
+                let total = totals.get(&name, &s.tags, time.saturating_sub(interval_ns), now);
                 total.value = (total.value + s.value).clamp(-f64::MAX, f64::MAX);
                 total.seen = now;
                 (point(total.value, total.start_ns), Kind::Sum)
@@ -235,6 +267,7 @@ impl<'a> Builder<'a> {
             Data::Gauge(gauge) => gauge.data_points.push(point),
             _ => {}
         }
+        self.name = name;
         self.cut_if_full();
     }
 
@@ -313,7 +346,7 @@ pub fn encode(flush: &Flush, opts: &Options, totals: &mut Totals) -> Vec<ExportM
     let expiry = i64::try_from(opts.counter_expiry.as_secs()).unwrap_or(i64::MAX);
     totals
         .totals
-        .retain(|_, t| t.seen >= flush.timestamp.saturating_sub(expiry));
+        .retain(|(_, t)| t.seen >= flush.timestamp.saturating_sub(expiry));
     let mut b = Builder::new(opts);
     for s in flush.all_series() {
         if !s.value.is_finite() || (!s.suffix.as_str().is_empty() && whole.contains(&(&*s.name, &s.tags))) {

@@ -189,6 +189,9 @@ pub struct HistogramData {
     /// (quantile, value) for each configured percentile, in order.
     pub quantiles: Vec<(f64, f64)>,
     pub buckets: ExponentialBuckets,
+    /// The magnitude at or below which a value is in the zero bucket: 0 for a t-digest (exact zeros only), the
+    /// DDSketch's smallest bin for a sketch (its key 0 holds every magnitude below about 1e-9).
+    pub zero_threshold: f64,
 }
 
 impl Flush {

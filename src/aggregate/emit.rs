@@ -7,7 +7,7 @@ use super::report::aggregate_value;
 pub use super::report::{EmitConfig, NameSuffix, Summary};
 use super::shard::{Entry, Interval, ReducedValue, Value};
 use crate::config::Aggregate;
-use crate::ddsketch::{lower_bound, DdSketch, GAMMA};
+use crate::ddsketch::{lower_bound, DdSketch, GAMMA, NORM_MIN};
 use crate::exponential::{self, Knots};
 use crate::model::{self as sink, HistogramData, HistogramSeries, Series, SeriesKind, SketchSeries, Suffix};
 
@@ -73,6 +73,7 @@ fn sketch_whole(cfg: &EmitConfig, s: &DdSketch, values: &[f64], max_buckets: usi
         max,
         quantiles: cfg.quantiles(&values[cfg.aggregates.len()..]),
         buckets,
+        zero_threshold: NORM_MIN,
     }))
 }
 

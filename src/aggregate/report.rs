@@ -68,6 +68,7 @@ impl EmitConfig {
             max,
             quantiles: self.quantiles(&values[self.aggregates.len()..]),
             buckets,
+            zero_threshold: 0.0,
         }))
     }
 

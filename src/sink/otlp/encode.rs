@@ -299,6 +299,7 @@ impl<'a> Builder<'a> {
                     negative: Some(side(b.negative)),
                     min: d.min.is_finite().then_some(d.min),
                     max: d.max.is_finite().then_some(d.max),
+                    zero_threshold: d.zero_threshold,
                     ..ExponentialHistogramDataPoint::default()
                 };
                 let data = self.metric(host, &h.name, Kind::Exponential, || {

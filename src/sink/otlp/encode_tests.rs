@@ -50,6 +50,7 @@ fn histogram(name: &str, samples: &[f64]) -> HistogramSeries {
             max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             quantiles: vec![(0.5, 2.0)],
             buckets: exponential::build(Knots(&knots), samples.len() as u64, 160),
+            zero_threshold: 0.0,
         },
     }
 }

@@ -561,6 +561,9 @@ async fn a_ddsketch_distribution_is_an_exponential_histogram_with_its_exact_stat
         (h.point["min"].as_f64(), h.point["max"].as_f64()),
         (Some(0.25), Some(1498.75))
     );
+    // The sketch's key 0 (magnitudes below about 1e-9) is its zero bucket, and says so.
+    let zero_threshold = h.point["zero_threshold"].as_f64().unwrap_or(0.0);
+    assert!(zero_threshold > 0.0 && zero_threshold < 1e-8, "{zero_threshold}");
     for q in [0.5, 0.99] {
         let (rank, exact) = exact_quantile(&samples, q);
         let (lo, hi) = bucket_of_rank(h, rank);

@@ -290,48 +290,14 @@ impl Delivery {
                 .timeout(self.request_timeout)
                 .headers(headers.clone())
                 .body(body.clone());
-            let mut retry_after = None;
-            let retry_reason: &'static str = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match self.policy.verdict(status) {
-                        Verdict::Ok => {
-                            if let RetryPolicy::Otlp { on_ok } = &self.policy {
-                                // An unreadable answer body is no failure: the data was accepted.
-                                on_ok(&resp.bytes().await.unwrap_or_default());
-                            }
-                            self.count(endpoint, "ok");
-                            return Sent::Ok;
-                        }
-                        Verdict::TooLarge => {
-                            self.count(endpoint, "http_413");
-                            return Sent::TooLarge;
-                        }
-                        Verdict::Retry => {
-                            if matches!(self.policy, RetryPolicy::Otlp { .. }) {
-                                retry_after = resp
-                                    .headers()
-                                    .get(reqwest::header::RETRY_AFTER)
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                            }
-                            status_reason(status)
-                        }
-                        Verdict::Drop => {
-                            let reason = status_reason(status);
-                            self.count(endpoint, reason);
-                            // The answer's first line often says why (a Prometheus "out of order sample", say).
-                            let why = resp.text().await.unwrap_or_default();
-                            let why = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-                            LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried): {why}", self.sink));
-                            self.queue.count_dropped(endpoint, reason, 1);
-                            return Sent::Dropped(reason);
-                        }
-                    }
-                }
-                Err(e) if e.is_timeout() => "timeout",
-                Err(e) if e.is_connect() => "connection",
-                Err(_) => "request_error",
+            let (retry_reason, retry_after) = match req.send().await {
+                Ok(resp) => match self.answer(endpoint, resp).await {
+                    Ok(sent) => return sent,
+                    Err(retry) => retry,
+                },
+                Err(e) if e.is_timeout() => ("timeout", None),
+                Err(e) if e.is_connect() => ("connection", None),
+                Err(_) => ("request_error", None),
             };
             self.count(endpoint, retry_reason);
             let now = Instant::now();
@@ -349,6 +315,53 @@ impl Delivery {
                 return Sent::GaveUp(retry_reason);
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Delivery {
+    /// What an answer means under the sink's policy: how the payload's delivery ended, or `Err` with the reason
+    /// to retry and the wait its `Retry-After` asks for (read under the OTLP policy only).
+    async fn answer(
+        &self,
+        endpoint: &'static str,
+        resp: reqwest::Response,
+    ) -> Result<Sent, (&'static str, Option<Duration>)> {
+        let status = resp.status().as_u16();
+        match self.policy.verdict(status) {
+            Verdict::Ok => {
+                if let RetryPolicy::Otlp { on_ok } = &self.policy {
+                    // An unreadable answer body is no failure: the data was accepted.
+                    on_ok(&resp.bytes().await.unwrap_or_default());
+                }
+                self.count(endpoint, "ok");
+                Ok(Sent::Ok)
+            }
+            Verdict::TooLarge => {
+                self.count(endpoint, "http_413");
+                Ok(Sent::TooLarge)
+            }
+            Verdict::Retry => {
+                let retry_after = match self.policy {
+                    RetryPolicy::Otlp { .. } => resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now())),
+                    RetryPolicy::Agent => None,
+                };
+                Err((status_reason(status), retry_after))
+            }
+            Verdict::Drop => {
+                let reason = status_reason(status);
+                self.count(endpoint, reason);
+                // The answer's first line often says why (a Prometheus "out of order sample", say).
+                let why = resp.text().await.unwrap_or_default();
+                let why = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+                LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried): {why}", self.sink));
+                self.queue.count_dropped(endpoint, reason, 1);
+                Ok(Sent::Dropped(reason))
+            }
         }
     }
 }

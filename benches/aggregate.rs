@@ -167,6 +167,43 @@ fn flush_encode(c: &mut Criterion) {
     flush_encode_n(c, 100_000, "encode_compress_100k_series");
     flush_encode_n(c, 1_000_000, "encode_compress_1m_series");
     prometheus_encode(c, 100_000);
+    otlp_encode(c, 100_000);
+}
+
+/// The OTLP sink's work for one flush: attributes, grouping by host and name, protobuf, gzip.
+fn otlp_encode(c: &mut Criterion, n: usize) {
+    use harrier::config::{HistogramFormat, Temporality};
+    use harrier::sink::otlp;
+    use prost::Message;
+    let flush = Flush {
+        timestamp: 1_700_000_000,
+        interval: Duration::from_secs(10),
+        hostname: "web-1".to_string(),
+        series: bench_series(n),
+        ..Flush::default()
+    };
+    let opts = otlp::Options {
+        temporality: Temporality::Delta,
+        histogram_format: HistogramFormat::Exponential,
+        max_buckets: 160,
+        counter_expiry: Duration::from_secs(600),
+        max_points: 10_000,
+    };
+    let mut totals = otlp::Totals::default();
+    let mut group = c.benchmark_group("flush");
+    group.throughput(Throughput::Elements(n as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("otlp_100k_series", |b| {
+        b.iter(|| {
+            let requests = otlp::encode(black_box(&flush), &opts, &mut totals);
+            requests
+                .iter()
+                .map(|r| otlp::gzip(&r.encode_to_vec()).len())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
 }
 
 /// The Prometheus remote-write sink's work for one flush: labels, running counter totals, protobuf, snappy.

@@ -560,6 +560,16 @@ impl Config {
         !self.proxy && self.forwards()
     }
 
+    /// `Some(max_buckets)` (the largest of them) when an `otlp` sink sends histograms whole: the flush then builds
+    /// them (see `EmitConfig::exponential`); `None` otherwise.
+    pub fn histogram_buckets(&self) -> Option<usize> {
+        self.metric_sinks
+            .iter()
+            .filter(|s| s.kind == SinkKind::Otlp)
+            .map(|s| s.otlp().map_or(OtlpConfig::default().max_buckets, |o| o.max_buckets))
+            .max()
+    }
+
     /// True when any forwarding target is configured.
     pub fn forwards(&self) -> bool {
         !self.forward_address.is_empty() || !self.forward_addresses.is_empty() || self.forward_discovery.is_some()
@@ -574,6 +584,7 @@ pub mod controls;
 mod forward;
 mod listen;
 pub mod otlp;
+mod otlp_sink;
 mod scrape;
 mod sinks;
 pub mod tls;
@@ -583,6 +594,7 @@ pub use aggregation::{percentile_suffix, Aggregate, Distributions};
 pub use controls::{FilterAction, MapperProfile, MatchType, MetricMapping, TagFilter, TagLimit};
 pub use forward::{DiscoveryConfig, DiscoveryKind};
 pub use listen::{unix_name, ListenAddress};
+pub use otlp_sink::{HistogramFormat, OtlpCompression, OtlpConfig, Temporality};
 pub use scrape::{pattern_set, ScrapeConfig, ScrapeHistograms};
 pub use sinks::{Compression, DatadogConfig, DeliverySettings, PrometheusConfig, SeriesApi, SinkConfig, SinkKind};
 pub use tls::{ClientTlsConfig, ServerTlsConfig};

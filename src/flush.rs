@@ -273,6 +273,7 @@ fn build(
     add_tags(out.series.iter_mut().map(|s| &mut s.tags), sink_tags);
     add_tags(out.sketch_series.iter_mut().map(|s| &mut s.tags), sink_tags);
     add_tags(out.sketches.iter_mut().map(|s| &mut s.tags), sink_tags);
+    add_tags(out.histograms.iter_mut().map(|h| &mut h.tags), sink_tags);
     add_tags(out.checks.iter_mut().map(|c| &mut c.tags), sink_tags);
     add_tags(out.events.iter_mut().map(|e| &mut e.tags), sink_tags);
     (out, forward, counts)

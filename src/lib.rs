@@ -78,6 +78,7 @@ pub mod capture;
 pub mod client;
 pub mod config;
 pub mod ddsketch;
+pub mod exponential;
 pub mod flush;
 pub mod forward;
 pub mod http;

@@ -1,11 +1,13 @@
 //! The output model: what a flush hands to the sinks (series, sketches, service checks, events) and the tag sets
 //! they carry. Produced by the aggregation and the self-metrics, read by the flusher and every sink; it imports
-//! none of them (only the wire's enums from [`crate::protocol`] and the sketch type from [`crate::ddsketch`]).
+//! none of them (only the wire's enums from [`crate::protocol`], the sketch type from [`crate::ddsketch`] and the
+//! bucket type from the leaf [`crate::exponential`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::ddsketch::DdSketch;
+pub use crate::exponential::{Buckets, ExponentialBuckets};
 use crate::protocol::{AlertType, CheckStatus, Priority};
 
 /// How a series is reported.
@@ -148,6 +150,10 @@ pub struct Flush {
     pub sketches: Vec<SketchSeries>,
     /// The same distributions as their configured aggregates and percentiles, for every other sink.
     pub sketch_series: Vec<Series>,
+    /// Histograms, timers and distributions reported here, whole (exact statistics, percentiles and exponential
+    /// buckets), for sinks that send histograms (OTLP). Only filled when a sink asks for it
+    /// ([`HistogramSeries`]); their aggregates and percentiles are also in `series` / `sketch_series`.
+    pub histograms: Vec<HistogramSeries>,
     pub checks: Vec<CheckRun>,
     pub events: Vec<Event>,
 }
@@ -160,6 +166,32 @@ pub struct SketchSeries {
     /// Unix seconds of the flush.
     pub timestamp: i64,
     pub sketch: Box<DdSketch>,
+}
+
+/// A histogram's, timer's or distribution's interval, whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSeries {
+    pub name: Arc<str>,
+    pub tags: TagSet,
+    /// Unix seconds of the flush.
+    pub timestamp: i64,
+    pub data: HistogramData,
+}
+
+/// What a histogram's interval is: exact count (weighted by 1/rate), sum, min and max, the configured percentiles,
+/// and the distribution as exponential buckets whose counts sum to `count` rounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramData {
+    pub count: f64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// (quantile, value) for each configured percentile, in order.
+    pub quantiles: Vec<(f64, f64)>,
+    pub buckets: ExponentialBuckets,
+    /// The magnitude at or below which a value is in the zero bucket: 0 for a t-digest (exact zeros only), the
+    /// DDSketch's smallest bin for a sketch (its key 0 holds every magnitude below about 1e-9).
+    pub zero_threshold: f64,
 }
 
 impl Flush {

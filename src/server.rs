@@ -29,6 +29,7 @@ use crate::listen::{self, ListenError, ListenOptions, Stop};
 use crate::pipeline::Pipeline;
 use crate::sink::console::ConsoleSink;
 use crate::sink::datadog::DatadogSink;
+use crate::sink::otlp::OtlpSink;
 use crate::sink::prometheus::PrometheusSink;
 use crate::sink::Sink;
 use crate::telemetry::series_table::SeriesStats;
@@ -134,6 +135,15 @@ pub fn sinks_from_config(config: &Config, telemetry: &Arc<Telemetry>) -> Result<
             SinkKind::Console => sinks.push(Arc::new(ConsoleSink::new(s.display_name()))),
             SinkKind::Datadog => {
                 let sink = DatadogSink::new(s.display_name(), s.datadog()?, telemetry.clone()).map_err(|message| {
+                    ServerError::Sink {
+                        name: s.display_name().to_string(),
+                        message,
+                    }
+                })?;
+                sinks.push(Arc::new(sink));
+            }
+            SinkKind::Otlp => {
+                let sink = OtlpSink::new(s.display_name(), s.otlp()?, telemetry.clone()).map_err(|message| {
                     ServerError::Sink {
                         name: s.display_name().to_string(),
                         message,
@@ -483,6 +493,7 @@ pub async fn start_with_forwarder(
     let extend = Arc::new(ExtendTags::new(&config.extend_tags));
     let emit = Arc::new(EmitConfig {
         sketches: config.distributions == crate::config::Distributions::Sketch,
+        exponential: config.histogram_buckets(),
         ..EmitConfig::new(config.is_local(), &config.aggregates, &config.percentiles)
     });
     let imports = sockets.grpc.is_some() || !otlp_sockets.is_empty();

@@ -7,8 +7,9 @@ use super::report::aggregate_value;
 pub use super::report::{EmitConfig, NameSuffix, Summary};
 use super::shard::{Entry, Interval, ReducedValue, Value};
 use crate::config::Aggregate;
-use crate::ddsketch::DdSketch;
-use crate::model::{self as sink, Series, SeriesKind, SketchSeries, Suffix};
+use crate::ddsketch::{lower_bound, DdSketch, GAMMA, NORM_MIN};
+use crate::exponential::{self, Knots};
+use crate::model::{self as sink, HistogramData, HistogramSeries, Series, SeriesKind, SketchSeries, Suffix};
 
 /// A sketch's values as [`EmitConfig::summarize`] orders a histogram's: aggregates, then percentiles (NaN for the
 /// harmonic mean, which a sketch cannot give, and for an empty sketch).
@@ -27,6 +28,53 @@ fn sketch_values(cfg: &EmitConfig, s: &DdSketch) -> Vec<f64> {
     });
     let percentiles = cfg.percentiles.iter().map(|(q, _)| s.quantile(*q));
     aggregates.chain(percentiles).collect()
+}
+
+/// A histogram reported whole (when [`EmitConfig::exponential`] asked for it) as the flush's
+/// [`HistogramSeries`].
+fn push_whole(out: &mut sink::Flush, whole: Option<Box<HistogramData>>, key: &SeriesKey, timestamp: i64) {
+    if let Some(data) = whole {
+        out.histograms.push(HistogramSeries {
+            name: key.name.clone(),
+            tags: key.tags.clone(),
+            timestamp,
+            data: *data,
+        });
+    }
+}
+
+/// A DDSketch whole: its exact count, sum, min and max, the percentiles among `values` (see [`sketch_values`]),
+/// and buckets from its bins, each bin's weight spread over the values it stands for (key 0, magnitudes below
+/// 1e-9, is a point mass at 0). `None` when it is empty.
+fn sketch_whole(cfg: &EmitConfig, s: &DdSketch, values: &[f64], max_buckets: usize) -> Option<Box<HistogramData>> {
+    if s.is_empty() {
+        return None;
+    }
+    let (min, max) = (s.min(), s.max());
+    let half = GAMMA.sqrt();
+    let mut knots = Vec::with_capacity(2 * s.bin_count());
+    let mut rank = 0.0;
+    for (k, n) in s.bins() {
+        let centre = lower_bound(k);
+        let (lo, hi) = match k {
+            0 => (0.0, 0.0),
+            k if k > 0 => (centre / half, centre * half),
+            _ => (centre * half, centre / half),
+        };
+        knots.push((rank, lo.clamp(min, max)));
+        rank += f64::from(n);
+        knots.push((rank, hi.clamp(min, max)));
+    }
+    let buckets = exponential::build(Knots(&knots), s.count(), max_buckets);
+    Some(Box::new(HistogramData {
+        count: s.count() as f64,
+        sum: s.sum(),
+        min,
+        max,
+        quantiles: cfg.quantiles(&values[cfg.aggregates.len()..]),
+        buckets,
+        zero_threshold: NORM_MIN,
+    }))
 }
 
 /// How aggregate `agg` is reported: a count sums like a counter, the others are gauges.
@@ -122,6 +170,7 @@ pub fn emit(
             ReducedValue::Summary(summary) => {
                 counts.histograms += 1;
                 push_summary(&mut out.series, cfg, &summary.values, &r.key, timestamp);
+                push_whole(out, summary.whole, &r.key, timestamp);
             }
             ReducedValue::SetEstimate(v) => {
                 counts.sets += 1;
@@ -173,6 +222,7 @@ fn emit_entry(
             counts.histograms += 1;
             let summary = cfg.summarize(h);
             push_summary(&mut out.series, cfg, &summary.values, &entry.key, timestamp);
+            push_whole(out, summary.whole, &entry.key, timestamp);
         }
         Value::Histogram(h) => {
             counts.histograms += 1;
@@ -195,6 +245,10 @@ fn emit_entry(
             // For sinks that take no sketches: the configured aggregates and percentiles of the sketch.
             let values = sketch_values(cfg, sketch);
             push_summary(&mut out.sketch_series, cfg, &values, &entry.key, timestamp);
+            if let Some(max_buckets) = cfg.exponential {
+                let whole = sketch_whole(cfg, sketch, &values, max_buckets);
+                push_whole(out, whole, &entry.key, timestamp);
+            }
             out.sketches.push(SketchSeries {
                 name: entry.key.name.clone(),
                 tags: entry.key.tags.clone(),

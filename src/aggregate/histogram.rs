@@ -389,6 +389,50 @@ impl Histogram {
         }
     }
 
+    /// The knots `(rank, value)` of the quantile function [`Histogram::quantile`] interpolates: the minimum at
+    /// rank 0, each centroid's mean at the middle of its weight (a run of one value flat over its whole weight),
+    /// the maximum at the total. Empty when the digest is.
+    pub fn knots(&mut self) -> Vec<(f64, f64)> {
+        if self.total <= 0.0 {
+            return Vec::new();
+        }
+        self.compress();
+        let c = &self.centroids;
+        let mut out = Vec::with_capacity(2 * c.len() + 2);
+        out.push((0.0, self.min));
+        let mut before = 0.0;
+        for (i, centroid) in c.iter().enumerate() {
+            let (mean, weight) = (centroid.mean().clamp(self.min, self.max), centroid.weight());
+            let in_run = (i > 0 && c[i - 1].mean() == centroid.mean())
+                || c.get(i + 1).is_some_and(|n| n.mean() == centroid.mean());
+            if in_run {
+                out.push((before, mean));
+                out.push((before + weight, mean));
+            } else {
+                out.push((before + weight / 2.0, mean));
+            }
+            before += weight;
+        }
+        out.push((self.total.max(before), self.max));
+        out
+    }
+
+    /// Count, sum, min and max of the whole interval: the exact [`Stats`] when they cover every sample of the
+    /// digest (this instance received them all), else the digest's own (a global's histogram merged from its
+    /// locals, whose stats the locals reported). `None` when empty.
+    pub fn totals(&mut self) -> Option<(f64, f64, f64, f64)> {
+        self.compress();
+        if self.total <= 0.0 {
+            return None;
+        }
+        let s = self.stats;
+        Some(if !s.is_empty() && s.count == self.total {
+            (s.count, s.sum, s.min, s.max)
+        } else {
+            (self.total, self.sum, self.min, self.max)
+        })
+    }
+
     /// The quantile `q` in [0, 1] from the digest.
     ///
     /// The inverse of the digest's CDF, linear between knots: the minimum at rank 0, each centroid's mean at the
@@ -492,6 +536,24 @@ mod tests {
             let want = (q * 100.0f64).floor();
             assert_eq!(merged.quantile(q), Some(want), "q{q}");
         }
+    }
+
+    #[test]
+    fn totals_are_the_exact_stats_here_and_the_merged_digests_at_a_global() {
+        let mut local = Histogram::default();
+        for v in 1..=10 {
+            local.add(f64::from(v), 1.0);
+        }
+        assert_eq!(local.totals(), Some((10.0, 55.0, 1.0, 10.0)));
+        // A global merging two locals' digests (their stats reported by the locals): the digests' totals.
+        let mut global = Histogram::from_parts(local.digest(), Stats::default());
+        let mut other = Histogram::default();
+        other.add(100.0, 1.0);
+        global.merge_digest(other.digest());
+        assert_eq!(global.totals(), Some((11.0, 155.0, 1.0, 100.0)));
+        let knots = global.knots();
+        assert_eq!((knots[0], *knots.last().unwrap()), ((0.0, 1.0), (11.0, 100.0)));
+        assert_eq!(Histogram::default().totals(), None);
     }
 
     #[test]

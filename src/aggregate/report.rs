@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::histogram::Histogram;
 use super::key::Scope;
 use crate::config::{percentile_suffix, Aggregate};
-use crate::model::Suffix;
+use crate::exponential::{self, Knots};
+use crate::model::{HistogramData, Suffix};
 
 /// How a flushed shard turns into output.
 #[derive(Debug, Clone)]
@@ -22,6 +23,10 @@ pub struct EmitConfig {
     ///
     /// [`ShardState::sketching`]: super::ShardState::sketching
     pub sketches: bool,
+    /// `Some(max_buckets)` when a sink sends histograms whole (OTLP): each histogram and distribution reported
+    /// here also becomes a [`HistogramSeries`](crate::model::HistogramSeries) with exponential buckets of at
+    /// most this many buckets a side. `None` (every other configuration): nothing more is computed.
+    pub exponential: Option<usize>,
 }
 
 impl EmitConfig {
@@ -41,10 +46,40 @@ impl EmitConfig {
         for (q, _) in &self.percentiles {
             values.push(h.quantile(*q).unwrap_or(f64::NAN));
         }
+        let whole = self
+            .exponential
+            .and_then(|max_buckets| self.whole(h, &values, max_buckets));
         h.reset();
         Summary {
             values: values.into_boxed_slice(),
+            whole,
         }
+    }
+
+    /// The histogram whole (for [`EmitConfig::exponential`]), from its digest and the percentiles among `values`.
+    fn whole(&self, h: &mut Histogram, values: &[f64], max_buckets: usize) -> Option<Box<HistogramData>> {
+        let (count, sum, min, max) = h.totals()?;
+        let knots = h.knots();
+        let buckets = exponential::build(Knots(&knots), count.round().max(0.0) as u64, max_buckets);
+        Some(Box::new(HistogramData {
+            count,
+            sum,
+            min,
+            max,
+            quantiles: self.quantiles(&values[self.aggregates.len()..]),
+            buckets,
+            zero_threshold: 0.0,
+        }))
+    }
+
+    /// The configured percentiles paired with their values (those that are finite).
+    pub fn quantiles(&self, values: &[f64]) -> Vec<(f64, f64)> {
+        self.percentiles
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| v.is_finite())
+            .map(|((q, _), &v)| (*q, v))
+            .collect()
     }
 }
 
@@ -70,6 +105,8 @@ pub(super) fn aggregate_value(agg: Aggregate, h: &mut Histogram) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub values: Box<[f64]>,
+    /// The histogram whole, when [`EmitConfig::exponential`] asks for it.
+    pub whole: Option<Box<HistogramData>>,
 }
 
 /// A histogram output's name suffix: interned (shared by every histogram), or as text when the process-wide
@@ -110,6 +147,7 @@ impl EmitConfig {
                 .map(|&p| (p, NameSuffix::new(format!(".{}", percentile_suffix(p)))))
                 .collect(),
             sketches: false,
+            exponential: None,
         }
     }
 }

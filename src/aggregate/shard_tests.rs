@@ -437,3 +437,81 @@ fn a_slot_is_one_cache_line_and_a_series_hot_state_half_of_one() {
     assert_eq!(std::mem::size_of::<Slot>(), 64);
     assert_eq!(std::mem::size_of::<Hot>(), 32);
 }
+
+/// The flush of `lines` fed to a new state (summarizing, sketching) under `cfg`.
+fn flushed(cfg: &EmitConfig, summarizing: bool, sketching: bool, lines: &str) -> sink::Flush {
+    let mut state = ShardState::default().sketching(sketching);
+    if summarizing {
+        state = state.summarizing(std::sync::Arc::new(cfg.clone()));
+    }
+    feed(&mut state, &ExtendTags::default(), lines);
+    let mut out = sink::Flush::default();
+    crate::aggregate::emit(state.take_interval(), cfg, 1_700_000_000, &mut out, &mut Vec::new());
+    out
+}
+
+#[test]
+fn histograms_are_output_whole_only_when_a_sink_asks_and_only_where_they_are_reported() {
+    let lines: String = (1..=100).map(|v| format!("lat:{v}|ms|#r:a\nd:{v}|d\n")).collect();
+    let plain = EmitConfig::new(false, &[Aggregate::Max, Aggregate::Count], &[0.5]);
+    let asked = EmitConfig {
+        exponential: Some(160),
+        ..plain.clone()
+    };
+    let names = |f: &sink::Flush| {
+        let mut n: Vec<String> = f.all_series().map(|s| s.full_name().to_string()).collect();
+        n.sort();
+        n
+    };
+    for summarizing in [false, true] {
+        let before = flushed(&plain, summarizing, false, &lines);
+        assert!(before.histograms.is_empty(), "nothing whole unless asked");
+        let after = flushed(&asked, summarizing, false, &lines);
+        assert_eq!(names(&after), names(&before), "the other sinks' series are unchanged");
+        assert_eq!(after.histograms.len(), 2, "{:?}", after.histograms);
+        for h in &after.histograms {
+            let d = &h.data;
+            assert_eq!(
+                (d.count, d.sum, d.min, d.max),
+                (100.0, 5050.0, 1.0, 100.0),
+                "{}",
+                h.name
+            );
+            assert_eq!(d.buckets.total(), 100);
+            assert_eq!(d.quantiles.len(), 1);
+            assert!((d.quantiles[0].1 - 50.0).abs() <= 1.0, "{:?}", d.quantiles);
+        }
+        let lat = after
+            .histograms
+            .iter()
+            .find(|h| &*h.name == "lat")
+            .expect("the timer, whole");
+        assert_eq!(lat.tags.joined(), "r:a");
+    }
+    // Distributions as DDSketches: whole from the sketch, exact stats.
+    let sketched = flushed(&asked, false, true, &lines);
+    let d = sketched
+        .histograms
+        .iter()
+        .find(|h| &*h.name == "d")
+        .expect("the distribution, whole");
+    assert_eq!(
+        (d.data.count, d.data.sum, d.data.min, d.data.max),
+        (100.0, 5050.0, 1.0, 100.0)
+    );
+    assert_eq!(d.data.buckets.total(), 100);
+    // A local forwards its histograms: none is whole there (the global's is), its own aggregates stay series.
+    let local = EmitConfig {
+        exponential: Some(160),
+        ..EmitConfig::new(true, &[Aggregate::Max, Aggregate::Count], &[0.5])
+    };
+    let out = flushed(&local, false, false, &lines);
+    assert!(out.histograms.is_empty(), "{:?}", out.histograms);
+    assert!(names(&out).contains(&"lat.max".to_string()), "{:?}", names(&out));
+    let local_only: String = (1..=10).map(|v| format!("l:{v}|ms|#veneurlocalonly\n")).collect();
+    assert_eq!(
+        flushed(&local, false, false, &local_only).histograms.len(),
+        1,
+        "a local-only histogram is reported here"
+    );
+}

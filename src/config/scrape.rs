@@ -92,7 +92,7 @@ pub struct Headers(pub BTreeMap<String, String>);
 impl Headers {
     /// As request headers, values marked sensitive; `Err` names the first header that cannot be sent.
     pub fn header_map(&self) -> Result<reqwest::header::HeaderMap, &str> {
-        super::sinks::header_map(&self.0)
+        super::values::header_map(&self.0)
     }
 
     fn redacted(&self) -> BTreeMap<&str, &str> {

@@ -7,18 +7,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use yaml_serde::{Mapping, Value};
 
+use super::otlp_sink::OtlpConfig;
+use super::values::header_map;
 use super::{deserialize_duration, ConfigError};
 
 /// One entry of `metric_sinks`.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// `console`, `datadog` or `prometheus_remote_write`.
+    /// `console`, `datadog`, `prometheus_remote_write` or `otlp`.
     pub kind: SinkKind,
     /// A name for logs and self-metrics. Default: the kind.
     #[serde(default)]
     pub name: String,
-    /// Kind-specific settings (see [`DatadogConfig`], [`PrometheusConfig`]). Default: none.
+    /// Kind-specific settings (see [`DatadogConfig`], [`PrometheusConfig`], [`OtlpConfig`]). Default: none.
     #[serde(default)]
     pub config: Value,
 }
@@ -31,6 +33,7 @@ impl fmt::Debug for SinkConfig {
         match self.kind {
             SinkKind::Datadog => d.field("config", &self.datadog().ok()),
             SinkKind::PrometheusRemoteWrite => d.field("config", &self.prometheus().ok()),
+            SinkKind::Otlp => d.field("config", &self.otlp().ok()),
             SinkKind::Console => d.field("config", &"{}"),
         };
         d.finish()
@@ -67,6 +70,7 @@ pub enum SinkKind {
     Console,
     Datadog,
     PrometheusRemoteWrite,
+    Otlp,
 }
 
 impl SinkConfig {
@@ -76,6 +80,7 @@ impl SinkConfig {
         match self.kind {
             SinkKind::Datadog => self.datadog().map_or(0, |d| d.retry_queue_max_bytes as u64),
             SinkKind::PrometheusRemoteWrite => self.prometheus().map_or(0, |p| p.retry_queue_max_bytes as u64),
+            SinkKind::Otlp => self.otlp().map_or(0, |o| o.retry_queue_max_bytes as u64),
             SinkKind::Console => 0,
         }
     }
@@ -87,6 +92,7 @@ impl SinkConfig {
                 SinkKind::Console => "console",
                 SinkKind::Datadog => "datadog",
                 SinkKind::PrometheusRemoteWrite => "prometheus_remote_write",
+                SinkKind::Otlp => "otlp",
             }
         } else {
             &self.name
@@ -119,6 +125,11 @@ impl SinkConfig {
 
     /// The typed settings of a `prometheus_remote_write` sink.
     pub fn prometheus(&self) -> Result<PrometheusConfig, ConfigError> {
+        self.settings()
+    }
+
+    /// The typed settings of an `otlp` sink.
+    pub fn otlp(&self) -> Result<OtlpConfig, ConfigError> {
         self.settings()
     }
 
@@ -183,6 +194,7 @@ impl SinkConfig {
                     ));
                 }
             }
+            SinkKind::Otlp => self.otlp()?.validate(&key)?,
         }
         Ok(())
     }
@@ -356,20 +368,6 @@ impl PrometheusConfig {
     pub fn header_map(&self) -> Result<reqwest::header::HeaderMap, &str> {
         header_map(&self.headers)
     }
-}
-
-/// Configured headers as request headers, their values marked sensitive (never shown); `Err` names the first
-/// header whose name or value cannot be sent.
-pub(super) fn header_map(headers: &BTreeMap<String, String>) -> Result<reqwest::header::HeaderMap, &str> {
-    use reqwest::header::{HeaderName, HeaderValue};
-    let mut map = reqwest::header::HeaderMap::new();
-    for (k, v) in headers {
-        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| k.as_str())?;
-        let mut value = HeaderValue::from_str(v).map_err(|_| k.as_str())?;
-        value.set_sensitive(true);
-        map.insert(name, value);
-    }
-    Ok(map)
 }
 
 impl fmt::Debug for PrometheusConfig {

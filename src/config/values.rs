@@ -90,3 +90,19 @@ pub fn system_hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+/// Configured headers as request headers, their values marked sensitive (never shown); `Err` names the first
+/// header whose name or value cannot be sent.
+pub(super) fn header_map(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<reqwest::header::HeaderMap, &str> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| k.as_str())?;
+        let mut value = HeaderValue::from_str(v).map_err(|_| k.as_str())?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
+}

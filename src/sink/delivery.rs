@@ -8,6 +8,10 @@
 //! Header values are never logged (they carry API keys and auth tokens): logs name the sink, the endpoint and the
 //! outcome only.
 //!
+//! A sink may choose another [`RetryPolicy`]: the OTLP sink's follows the OTLP/HTTP specification instead (429,
+//! 502, 503 and 504 retried, waiting what `Retry-After` says when it says it; any other status dropped; each 2xx
+//! answer's body handed to the sink).
+//!
 //! Time: a payload's attempts start while its flush's interval lasts; each attempt may take `request_timeout`
 //! (default 20 s, the agent's), whatever the interval, so a slow intake is waited for rather than cut off and sent
 //! the same payload again. A payload still failing at the end of its interval goes to the retry queue. Each flush
@@ -56,6 +60,41 @@ impl Sent {
 
 pub use crate::config::DeliverySettings;
 
+/// Reads the body of a 2xx answer (the OTLP sink's partial-success check).
+pub type OnOk = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Which answers a sink's delivery retries.
+#[derive(Clone, Default)]
+pub enum RetryPolicy {
+    /// The agent forwarder's (Datadog, remote write): 5xx, 408 and 429 retried, 413 handed back to the encoder.
+    #[default]
+    Agent,
+    /// OTLP/HTTP's: 429, 502, 503 and 504 retried, after `Retry-After` when the answer has one (if it ends
+    /// before the deadline; else the payload gives up, to the retry queue); every other status dropped; each 2xx
+    /// answer's body given to `on_ok`.
+    Otlp { on_ok: OnOk },
+}
+
+/// What the policy makes of a status.
+enum Verdict {
+    Ok,
+    TooLarge,
+    Retry,
+    Drop,
+}
+
+impl RetryPolicy {
+    fn verdict(&self, status: u16) -> Verdict {
+        match (self, status) {
+            (_, 200..=299) => Verdict::Ok,
+            (RetryPolicy::Agent, 413) => Verdict::TooLarge,
+            (RetryPolicy::Agent, 408 | 429 | 500..=599) => Verdict::Retry,
+            (RetryPolicy::Otlp { .. }, 429 | 502 | 503 | 504) => Verdict::Retry,
+            _ => Verdict::Drop,
+        }
+    }
+}
+
 /// A sink's client, retry queue and accounting; cheap to clone into each request's task.
 #[derive(Clone)]
 pub struct Delivery {
@@ -64,6 +103,7 @@ pub struct Delivery {
     telemetry: Arc<Telemetry>,
     queue: Arc<RetryQueue>,
     request_timeout: Duration,
+    policy: RetryPolicy,
 }
 
 /// Counts a request's body in flight for as long as it lives (dropped when its attempt ends or is cancelled).
@@ -104,7 +144,14 @@ impl Delivery {
             telemetry,
             queue: Arc::new(queue),
             request_timeout: settings.request_timeout,
+            policy: RetryPolicy::Agent,
         })
+    }
+
+    /// This delivery with another retry policy (the default is [`RetryPolicy::Agent`]).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// How long one attempt may take.
@@ -243,37 +290,22 @@ impl Delivery {
                 .timeout(self.request_timeout)
                 .headers(headers.clone())
                 .body(body.clone());
-            let retry_reason: &'static str = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match status {
-                        200..=299 => {
-                            self.count(endpoint, "ok");
-                            return Sent::Ok;
-                        }
-                        413 => {
-                            self.count(endpoint, "http_413");
-                            return Sent::TooLarge;
-                        }
-                        408 | 429 | 500..=599 => status_reason(status),
-                        _ => {
-                            let reason = status_reason(status);
-                            self.count(endpoint, reason);
-                            // The answer's first line often says why (a Prometheus "out of order sample", say).
-                            let why = resp.text().await.unwrap_or_default();
-                            let why = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-                            LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried): {why}", self.sink));
-                            self.queue.count_dropped(endpoint, reason, 1);
-                            return Sent::Dropped(reason);
-                        }
-                    }
-                }
-                Err(e) if e.is_timeout() => "timeout",
-                Err(e) if e.is_connect() => "connection",
-                Err(_) => "request_error",
+            let (retry_reason, retry_after) = match req.send().await {
+                Ok(resp) => match self.answer(endpoint, resp).await {
+                    Ok(sent) => return sent,
+                    Err(retry) => retry,
+                },
+                Err(e) if e.is_timeout() => ("timeout", None),
+                Err(e) if e.is_connect() => ("connection", None),
+                Err(_) => ("request_error", None),
             };
             self.count(endpoint, retry_reason);
-            let Some(wait) = backoff.next(Instant::now(), deadline, super::retry_queue::jitter) else {
+            let now = Instant::now();
+            let wait = match retry_after {
+                Some(wait) => (now + wait < deadline).then_some(wait),
+                None => backoff.next(now, deadline, super::retry_queue::jitter),
+            };
+            let Some(wait) = wait else {
                 LOG.log(|| {
                     format!(
                         "{}: {endpoint}: {retry_reason} after {attempt} attempts; giving up at the deadline",
@@ -283,6 +315,53 @@ impl Delivery {
                 return Sent::GaveUp(retry_reason);
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Delivery {
+    /// What an answer means under the sink's policy: how the payload's delivery ended, or `Err` with the reason
+    /// to retry and the wait its `Retry-After` asks for (read under the OTLP policy only).
+    async fn answer(
+        &self,
+        endpoint: &'static str,
+        resp: reqwest::Response,
+    ) -> Result<Sent, (&'static str, Option<Duration>)> {
+        let status = resp.status().as_u16();
+        match self.policy.verdict(status) {
+            Verdict::Ok => {
+                if let RetryPolicy::Otlp { on_ok } = &self.policy {
+                    // An unreadable answer body is no failure: the data was accepted.
+                    on_ok(&resp.bytes().await.unwrap_or_default());
+                }
+                self.count(endpoint, "ok");
+                Ok(Sent::Ok)
+            }
+            Verdict::TooLarge => {
+                self.count(endpoint, "http_413");
+                Ok(Sent::TooLarge)
+            }
+            Verdict::Retry => {
+                let retry_after = match self.policy {
+                    RetryPolicy::Otlp { .. } => resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now())),
+                    RetryPolicy::Agent => None,
+                };
+                Err((status_reason(status), retry_after))
+            }
+            Verdict::Drop => {
+                let reason = status_reason(status);
+                self.count(endpoint, reason);
+                // The answer's first line often says why (a Prometheus "out of order sample", say).
+                let why = resp.text().await.unwrap_or_default();
+                let why = why.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+                LOG.log(|| format!("{}: {endpoint}: {reason}, dropped (not retried): {why}", self.sink));
+                self.queue.count_dropped(endpoint, reason, 1);
+                Ok(Sent::Dropped(reason))
+            }
         }
     }
 }
@@ -312,6 +391,48 @@ impl Backoff {
     }
 }
 
+/// How long a `Retry-After` value says to wait, at `now`: delay-seconds, or an IMF-fixdate HTTP date (a date
+/// already past is no wait). `None` when it is neither.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(86_400)));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as a time.
+fn parse_http_date(value: &str) -> Option<std::time::SystemTime> {
+    let rest = value.split_once(", ")?.1;
+    let mut parts = rest.split(' ');
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = parts.next()?;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let time = parts.next()?;
+    if parts.next()? != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 || year < 1970 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + m * 60 + s))
+}
+
 /// The `result` word of an HTTP status.
 pub fn status_reason(status: u16) -> &'static str {
     match status {
@@ -330,6 +451,46 @@ pub fn status_reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod backoff_tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_770); // Sun, 06 Nov 1994 08:49:30 GMT
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 UTC", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn the_otlp_policy_retries_only_what_the_otlp_specification_says() {
+        let otlp = RetryPolicy::Otlp {
+            on_ok: Arc::new(|_| {}),
+        };
+        let retried: Vec<u16> = (200..600)
+            .filter(|&s| matches!(otlp.verdict(s), Verdict::Retry))
+            .collect();
+        assert_eq!(retried, vec![429, 502, 503, 504]);
+        assert!(matches!(otlp.verdict(413), Verdict::Drop));
+        assert!(matches!(otlp.verdict(500), Verdict::Drop));
+        assert!(matches!(otlp.verdict(200), Verdict::Ok));
+        // The agent's policy is unchanged.
+        let agent = RetryPolicy::Agent;
+        let retried: Vec<u16> = (200..600)
+            .filter(|&s| matches!(agent.verdict(s), Verdict::Retry))
+            .collect();
+        let want: Vec<u16> = [408, 429].into_iter().chain(500..600).collect();
+        assert_eq!(retried, want);
+        assert!(matches!(agent.verdict(413), Verdict::TooLarge));
+    }
 
     #[test]
     fn waits_double_from_100ms_to_at_most_5s_and_none_reaches_the_deadline() {

@@ -5,6 +5,7 @@
 pub mod console;
 pub mod datadog;
 pub mod delivery;
+pub mod otlp;
 pub mod prometheus;
 pub mod retry_queue;
 pub(crate) mod wire;
@@ -14,7 +15,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 /// The output model, at its old paths: sinks name it `sink::Series` and so on.
-pub use crate::model::{CheckRun, Event, Flush, FullName, Series, SeriesKind, SketchSeries, Suffix};
+pub use crate::model::{
+    CheckRun, Event, Flush, FullName, HistogramData, HistogramSeries, Series, SeriesKind, SketchSeries, Suffix,
+};
 
 /// What a sink reports for one flush.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,6 +74,8 @@ metrics! {
         "Requests sent again after a retryable failure.";
     SINK_DROPPED = "harrier.sink.dropped", Counter, ["sink", "endpoint", "reason"],
         "Payloads given up, by reason: `retry_queue_full`, `retry_queue_unreadable`, or a failure not retried.";
+    SINK_OTLP_REJECTED = "harrier.sink.otlp_rejected_points", Counter, ["sink"],
+        "Data points an OTLP receiver accepted the request of but rejected (`partial_success`).";
     SINK_RETRY_QUEUE_BYTES = "harrier.sink.retry_queue_bytes", Gauge, ["sink", "endpoint"],
         "Bytes waiting in a sink's retry queue.";
     SINK_RETRY_QUEUE_PAYLOADS = "harrier.sink.retry_queue_payloads", Gauge, ["sink", "endpoint"],

@@ -1,5 +1,6 @@
 //! A fake Datadog intake on 127.0.0.1: a small HTTP/1.1 server (keep-alive) that checks nothing itself but
-//! records every request (path, headers, decompressed body) and answers with what the test's policy says.
+//! records every request (path, headers, decompressed body: deflate, zstd or gzip) and answers with what the test's
+//! policy says (a status, with a `Retry-After` header or a protobuf body if asked).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -18,9 +19,11 @@ pub struct Request {
     pub path: String,
     /// Lower-case header names.
     pub headers: HashMap<String, String>,
-    /// The body, inflated when `Content-Encoding: deflate`.
+    /// The body, decompressed per its `Content-Encoding` (deflate, zstd, gzip).
     pub body: Vec<u8>,
     pub raw_body_len: usize,
+    /// When its body was read.
+    pub at: std::time::Instant,
 }
 
 impl Request {
@@ -96,6 +99,10 @@ pub enum Reply {
     Status(u16),
     Hang,
     After(Duration, u16),
+    /// A status with `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
+    /// A status with this body as `application/x-protobuf`.
+    Body(u16, &'static [u8]),
 }
 
 /// One series point as the intake received it, from a v1 JSON or a v2 protobuf body.
@@ -251,6 +258,13 @@ async fn serve(
                 out
             }
             Some("zstd") => zstd::stream::decode_all(&raw[..]).expect("a zstd body is a valid zstd frame"),
+            Some("gzip") => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&raw[..])
+                    .read_to_end(&mut out)
+                    .expect("a gzip body is a valid gzip stream");
+                out
+            }
             _ => raw.clone(),
         };
         let req = Request {
@@ -259,6 +273,7 @@ async fn serve(
             headers,
             body,
             raw_body_len: raw.len(),
+            at: std::time::Instant::now(),
         };
         let index = {
             let mut r = recorded.lock().unwrap();
@@ -289,6 +304,18 @@ async fn serve(
                     body.len()
                 );
                 conn.write_all(resp.as_bytes()).await?;
+            }
+            Reply::RetryAfter(code, seconds) => {
+                let resp = format!("HTTP/1.1 {code} X\r\nRetry-After: {seconds}\r\nContent-Length: 0\r\n\r\n");
+                conn.write_all(resp.as_bytes()).await?;
+            }
+            Reply::Body(code, body) => {
+                let head = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                conn.write_all(head.as_bytes()).await?;
+                conn.write_all(body).await?;
             }
         }
     }

@@ -264,10 +264,7 @@ pub fn encode_flush(flush: &Flush, totals: &mut Totals, max_samples: usize, expi
 /// Snappy's block format, as remote write wants it.
 pub fn compress(request: &[u8]) -> Vec<u8> {
     // Compressing into a Vec cannot fail (an input over 4 GiB would, and requests are far smaller).
-    let mut out = snap::raw::Encoder::new().compress_vec(request).unwrap_or_default();
-    // snappy writes into room for the worst case; the request is held until sent.
-    out.shrink_to_fit();
-    out
+    snap::raw::Encoder::new().compress_vec(request).unwrap_or_default()
 }
 
 /// The remote-write sink.

@@ -99,10 +99,7 @@ pub(crate) fn compress(bytes: &[u8]) -> Vec<u8> {
     );
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(bytes);
-    let mut out = enc.finish().unwrap_or_default();
-    // The body is held until sent: only its bytes, not the room guessed for them.
-    out.shrink_to_fit();
-    out
+    enc.finish().unwrap_or_default()
 }
 
 /// Where one kind of payload goes: its name (self-metrics' `endpoint` tag, and the name of its files in

@@ -121,13 +121,7 @@ pub fn compress(bytes: &[u8], compression: Compression) -> Vec<u8> {
     match compression {
         // Level 1, the agent's default (`serializer_zstd_compressor_level`). Compressing into memory fails only
         // on an allocation failure; the body is then empty, and the intake refuses it (counted).
-        Compression::Zstd => {
-            // zstd writes into room for the worst case (more than the input); a flush's bodies are all held
-            // until sent, so the room is given back: at 300,000 series it was 25 MB of the peak.
-            let mut out = zstd::bulk::compress(bytes, 1).unwrap_or_default();
-            out.shrink_to_fit();
-            out
-        }
+        Compression::Zstd => zstd::bulk::compress(bytes, 1).unwrap_or_default(),
         Compression::Deflate => super::compress(bytes),
     }
 }

@@ -14,10 +14,7 @@ use common::otel;
 use harrier::config::otlp::{OtlpAddress, OtlpTransport};
 use harrier::config::Config;
 use harrier::ddsketch::DdSketch;
-use harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use harrier::server::{self, RunningServer};
-use harrier::sink::datadog::payload::sketch_payload::sketch::Dogsketch;
-use harrier::sink::datadog::payload::SketchPayload;
 use prost::Message;
 
 const KEY: &str = "test-api-key-otlp-0123456789";
@@ -200,7 +197,8 @@ async fn the_python_sdk_over_http_and_grpc_arrives_at_the_datadog_intake_with_ex
             );
         }
         // The histogram is a distribution: by default the agent's DDSketch, with count, sum, min and max exact.
-        let sketches = dogsketches(&intake, &format!("{prefix}.latency"));
+        let mut sketches = intake.dogsketches(&format!("{prefix}.latency"));
+        sketches.iter_mut().for_each(|(tags, _, _)| tags.sort());
         assert_eq!(sketches.len(), 1, "{prefix}: one sketch");
         let (tags, host, d) = &sketches[0];
         assert_eq!(
@@ -218,22 +216,6 @@ async fn the_python_sdk_over_http_and_grpc_arrives_at_the_datadog_intake_with_ex
             );
         }
     }
-}
-
-/// Every Dogsketch received for `metric`, with its sketch's tags (sorted) and host.
-fn dogsketches(intake: &Intake, metric: &str) -> Vec<(Vec<String>, String, Dogsketch)> {
-    let mut out = Vec::new();
-    for r in intake.requests_to("/api/beta/sketches") {
-        let p = SketchPayload::decode(&r.body[..]).expect("a SketchPayload");
-        for s in p.sketches.into_iter().filter(|s| s.metric == metric) {
-            let mut tags = s.tags.clone();
-            tags.sort();
-            for d in s.dogsketches {
-                out.push((tags.clone(), s.host.clone(), d));
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,31 +304,6 @@ async fn post(addr: SocketAddr, content_type: &str, encoding: Option<&str>, body
     (status, resp.bytes().await.unwrap().to_vec())
 }
 
-fn gauge_request(name: &str, values: &[f64]) -> ExportMetricsServiceRequest {
-    use harrier::otlp::proto::metrics::v1::{metric::Data, number_data_point, Gauge, Metric, NumberDataPoint};
-    use harrier::otlp::proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
-    let points = values
-        .iter()
-        .map(|&v| NumberDataPoint {
-            value: Some(number_data_point::Value::AsDouble(v)),
-            ..Default::default()
-        })
-        .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: name.into(),
-                    data: Some(Data::Gauge(Gauge { data_points: points })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_otlp_requests_are_refused_with_the_specified_status_counted_and_good_ones_still_taken() {
     use harrier::otlp::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -379,7 +336,7 @@ async fn bad_otlp_requests_are_refused_with_the_specified_status_counted_and_goo
         http,
         proto,
         None,
-        gauge_request("ok.gauge", &[f64::NAN, 7.0]).encode_to_vec(),
+        otel::gauge_request("ok.gauge", &[f64::NAN, 7.0]).encode_to_vec(),
     )
     .await;
     assert_eq!(status, 200);
@@ -394,16 +351,19 @@ async fn bad_otlp_requests_are_refused_with_the_specified_status_counted_and_goo
 
     // gRPC: over the limit is RESOURCE_EXHAUSTED; a good request is taken, compressed or not.
     let mut client = MetricsServiceClient::connect(format!("http://{grpc}")).await.unwrap();
-    let big = gauge_request(&"x".repeat(8000), &[1.0]);
+    let big = otel::gauge_request(&"x".repeat(8000), &[1.0]);
     let err = client.export(big).await.unwrap_err();
     // tonic's code for a message over the limit (grpc-go answers RESOURCE_EXHAUSTED).
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
-    client.export(gauge_request("grpc.gauge", &[3.0])).await.unwrap();
+    client.export(otel::gauge_request("grpc.gauge", &[3.0])).await.unwrap();
     let mut gzipped = MetricsServiceClient::connect(format!("http://{grpc}"))
         .await
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    gzipped.export(gauge_request("grpc.gzip.gauge", &[4.0])).await.unwrap();
+    gzipped
+        .export(otel::gauge_request("grpc.gzip.gauge", &[4.0]))
+        .await
+        .unwrap();
     server.shutdown().await;
 
     let t = &sink.values();

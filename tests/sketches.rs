@@ -15,8 +15,6 @@ use harrier::config::Config;
 use harrier::ddsketch::DdSketch;
 use harrier::server::{self, RunningServer};
 use harrier::sink::datadog::payload::sketch_payload::sketch::Dogsketch;
-use harrier::sink::datadog::payload::SketchPayload;
-use prost::Message;
 
 const KEY: &str = "test-api-key-sketches";
 /// The agent's mapping: gamma = 1 + 2/128, key(v) = round(ln v / ln gamma) + 1338.
@@ -35,24 +33,6 @@ fn send(server: &RunningServer, lines: &[String]) {
             .unwrap();
         std::thread::sleep(Duration::from_micros(200));
     }
-}
-
-/// Every Dogsketch received for `metric`, with the sketch's tags and host.
-fn dogsketches(intake: &Intake, metric: &str) -> Vec<(Vec<String>, String, Dogsketch)> {
-    let mut out = Vec::new();
-    for r in intake.requests_to("/api/beta/sketches") {
-        assert_eq!(
-            r.headers.get("content-type").map(String::as_str),
-            Some("application/x-protobuf")
-        );
-        let p = SketchPayload::decode(&r.body[..]).expect("a SketchPayload");
-        for s in p.sketches.into_iter().filter(|s| s.metric == metric) {
-            for d in s.dogsketches {
-                out.push((s.tags.clone(), s.host.clone(), d));
-            }
-        }
-    }
-    out
 }
 
 /// Bins summed over several Dogsketches (the merge the intake would make).
@@ -122,7 +102,7 @@ async fn distributions_arrive_as_sketches_with_exact_statistics_and_percentiles_
     );
     server.shutdown().await;
 
-    let got = dogsketches(&intake, "req.latency");
+    let got = intake.dogsketches("req.latency");
     assert_eq!(got.len(), 1, "one sketch for the interval");
     let (tags, host, d) = &got[0];
     assert_eq!(tags, &["route:/a"]);
@@ -234,7 +214,8 @@ async fn two_locals_forward_their_sketches_and_the_global_merges_them_exactly() 
             .collect::<Vec<_>>(),
     );
     let arrived = || -> u64 {
-        dogsketches(&intake, "job.duration")
+        intake
+            .dogsketches("job.duration")
             .iter()
             .map(|(_, _, d)| d.cnt as u64)
             .sum()
@@ -248,7 +229,7 @@ async fn two_locals_forward_their_sketches_and_the_global_merges_them_exactly() 
     b.shutdown().await;
     global.shutdown().await;
 
-    let got = dogsketches(&intake, "job.duration");
+    let got = intake.dogsketches("job.duration");
     assert!(got.iter().all(|(tags, _, _)| tags == &["team:x"]));
     let ds: Vec<&Dogsketch> = got.iter().map(|(_, _, d)| d).collect();
     // The union of what arrived is the sketch of every sample of both hosts: exact.

@@ -421,29 +421,8 @@ async fn an_https_target_is_scraped_with_the_configured_ca_and_client_certificat
 async fn otlp_over_https_and_grpcs_is_taken_with_otlp_tls_and_plaintext_on_its_port_is_refused() {
     use harrier::config::otlp::OtlpTransport;
     use harrier::otlp::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-    use harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-    use harrier::otlp::proto::metrics::v1::{metric::Data, number_data_point, Gauge, Metric, NumberDataPoint};
-    use harrier::otlp::proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
     use prost::Message;
 
-    let gauge = |name: &str, v: f64| ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: name.into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: vec![NumberDataPoint {
-                            value: Some(number_data_point::Value::AsDouble(v)),
-                            ..Default::default()
-                        }],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
     let dir = temp_dir("otlp");
     let ca = Ca::new(&dir, "otlp");
     let (cert, key) = ca.leaf("harrier");
@@ -466,7 +445,7 @@ async fn otlp_over_https_and_grpcs_is_taken_with_otlp_tls_and_plaintext_on_its_p
     let resp = client
         .post(format!("https://localhost:{}/v1/metrics", https.port()))
         .header("content-type", "application/x-protobuf")
-        .body(gauge("over.https", 1.5).encode_to_vec())
+        .body(otel::gauge_request("over.https", &[1.5]).encode_to_vec())
         .send()
         .await
         .unwrap();
@@ -474,7 +453,7 @@ async fn otlp_over_https_and_grpcs_is_taken_with_otlp_tls_and_plaintext_on_its_p
     // Plaintext on the TLS port gets no answer.
     let plain = reqwest::Client::new()
         .post(format!("http://{https}/v1/metrics"))
-        .body(gauge("over.plain", 9.0).encode_to_vec())
+        .body(otel::gauge_request("over.plain", &[9.0]).encode_to_vec())
         .timeout(Duration::from_secs(2))
         .send()
         .await;
@@ -491,7 +470,7 @@ async fn otlp_over_https_and_grpcs_is_taken_with_otlp_tls_and_plaintext_on_its_p
         .await
         .unwrap();
     MetricsServiceClient::new(channel)
-        .export(gauge("over.grpcs", 2.5))
+        .export(otel::gauge_request("over.grpcs", &[2.5]))
         .await
         .unwrap();
     server.shutdown().await;

@@ -194,6 +194,33 @@ impl Intake {
             .collect()
     }
 
+    /// Every Dogsketch received for `metric` at `/api/beta/sketches`, with its sketch's tags (as sent) and host.
+    pub fn dogsketches(
+        &self,
+        metric: &str,
+    ) -> Vec<(
+        Vec<String>,
+        String,
+        harrier::sink::datadog::payload::sketch_payload::sketch::Dogsketch,
+    )> {
+        use harrier::sink::datadog::payload::SketchPayload;
+        use prost::Message;
+        let mut out = Vec::new();
+        for r in self.requests_to("/api/beta/sketches") {
+            assert_eq!(
+                r.headers.get("content-type").map(String::as_str),
+                Some("application/x-protobuf")
+            );
+            let p = SketchPayload::decode(&r.body[..]).expect("a SketchPayload");
+            for s in p.sketches.into_iter().filter(|s| s.metric == metric) {
+                for d in s.dogsketches {
+                    out.push((s.tags.clone(), s.host.clone(), d));
+                }
+            }
+        }
+        out
+    }
+
     /// Requests to either series endpoint.
     pub fn series_requests(&self) -> Vec<Request> {
         self.requests

@@ -65,3 +65,33 @@ pub fn run(script: &str, args: &[&str], stdin: &[u8]) -> Output {
     );
     out
 }
+
+/// An OTLP export request of one gauge `name` with one data point per value (no attributes, no resource).
+pub fn gauge_request(
+    name: &str,
+    values: &[f64],
+) -> harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest {
+    use harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+    use harrier::otlp::proto::metrics::v1::{metric::Data, number_data_point, Gauge, Metric, NumberDataPoint};
+    use harrier::otlp::proto::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    let points = values
+        .iter()
+        .map(|&v| NumberDataPoint {
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Gauge(Gauge { data_points: points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}

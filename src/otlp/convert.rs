@@ -79,6 +79,14 @@ pub struct Converter {
     streams: Mutex<Streams>,
 }
 
+/// A histogram point as the conversion takes it: start time, attributes, and its data (`Ok(None)`: no recorded
+/// value; `Err`: the reason it is rejected).
+type HistPoint<'p> = (
+    u64,
+    &'p [super::proto::common::v1::KeyValue],
+    Result<Option<Hist>, &'static str>,
+);
+
 /// Where a metric's points come from: their tags and the identity of their streams, so far.
 struct Context<'a> {
     tags: &'a [String],
@@ -186,38 +194,18 @@ impl Converter {
                 }
             }
             Data::Histogram(h) => {
-                for p in &h.data_points {
-                    let hist = explicit(p);
-                    self.histogram(
-                        m,
-                        cx,
-                        h.aggregation_temporality,
-                        p.start_time_unix_nano,
-                        &p.attributes,
-                        hist,
-                        2,
-                        streams,
-                        now,
-                        out,
-                    );
-                }
+                let points = h
+                    .data_points
+                    .iter()
+                    .map(|p| (p.start_time_unix_nano, &p.attributes[..], explicit(p)));
+                self.histograms(m, cx, h.aggregation_temporality, 2, points, streams, now, out);
             }
             Data::ExponentialHistogram(h) => {
-                for p in &h.data_points {
-                    let hist = exponential(p);
-                    self.histogram(
-                        m,
-                        cx,
-                        h.aggregation_temporality,
-                        p.start_time_unix_nano,
-                        &p.attributes,
-                        hist,
-                        3,
-                        streams,
-                        now,
-                        out,
-                    );
-                }
+                let points = h
+                    .data_points
+                    .iter()
+                    .map(|p| (p.start_time_unix_nano, &p.attributes[..], exponential(p)));
+                self.histograms(m, cx, h.aggregation_temporality, 3, points, streams, now, out);
             }
             Data::Summary(s) => {
                 for p in &s.data_points {
@@ -269,45 +257,55 @@ impl Converter {
         Some(v)
     }
 
+    /// A histogram metric's points, explicit or exponential (`type_index` into [`POINT_TYPES`]), each as its start
+    /// time, attributes and data.
     #[allow(clippy::too_many_arguments)]
-    fn histogram(
+    fn histograms<'p>(
         &self,
         m: &Metric,
         cx: &Context<'_>,
         temporality: i32,
-        start: u64,
-        attrs: &[super::proto::common::v1::KeyValue],
-        hist: Result<Option<Hist>, &'static str>,
         type_index: usize,
+        points: impl Iterator<Item = HistPoint<'p>>,
         streams: &mut Streams,
         now: Instant,
         out: &mut Outcome,
     ) {
-        let hist = match hist {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(reason) => return out.reject(reason, &m.name),
-        };
-        let delta = match AggregationTemporality::try_from(temporality) {
-            Ok(AggregationTemporality::Delta) => hist,
-            Ok(AggregationTemporality::Cumulative) => {
-                match streams.hist(stream_id(cx, &m.name, attrs), start, &hist, now) {
-                    Added::Delta(d) => d,
-                    Added::Primed => {
-                        out.points[type_index] += 1;
-                        return;
-                    }
-                    Added::Full => return out.reject("too_many_streams", &m.name),
+        for (start, attrs, hist) in points {
+            let hist = match hist {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(reason) => {
+                    out.reject(reason, &m.name);
+                    continue;
                 }
+            };
+            let delta = match AggregationTemporality::try_from(temporality) {
+                Ok(AggregationTemporality::Delta) => hist,
+                Ok(AggregationTemporality::Cumulative) => {
+                    match streams.hist(stream_id(cx, &m.name, attrs), start, &hist, now) {
+                        Added::Delta(d) => d,
+                        Added::Primed => {
+                            out.points[type_index] += 1;
+                            continue;
+                        }
+                        Added::Full => {
+                            out.reject("too_many_streams", &m.name);
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    out.reject("temporality_unspecified", &m.name);
+                    continue;
+                }
+            };
+            out.points[type_index] += 1;
+            if delta.count > 0 {
+                let value = distribution(&delta, self.opts.sketches);
+                self.push(out, &m.name, MetricKind::Distribution, cx, attrs, None, value);
             }
-            _ => return out.reject("temporality_unspecified", &m.name),
-        };
-        out.points[type_index] += 1;
-        if delta.count == 0 {
-            return;
         }
-        let value = distribution(&delta, self.opts.sketches);
-        self.push(out, &m.name, MetricKind::Distribution, cx, attrs, None, value);
     }
 
     /// One entry: the context's and the point's tags, plus `extra`, with `extend_tags` applied as to a line.

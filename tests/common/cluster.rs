@@ -203,6 +203,16 @@ impl Proc {
             .sum()
     }
 
+    /// Waits until this process prints a flush later than any it had printed (a line with a newer timestamp), then
+    /// `after` more: with 1 s intervals and `after` well under one, the moment returned is between two flushes,
+    /// away from the milliseconds after a flush in which its acknowledgements are on their way.
+    pub fn wait_between_flushes(&self, after: Duration) {
+        let newest = || self.printed.lock().unwrap().iter().map(|p| p.ts).max();
+        let before = newest();
+        wait_until(Duration::from_secs(10), "a flush of the process", || newest() > before);
+        std::thread::sleep(after);
+    }
+
     /// Sum of printed values per `name#tags` (counters summed over intervals).
     pub fn totals(&self) -> HashMap<String, f64> {
         let mut out = HashMap::new();

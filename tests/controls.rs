@@ -1,14 +1,14 @@
 //! The operator's controls through the real server: mapper profiles, tag filtering with re-aggregation, the
 //! blocklist, per-metric and per-tag limits, the minimum sample rate, the memory budget, and `/debug/series`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{config, start};
+use crate::common::{config, start};
 
 fn send_udp(addr: SocketAddr, lines: &[String]) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,14 +1,12 @@
 //! The Datadog sink against a fake intake on 127.0.0.1 that checks the header, inflates and parses each body.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::intake::{Intake, Reply, Request};
-use common::*;
+use crate::common::intake::{Intake, Reply, Request};
+use crate::common::*;
 use harrier::aggregate::TagSet;
 use harrier::config::{Config, DatadogConfig, SeriesApi};
 use harrier::server;

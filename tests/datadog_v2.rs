@@ -3,8 +3,6 @@
 //! across a restart of Harrier gets every counter total exactly once. Each test starts the real server and a local
 //! intake that decodes what it receives.
 
-mod common;
-
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::UdpSocket;
@@ -12,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::eventually;
-use common::intake::{Intake, Point, Reply};
+use crate::common::eventually;
+use crate::common::intake::{Intake, Point, Reply};
 use harrier::config::Config;
 use harrier::server::{self, RunningServer};
 

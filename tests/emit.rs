@@ -1,14 +1,12 @@
 //! `harrier emit`: the built binary sends to a real server (listeners on 127.0.0.1 ports chosen by the OS, on
 //! unix sockets and on an abstract unixgram socket, a capturing sink), and what arrives is checked; bad usage exits 2, a failed send exits 1.
 
-mod common;
-
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use harrier::protocol::{AlertType, CheckStatus, Priority};
 use harrier::server::RunningServer;
 use harrier::sink::SeriesKind;

@@ -1,13 +1,11 @@
 //! One global and three locals on 127.0.0.1: the locals forward t-digests, HyperLogLogs and global-only counters
 //! over gRPC; the global merges them and reports fleet-wide percentiles and unique counts.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use harrier::server::RunningServer;
 
 /// A seeded xorshift generator: the same samples on every run.

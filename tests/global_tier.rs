@@ -2,15 +2,13 @@
 //! SIGKILLed (and restarted, or left down) without losing or doubling anything, discovery from a real DNS server
 //! (dnsmasq), and the same through a proxy.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::*;
+use crate::common::cluster::*;
 
 fn global_yaml(grpc: &str) -> String {
     format!(

@@ -1,11 +1,9 @@
 //! A global fed malformed forwarded batches by a hostile or broken peer: each bad batch is refused whole and
 //! counted by reason, and the global goes on merging the good ones.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use harrier::forward::proto::forward_client::ForwardClient;
 use harrier::forward::proto::{metric, set, Centroid, Histogram, Metric, MetricBatch, MetricType, Scope, Set};
 

@@ -3,14 +3,14 @@
 //! sums; two locals' OTLP histograms give a global the percentiles of their union; bad requests are refused with
 //! the status the specification names and never stop the server.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::intake::{Intake, Point};
-use common::otel;
+use crate::common::intake::{Intake, Point};
+use crate::common::otel;
 use harrier::config::otlp::{OtlpAddress, OtlpTransport};
 use harrier::config::Config;
 use harrier::ddsketch::DdSketch;

@@ -2,15 +2,13 @@
 //! 127.0.0.1, and each captured body is decoded by the official `opentelemetry-proto` Python package (into JSON
 //! with `google.protobuf.json_format`), so the assertions read what a collector would read.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::intake::{Intake, Reply, Request};
-use common::otel;
+use crate::common::intake::{Intake, Reply, Request};
+use crate::common::otel;
 use harrier::config::Config;
 use harrier::otlp::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use harrier::server::{self, RunningServer};

@@ -2,13 +2,13 @@
 //! `--web.enable-remote-write-receiver`) and VictoriaMetrics. DogStatsD lines go through the real server over
 //! UDP; the answers come from PromQL queries on the database's HTTP API.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::tsdb::Tsdb;
+use crate::common::tsdb::Tsdb;
 use harrier::config::Config;
 use harrier::server::{self, RunningServer};
 

@@ -2,7 +2,7 @@
 //! Prometheus's own `/metrics` as targets, a fake exporter whose values the test controls (histograms rebuilt as
 //! distributions), and targets that hang, fail or send 50 MB beside a good one.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{free_port, wait_until};
-use common::intake::{Intake, Point, Reply};
-use common::tsdb::Tsdb;
+use crate::common::cluster::{free_port, wait_until};
+use crate::common::intake::{Intake, Point, Reply};
+use crate::common::tsdb::Tsdb;
 use harrier::config::Config;
 use harrier::server::{self, RunningServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

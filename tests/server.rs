@@ -1,15 +1,13 @@
 //! The local server end to end: real listeners on 127.0.0.1 (ports chosen by the OS), real parse workers and
 //! shards, and a capturing sink. Each test sends, then shuts the server down, which runs the final flush.
 
-mod common;
-
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use harrier::config::ListenAddress;
 use harrier::protocol::CheckStatus;
 use harrier::server::RunningServer;

@@ -3,14 +3,12 @@
 //! accuracy; forwarded by locals and merged exactly by the global; and `distributions: histogram` still giving
 //! today's t-digest series. Each test starts the real servers and a local intake that decodes what it receives.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::eventually;
-use common::intake::Intake;
+use crate::common::eventually;
+use crate::common::intake::Intake;
 use harrier::config::Config;
 use harrier::ddsketch::DdSketch;
 use harrier::server::{self, RunningServer};

@@ -2,14 +2,12 @@
 //! refused for a missing or foreign client certificate, `tls://` ingest with exact totals, plaintext on the TLS
 //! port, certificates replaced while running, and files that stop the start.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use harrier::config::Config;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

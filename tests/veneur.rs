@@ -3,7 +3,7 @@
 //! `tests/veneur/v14.yaml` (v14.2's flat keys) and `tests/veneur/head.yaml` (HEAD's nested sinks), written from
 //! Veneur's reference to cover every key family.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
@@ -13,9 +13,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::Dns;
-use common::intake::Intake;
-use common::{eventually, socket_path, CaptureSink};
+use crate::common::cluster::Dns;
+use crate::common::intake::Intake;
+use crate::common::{eventually, socket_path, CaptureSink};
 use harrier::config::{Config, ListenAddress};
 use harrier::server::{self, RunningServer};
 use harrier::sink::Sink;

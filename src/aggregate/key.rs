@@ -170,18 +170,19 @@ impl<'a> KeyView<'a> {
 
     /// The owned key, given this view's canonical tags: the allocations a new series costs (its name and its tags).
     pub fn to_key(&self, canonical_tags: &str, extend: &ExtendTags) -> SeriesKey {
-        self.to_key_named(canonical_tags, extend, None)
+        self.to_key_named(TagSet::from_canonical(canonical_tags), extend, None)
     }
 
-    /// [`KeyView::to_key`], with the name's string shared with other series of the name if one is given.
-    pub fn to_key_named(&self, canonical_tags: &str, extend: &ExtendTags, name: Option<Arc<str>>) -> SeriesKey {
+    /// [`KeyView::to_key`], with the canonical tags already made a set (shared with other series, see
+    /// [`super::tag_cache`]) and the name's string shared with other series of the name if one is given.
+    pub fn to_key_named(&self, tags: TagSet, extend: &ExtendTags, name: Option<Arc<str>>) -> SeriesKey {
         debug_assert!(name.as_deref().is_none_or(|n| n == self.name));
         SeriesKey {
             name: name.unwrap_or_else(|| self.name.into()),
             kind: self.kind,
             scope: self.scope,
             tag_count: (self.tag_count + extend.tags.len()) as u32,
-            tags: TagSet::from_canonical(canonical_tags),
+            tags,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod report;
 pub mod sample_log;
 pub mod set;
 pub mod shard;
+pub mod tag_cache;
 pub mod text_index;
 
 pub use emit::{emit, EmitConfig, EmitCounts};

@@ -12,6 +12,7 @@ use super::names::{NameRow, Names};
 use super::report::{EmitConfig, Summary};
 use super::sample_log::SampleLog;
 use super::set::{member_hash, Set};
+use super::tag_cache::TagCache;
 use super::text_index::{self, TextIndex};
 use crate::ddsketch::DdSketch;
 use crate::model::{self as sink, CheckRun, Series};
@@ -155,6 +156,8 @@ pub struct ShardState {
     by_key: KeyIndex,
     by_text: TextIndex,
     canon: Canon,
+    /// New series' tag sets, shared between series with the same tags.
+    tag_cache: TagCache,
     checks: HashMap<(Box<str>, TagSet), CheckRun>,
     events: Vec<sink::Event>,
     /// Counters and gauges with their own `|T` timestamp: passed through unaggregated.
@@ -497,7 +500,7 @@ impl ShardState {
             }
         }
         let (name, shared) = self.names.id(view.name);
-        let key = view.to_key_named(canonical, extend, shared);
+        let key = view.to_key_named(self.tag_cache.get(canonical), extend, shared);
         self.names.added(name, admit::key_bytes(&key));
         let value = empty_value(key.kind, self.sketches);
         let (text_lo, text_hi) = text_index::key_parts(th);

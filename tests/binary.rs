@@ -286,9 +286,10 @@ fn flood(n: usize, limit: &str) -> (u64, Vec<String>) {
         if (i + 1) % 50 == 0 || i + 1 == n {
             sock.send_to(datagram.trim_end().as_bytes(), run.udp).unwrap();
             datagram.clear();
-            // 1,000 lines per millisecond at most: the receive buffer must not overflow while other tests of the
-            // binary share the CPU (what the kernel drops never reaches the series limit to be counted).
-            if i % 1000 == 999 {
+            // 100 lines per millisecond at most: this debug build must keep up while other tests of the binary
+            // share the CPU, or the receive buffer overflows (what the kernel drops never reaches the series limit
+            // to be counted).
+            if i % 100 == 99 {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }

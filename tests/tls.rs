@@ -57,11 +57,8 @@ impl Ca {
     }
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("harrier-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(tag: &str) -> crate::common::Scratch {
+    crate::common::Scratch::new(&format!("harrier-tls-{tag}-{}", std::process::id()))
 }
 
 fn global_yaml(ca: &Ca, mutual: bool) -> String {

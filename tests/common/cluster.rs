@@ -12,16 +12,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_harrier");
 
-/// A directory of its own for one test's files.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A directory of its own for one test's files, removed at the end of the test.
+pub fn temp_dir(tag: &str) -> super::Scratch {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    super::Scratch::new(&format!(
         "harrier-cluster-{}-{tag}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    ))
 }
 
 /// A TCP port free on `ip` (and, for the tests that bind several loopback addresses, on 127.0.0.1..=4 too).
@@ -266,7 +264,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 pub struct Dns {
     child: Child,
     pub port: u16,
-    dir: PathBuf,
+    /// Removed when dropped, after dnsmasq is stopped.
+    dir: super::Scratch,
     hosts: PathBuf,
 }
 

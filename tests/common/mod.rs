@@ -6,6 +6,34 @@ pub mod intake;
 pub mod otel;
 pub mod tsdb;
 
+/// A directory of one test's own files, removed with everything in it when dropped (declare it before the processes
+/// that use it, so that they stop first).
+#[derive(Debug)]
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// `name` under the system's temporary directory, emptied if a run before left it.
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

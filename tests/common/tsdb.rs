@@ -2,7 +2,6 @@
 //! remote-write receiver on) and `victoria-metrics`, each with its own temporary storage, stopped on drop.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,8 @@ pub struct Tsdb {
     child: Child,
     pub kind: Kind,
     pub port: u16,
-    dir: PathBuf,
+    /// Removed when dropped, after the child is stopped (fields drop after `drop`).
+    dir: super::Scratch,
     client: reqwest::Client,
 }
 
@@ -89,7 +89,7 @@ impl Tsdb {
         Tsdb::ready(child, Kind::VictoriaMetrics, port, dir, "/health").await
     }
 
-    async fn ready(child: Child, kind: Kind, port: u16, dir: PathBuf, path: &str) -> Tsdb {
+    async fn ready(child: Child, kind: Kind, port: u16, dir: super::Scratch, path: &str) -> Tsdb {
         let tsdb = Tsdb {
             child,
             kind,
@@ -149,6 +149,5 @@ impl Drop for Tsdb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -61,6 +61,22 @@ impl Outcome {
         self.rejected.iter().map(|(_, n)| n).sum()
     }
 
+    /// What a cumulative point adds: its difference, or `None` when it only primed its stream (a point taken, of
+    /// type `type_index`) or its stream found no room (a point rejected).
+    fn delta_of<T>(&mut self, added: Added<T>, type_index: usize, metric: &str) -> Option<T> {
+        match added {
+            Added::Delta(d) => Some(d),
+            Added::Primed => {
+                self.points[type_index] += 1;
+                None
+            }
+            Added::Full => {
+                self.reject("too_many_streams", metric);
+                None
+            }
+        }
+    }
+
     fn reject(&mut self, reason: &'static str, metric: &str) {
         match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, n)) => *n += 1,
@@ -168,17 +184,11 @@ impl Converter {
                         Ok(AggregationTemporality::Cumulative) if !s.is_monotonic => Value::Gauge(v),
                         Ok(AggregationTemporality::Cumulative) => {
                             let id = stream_id(cx, &m.name, &p.attributes);
-                            match streams.number(id, p.start_time_unix_nano, v, now) {
-                                Added::Delta(d) => Value::Counter(d),
-                                Added::Primed => {
-                                    out.points[0] += 1;
-                                    continue;
-                                }
-                                Added::Full => {
-                                    out.reject("too_many_streams", &m.name);
-                                    continue;
-                                }
-                            }
+                            let added = streams.number(id, p.start_time_unix_nano, v, now);
+                            let Some(d) = out.delta_of(added, 0, &m.name) else {
+                                continue;
+                            };
+                            Value::Counter(d)
                         }
                         _ => {
                             out.reject("temporality_unspecified", &m.name);
@@ -283,17 +293,11 @@ impl Converter {
             let delta = match AggregationTemporality::try_from(temporality) {
                 Ok(AggregationTemporality::Delta) => hist,
                 Ok(AggregationTemporality::Cumulative) => {
-                    match streams.hist(stream_id(cx, &m.name, attrs), start, &hist, now) {
-                        Added::Delta(d) => d,
-                        Added::Primed => {
-                            out.points[type_index] += 1;
-                            continue;
-                        }
-                        Added::Full => {
-                            out.reject("too_many_streams", &m.name);
-                            continue;
-                        }
-                    }
+                    let added = streams.hist(stream_id(cx, &m.name, attrs), start, &hist, now);
+                    let Some(d) = out.delta_of(added, type_index, &m.name) else {
+                        continue;
+                    };
+                    d
                 }
                 _ => {
                     out.reject("temporality_unspecified", &m.name);

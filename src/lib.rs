@@ -39,8 +39,8 @@
 //! - [`protocol`]: the DogStatsD wire format: packets into borrowed messages.
 //! - [`aggregate`]: what becomes a new series (`aggregate::admit`: the limits, `metric_tag_filterlist`, the
 //!   blocklist, and `aggregate::mapper`'s `mapper_profiles`, all applied only where a shard meets a line whose text it
-//!   does not know), the shards' figures per metric name (`aggregate::names`), series keys and their indexes, the tag sets new series share (`aggregate::tag_cache`),
-//!   t-digest histograms, HyperLogLog sets, shard state, the
+//!   does not know), the shards' figures per metric name (`aggregate::names`), series keys and their indexes,
+//!   the tag sets new series share (`aggregate::tag_cache`), t-digest histograms, HyperLogLog sets, shard state, the
 //!   reporting policy (`aggregate::report`), the workers' intervals merged at the flush (`aggregate::merge`) and
 //!   turned into output (`aggregate::emit`); the hot tables in huge pages (`aggregate::huge_pages`) and the log
 //!   that applies histogram samples and set members in batches (`aggregate::sample_log`).

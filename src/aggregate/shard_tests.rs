@@ -515,3 +515,34 @@ fn histograms_are_output_whole_only_when_a_sink_asks_and_only_where_they_are_rep
         "a local-only histogram is reported here"
     );
 }
+
+#[test]
+fn series_with_the_same_tags_share_one_tag_set_whether_made_from_lines_or_imported() {
+    let e = ExtendTags::default();
+    let mut state = ShardState::default();
+    feed(&mut state, &e, "a:1|c|#env:prod,svc:api\nb:1|g|#svc:api,env:prod\n");
+    let imported = |name: &str| {
+        let key = SeriesKey::new(
+            name,
+            MetricKind::Counter,
+            Scope::Global,
+            TagSet::from_tags(["env:prod", "svc:api"]),
+        );
+        Entry {
+            hash: key.hash(),
+            key,
+            value: Value::Counter(1.0),
+        }
+    };
+    state.import(vec![imported("c"), imported("d")]);
+    assert_eq!(state.len(), 4);
+    let first = state.slots[0].key.tags.joined().as_ptr();
+    for slot in &state.slots {
+        assert_eq!(slot.key.tags.joined(), "env:prod,svc:api");
+        assert!(
+            std::ptr::eq(slot.key.tags.joined().as_ptr(), first),
+            "{} has its own copy",
+            slot.key.name
+        );
+    }
+}

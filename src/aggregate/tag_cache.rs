@@ -4,7 +4,8 @@
 //! A small direct-mapped cache per shard, indexed by the hash of the canonical text: a new series whose tags are
 //! in it takes a clone (a reference count), else its tags are allocated and take that cache entry. No reference
 //! counting of the cache's own, no removal: the memory it keeps alive is bounded by its [`ENTRIES`] sets, and a
-//! series with tags nobody else has costs the one allocation it always did. Only series creation looks here.
+//! series with tags nobody else has costs the one allocation it always did. Only series creation looks here: from a
+//! line, and from an import (a global's series).
 
 use xxhash_rust::xxh3::xxh3_64;
 

@@ -23,6 +23,8 @@ impl ShardState {
                 if let Some(shared) = shared {
                     incoming.key.name = shared;
                 }
+                // Its tags shared with the other series that have them, as a series created from a line's are.
+                incoming.key.tags = self.tag_cache.get(incoming.key.tags.joined());
                 self.names.added(name, key_bytes(&incoming.key));
                 self.insert(
                     Slot {

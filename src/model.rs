@@ -3,12 +3,15 @@
 //! none of them (only the wire's enums from [`crate::protocol`], the sketch type from [`crate::ddsketch`] and the
 //! bucket type from the leaf [`crate::exponential`]).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::ddsketch::DdSketch;
 pub use crate::exponential::{Buckets, ExponentialBuckets};
 use crate::protocol::{AlertType, CheckStatus, Priority};
+/// A shared immutable string behind one pointer, its length in the allocation: what series names and tag sets are
+/// held as (a fat `Arc<str>` is 16 bytes; a series holds a name and a tag set in its slot and in each output).
+pub use arcstr::ArcStr as SharedStr;
 
 /// How a series is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,7 +39,7 @@ impl SeriesKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// The name, without [`Series::suffix`]: write [`Series::full_name`].
-    pub name: Arc<str>,
+    pub name: SharedStr,
     /// What follows `name` (a histogram's `.max` or `.99percentile`): shared by every histogram of a flush
     /// instead of a name allocated per series.
     pub suffix: Suffix,
@@ -161,7 +164,7 @@ pub struct Flush {
 /// A distribution's interval as the agent's DDSketch.
 #[derive(Debug, Clone, Default)]
 pub struct SketchSeries {
-    pub name: Arc<str>,
+    pub name: SharedStr,
     pub tags: TagSet,
     /// Unix seconds of the flush.
     pub timestamp: i64,
@@ -171,7 +174,7 @@ pub struct SketchSeries {
 /// A histogram's, timer's or distribution's interval, whole.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSeries {
-    pub name: Arc<str>,
+    pub name: SharedStr,
     pub tags: TagSet,
     /// Unix seconds of the flush.
     pub timestamp: i64,
@@ -207,7 +210,7 @@ impl Flush {
 /// the set (they are part of the series' identity) and are exposed separately for sinks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TagSet {
-    joined: Option<Arc<str>>,
+    joined: Option<SharedStr>,
 }
 
 impl TagSet {

@@ -11,7 +11,7 @@ pub use crate::logging::LimitedLog;
 
 pub mod catalog;
 pub mod series_table;
-use crate::model::{Series, SeriesKind};
+use crate::model::{Series, SeriesKind, SharedStr};
 use crate::protocol::ParseError;
 use catalog::Metric;
 
@@ -51,7 +51,7 @@ impl ListenerStats {
 }
 
 /// A self-metric's name and joined tags, the order of `GET /metrics`.
-type ExposedKey = (Arc<str>, String);
+type ExposedKey = (SharedStr, String);
 /// A self-metric's tags, kind, and running total (counters) or last value (gauges).
 type Exposed = (TagSet, SeriesKind, f64);
 
@@ -262,7 +262,7 @@ impl Telemetry {
 
     /// Every self-metric as of the last flush, in name order: counters' running totals since the start and gauges'
     /// last values (what `GET /metrics` shows).
-    pub fn exposed(&self) -> Vec<(Arc<str>, TagSet, SeriesKind, f64)> {
+    pub fn exposed(&self) -> Vec<(SharedStr, TagSet, SeriesKind, f64)> {
         let exposed = self.exposed.lock().unwrap_or_else(|e| e.into_inner());
         exposed
             .iter()

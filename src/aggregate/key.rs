@@ -4,10 +4,9 @@
 //! the hashes of the distinct tags (so tag order does not matter). An owned [`SeriesKey`] is built only when a
 //! shard meets a series it does not hold yet; lookups compare the borrowed view with it in place.
 
-use std::sync::Arc;
-
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64, xxh3_64_with_seed};
 
+use crate::model::SharedStr;
 pub use crate::model::TagSet;
 use crate::protocol::{MetricKind, Tags};
 
@@ -175,7 +174,7 @@ impl<'a> KeyView<'a> {
 
     /// [`KeyView::to_key`], with the canonical tags already made a set (shared with other series, see
     /// [`super::tag_cache`]) and the name's string shared with other series of the name if one is given.
-    pub fn to_key_named(&self, tags: TagSet, extend: &ExtendTags, name: Option<Arc<str>>) -> SeriesKey {
+    pub fn to_key_named(&self, tags: TagSet, extend: &ExtendTags, name: Option<SharedStr>) -> SeriesKey {
         debug_assert!(name.as_deref().is_none_or(|n| n == self.name));
         SeriesKey {
             name: name.unwrap_or_else(|| self.name.into()),
@@ -253,7 +252,7 @@ fn mix(mut h: u64) -> u64 {
 /// The owned identity of a series. Cloning it copies two reference-counted pointers.
 #[derive(Debug, Clone)]
 pub struct SeriesKey {
-    pub name: Arc<str>,
+    pub name: SharedStr,
     pub kind: MetricKind,
     pub scope: Scope,
     pub tags: TagSet,

@@ -6,9 +6,9 @@
 //! [`OTHER`] (shown as `(other names)`). A row is freed when its name has no series left after an interval.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::admit::Limit;
+use crate::model::SharedStr;
 
 /// Names with a row of their own, per shard.
 pub const TRACKED_NAMES: usize = 10_000;
@@ -20,7 +20,7 @@ pub const OTHER_NAME: &str = "(other names)";
 /// One name's figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NameRow {
-    pub name: Arc<str>,
+    pub name: SharedStr,
     pub series: u64,
     pub bytes: u64,
     /// This interval's, until it is taken.
@@ -55,7 +55,7 @@ impl NameRow {
 /// A shard's rows.
 #[derive(Debug)]
 pub struct Names {
-    ids: HashMap<Arc<str>, u32>,
+    ids: HashMap<SharedStr, u32>,
     rows: Vec<NameRow>,
     free: Vec<u32>,
 }
@@ -76,14 +76,14 @@ impl Default for Names {
 impl Names {
     /// The row of `name`, made if there is room (else [`OTHER`]), and the name's shared string for a new key (none
     /// for [`OTHER`]).
-    pub fn id(&mut self, name: &str) -> (u32, Option<Arc<str>>) {
+    pub fn id(&mut self, name: &str) -> (u32, Option<SharedStr>) {
         if let Some(&id) = self.ids.get(name) {
             return (id, Some(self.rows[id as usize].name.clone()));
         }
         if self.ids.len() >= TRACKED_NAMES {
             return (OTHER, None);
         }
-        let shared: Arc<str> = name.into();
+        let shared: SharedStr = name.into();
         let row = NameRow {
             name: shared.clone(),
             ..NameRow::default()

@@ -2,13 +2,11 @@
 //! here is reduced to its values (aggregates, then percentiles). Used by the shard (to reduce an interval as it is
 //! taken) and by [`super::emit`] (to turn an interval into output); it knows neither.
 
-use std::sync::Arc;
-
 use super::histogram::Histogram;
 use super::key::Scope;
 use crate::config::{percentile_suffix, Aggregate};
 use crate::exponential::{self, Knots};
-use crate::model::{HistogramData, Suffix};
+use crate::model::{HistogramData, SharedStr, Suffix};
 
 /// How a flushed shard turns into output.
 #[derive(Debug, Clone)]
@@ -126,7 +124,7 @@ impl NameSuffix {
     }
 
     /// The name and suffix of series `name` + this suffix.
-    pub(super) fn apply(&self, name: &Arc<str>) -> (Arc<str>, Suffix) {
+    pub(super) fn apply(&self, name: &SharedStr) -> (SharedStr, Suffix) {
         match self {
             NameSuffix::Interned(s) => (name.clone(), *s),
             NameSuffix::Text(t) => (format!("{name}{t}").into(), Suffix::default()),

@@ -99,7 +99,7 @@ pub enum Dropped {
 struct Slot {
     hash: u64,
     /// [`text_hash`] of the line text this slot is found by, if `by_text` holds it, as
-    /// [`text_index::key_parts`] (the fields side by side keep a slot at 64 bytes).
+    /// [`text_index::key_parts`] (the fields side by side keep a slot at 48 bytes).
     text_lo: u64,
     text_hi: u32,
     by_text: bool,

@@ -433,9 +433,14 @@ proptest::proptest! {
 }
 
 #[test]
-fn a_slot_is_one_cache_line_and_a_series_hot_state_half_of_one() {
-    assert_eq!(std::mem::size_of::<Slot>(), 64);
+fn a_series_costs_48_bytes_of_slot_32_of_hot_state_and_40_per_output_series() {
+    // Names and tag sets are one pointer each (`SharedStr`): with fat `Arc<str>`s a slot was 64 bytes, an entry
+    // of a taken interval 64 and an output series 56.
+    assert_eq!(std::mem::size_of::<SeriesKey>(), 24);
+    assert_eq!(std::mem::size_of::<Slot>(), 48);
     assert_eq!(std::mem::size_of::<Hot>(), 32);
+    assert_eq!(std::mem::size_of::<Entry>(), 48);
+    assert_eq!(std::mem::size_of::<sink::Series>(), 40);
 }
 
 /// The flush of `lines` fed to a new state (summarizing, sketching) under `cfg`.

@@ -4,13 +4,14 @@
 //! or per series on a request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::catalog::{SERIES_ESTIMATED_BYTES, SERIES_LIMITED};
 use super::Telemetry;
 use crate::aggregate::admit::Limit;
 use crate::aggregate::names::NameRow;
+use crate::model::SharedStr;
 
 /// Names reported in `harrier.series.limited` per interval.
 pub const LIMITED_REPORTED: usize = 10;
@@ -94,7 +95,7 @@ impl SeriesStats {
 
 /// The rows of several workers, one per name.
 fn merge(rows: Vec<NameRow>) -> Vec<NameRow> {
-    let mut index: HashMap<Arc<str>, usize> = HashMap::with_capacity(rows.len());
+    let mut index: HashMap<SharedStr, usize> = HashMap::with_capacity(rows.len());
     let mut out: Vec<NameRow> = Vec::with_capacity(rows.len());
     for row in rows {
         match index.get(&row.name) {

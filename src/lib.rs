@@ -63,17 +63,16 @@
 //! - [`tls`]: the process's rustls provider, server identities reloaded without a restart (gRPC import server,
 //!   `tls://` listeners) and the forwarding client's TLS.
 //! - [`logging`]: text or JSON logs with level filters, and the rate-limited logs for bad input.
-//! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket;
-//!   [`top`]: `harrier top`, the `/debug/series` table in a terminal; [`capture`]'s `harrier capture` and
-//!   `harrier replay`; [`http_get`]: the blocking HTTP/1.1 GET those tools use.
+//! - [`client`]: `harrier emit`: one metric, event or service check from a script, over UDP, TCP or a unix socket.
 //! - [`capture`]: `GET /debug/capture` records what the workers read into a zstd file, `harrier capture` saves
 //!   it and `harrier replay` sends it again.
 //! - [`top`]: `harrier top`: the metric names with the most series, lines, bytes or refused series, from a server's
 //!   `GET /debug/series` (whose answer is `top::table`); [`http_get`]: the tools' blocking HTTP/1.1 GET.
 //! - [`server`]: wiring for a configuration in named phases, and the stop order (`server::stop_order`);
-//!   [`shutdown`]: the stop signal.
+//!   [`shutdown`]: the stop signal; [`allocator`]: glibc's malloc set to give what a flush frees back to the system.
 
 pub mod aggregate;
+pub mod allocator;
 pub mod capture;
 pub mod client;
 pub mod config;

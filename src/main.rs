@@ -154,6 +154,8 @@ fn emit(args: &harrier::client::EmitArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Before any other thread starts (the runtime's, the workers').
+    harrier::allocator::return_freed_memory();
     let args = Args::parse_from(arguments());
     match &args.command {
         Some(Command::Emit(emit_args)) => return emit(emit_args),

@@ -102,27 +102,89 @@ pub fn write_series(out: &mut Vec<u8>, s: &Series, default_host: &str, interval_
     true
 }
 
-/// Encodes series into one compressed `MetricPayload`.
+/// Encodes series into one compressed `MetricPayload`, written in this thread's reused buffer (see [`RAW`]).
 pub fn encode_series(series: &[Series], default_host: &str, interval_secs: f64, compression: Compression) -> Body {
-    let mut buf = Vec::with_capacity(series.len() * 96);
-    let mut n = 0;
-    for s in series {
-        n += usize::from(write_series(&mut buf, s, default_host, interval_secs));
-    }
-    Body {
-        compressed: compress(&buf, compression),
-        uncompressed_len: buf.len(),
-        series: n,
-    }
+    let encode = |buf: &mut Vec<u8>| {
+        buf.clear();
+        buf.reserve(series.len() * 96);
+        let mut n = 0;
+        for s in series {
+            n += usize::from(write_series(buf, s, default_host, interval_secs));
+        }
+        let body = Body {
+            compressed: compress(buf, compression),
+            uncompressed_len: buf.len(),
+            series: n,
+        };
+        if buf.capacity() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        body
+    };
+    RAW.with(|raw| match raw.try_borrow_mut() {
+        Ok(mut buf) => encode(&mut buf),
+        Err(_) => encode(&mut Vec::new()),
+    })
 }
+
+thread_local! {
+    /// A thread's buffer for a body before compression, reused from body to body: allocated for each, it was a
+    /// megabyte (10,000 series) mapped, faulted in page by page and unmapped per body (glibc maps blocks that
+    /// large on their own, see [`crate::allocator`]): half of the page faults of `mixed50k`. Kept only up to
+    /// [`SCRATCH_KEEP`] bytes.
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest buffer a thread keeps between bodies (a body of 10,000 series is about a megabyte before
+/// compression and a few hundred kilobytes after).
+const SCRATCH_KEEP: usize = 2 << 20;
 
 /// `bytes` compressed as `compression` says.
 pub fn compress(bytes: &[u8], compression: Compression) -> Vec<u8> {
     match compression {
-        // Level 1, the agent's default (`serializer_zstd_compressor_level`). Compressing into memory fails only
-        // on an allocation failure; the body is then empty, and the intake refuses it (counted).
-        Compression::Zstd => zstd::bulk::compress(bytes, 1).unwrap_or_default(),
+        Compression::Zstd => ZSTD.with(|z| match z.try_borrow_mut() {
+            Ok(mut z) => z.compress(bytes),
+            Err(_) => ZstdScratch::default().compress(bytes),
+        }),
         Compression::Deflate => super::compress(bytes),
+    }
+}
+
+/// Level 1, the agent's default (`serializer_zstd_compressor_level`).
+const ZSTD_LEVEL: i32 = 1;
+
+/// A thread's zstd context and output buffer, reused from body to body (made anew for each, they were allocated,
+/// zeroed and faulted in per body, as [`RAW`] was). The output buffer is kept only up to [`SCRATCH_KEEP`] bytes.
+#[derive(Default)]
+struct ZstdScratch {
+    context: Option<zstd::bulk::Compressor<'static>>,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<ZstdScratch> = std::cell::RefCell::default();
+}
+
+impl ZstdScratch {
+    /// `bytes` as one zstd frame, in a vector of its own size. Compressing into memory fails only on an
+    /// allocation failure; the body is then empty, and the intake refuses it (counted).
+    fn compress(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.context.is_none() {
+            self.context = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        let Some(context) = self.context.as_mut() else {
+            return Vec::new();
+        };
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(bytes.len()));
+        let body = match context.compress_to_buffer(bytes, &mut self.out) {
+            Ok(_) => self.out.as_slice().to_vec(),
+            Err(_) => Vec::new(),
+        };
+        if self.out.capacity() > SCRATCH_KEEP {
+            self.out = Vec::new();
+        }
+        body
     }
 }
 

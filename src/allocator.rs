@@ -5,7 +5,7 @@
 //! threshold with a mapping of its own, unmapped when freed, but the threshold is dynamic: each such block freed
 //! raises it to that block's size (up to 32 MiB), and the heaps' trim threshold to twice that, so from the second
 //! flush on these buffers come from the heaps, whose memory is kept. At 300,000 series the RSS then stayed at the
-//! flush's peak for good (101–120 MB between flushes, against 67–68 with the thresholds fixed; see the README's
+//! flush's peak for good (101–120 MB between flushes, against 69.5–69.7 MB with the thresholds set here; see the README's
 //! figures for issue 26).
 //!
 //! [`return_freed_memory`] fixes the mmap threshold at [`MMAP_THRESHOLD`] and the trim threshold at

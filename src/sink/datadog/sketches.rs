@@ -81,17 +81,14 @@ pub fn write_sketch(out: &mut Vec<u8>, s: &SketchSeries, default_host: &str) -> 
 
 /// Encodes sketches into one compressed `SketchPayload` (with the empty `metadata` the agent writes).
 pub fn encode_sketches(sketches: &[SketchSeries], default_host: &str, compression: Compression) -> Body {
-    let mut buf = Vec::with_capacity(sketches.len() * 256);
-    let mut n = 0;
-    for s in sketches {
-        n += usize::from(write_sketch(&mut buf, s, default_host));
-    }
-    put_ld(&mut buf, 2, 0);
-    Body {
-        compressed: super::v2::compress(&buf, compression),
-        uncompressed_len: buf.len(),
-        series: n,
-    }
+    super::v2::encode_body(sketches.len() * 256, compression, |buf| {
+        let n = sketches
+            .iter()
+            .map(|s| usize::from(write_sketch(buf, s, default_host)))
+            .sum();
+        put_ld(buf, 2, 0);
+        n
+    })
 }
 
 /// Cuts sketches into payloads within the agent's limits, as [`super::split_bodies`] does.

@@ -102,19 +102,28 @@ pub fn write_series(out: &mut Vec<u8>, s: &Series, default_host: &str, interval_
     true
 }
 
-/// Encodes series into one compressed `MetricPayload`, written in this thread's reused buffer (see [`RAW`]).
+/// Encodes series into one compressed `MetricPayload`.
 pub fn encode_series(series: &[Series], default_host: &str, interval_secs: f64, compression: Compression) -> Body {
+    encode_body(series.len() * 96, compression, |buf| {
+        series
+            .iter()
+            .map(|s| usize::from(write_series(buf, s, default_host, interval_secs)))
+            .sum()
+    })
+}
+
+/// One compressed body: `write` appends its items to this thread's reused buffer (see [`RAW`], reserved to
+/// `capacity` bytes) and returns how many it wrote; the buffer is then compressed as `compression` says. Used for
+/// series and sketch payloads.
+pub fn encode_body(capacity: usize, compression: Compression, write: impl FnOnce(&mut Vec<u8>) -> usize) -> Body {
     let encode = |buf: &mut Vec<u8>| {
         buf.clear();
-        buf.reserve(series.len() * 96);
-        let mut n = 0;
-        for s in series {
-            n += usize::from(write_series(buf, s, default_host, interval_secs));
-        }
+        buf.reserve(capacity);
+        let series = write(buf);
         let body = Body {
             compressed: compress(buf, compression),
             uncompressed_len: buf.len(),
-            series: n,
+            series,
         };
         if buf.capacity() > SCRATCH_KEEP {
             *buf = Vec::new();
